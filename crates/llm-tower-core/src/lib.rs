@@ -1,0 +1,46 @@
+//! The shared vocabulary of llm-tower.
+//!
+//! Every llm-tower layer speaks these types, and layers never depend on each
+//! other: they cooperate through what this crate defines and what they store
+//! in a request's `http::Extensions`.
+//!
+//! - [`LlmBody`]: the replayable `Bytes`-backed request body.
+//! - [`RequestInfo`]: a request's meaning, parsed once, shared as `Arc`.
+//! - [`chat`]: OpenAI-compatible types that keep unknown fields.
+//! - [`usage`]: [`Usage`] and the incremental JSON / SSE usage extractor.
+//! - [`classify`]: success, client error or upstream failure, with retry hints.
+//! - [`error`]: typed errors and their OpenAI-format JSON responses.
+//! - [`KeyFn`]: request partitioning; [`Secret`]: keys that never print.
+//!
+//! ```
+//! use llm_tower_core::{Api, RequestInfo};
+//! let info = RequestInfo::parse(Api::ChatCompletions, br#"{"model":"gpt-4o-mini","messages":[]}"#)?;
+//! assert_eq!(&*info.model, "gpt-4o-mini");
+//! # Ok::<(), llm_tower_core::InvalidRequest>(())
+//! ```
+#![deny(missing_docs)]
+
+mod body;
+pub mod chat;
+pub mod classify;
+pub mod error;
+pub mod hint;
+pub mod info;
+pub mod key;
+mod secret;
+pub mod sse;
+pub mod usage;
+
+pub use body::LlmBody;
+pub use classify::{Classification, Classified, Classify, GrpcClassifier, LlmClassifier, OutcomeClass};
+pub use error::{
+    Connect, ErrorInfo, InvalidRequest, ModelNotFound, PayloadTooLarge, StreamAborted, Timeout, TimeoutPhase,
+    Transport, Upstream, error_response,
+};
+pub use info::{Api, RequestInfo};
+pub use key::{Key, KeyFn};
+pub use secret::Secret;
+pub use usage::{Usage, UsageReport};
+
+/// The boxed error every layer returns (tower's).
+pub type BoxError = tower::BoxError;

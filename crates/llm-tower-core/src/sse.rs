@@ -1,0 +1,169 @@
+//! An incremental server-sent-events parser that never buffers a stream.
+//!
+//! Bytes are fed as they arrive, split anywhere; only the unfinished last line
+//! and the current event's data are kept. Follows the WHATWG event-stream rules:
+//! `\n`, `\r\n` and lone `\r` end lines, `:` starts a comment, several `data:`
+//! lines join with `\n`, one space after the colon is dropped, an unfinished
+//! event at end of input is discarded.
+
+/// One dispatched event.
+///
+/// ```
+/// use llm_tower_core::sse::SseParser;
+/// let mut p = SseParser::default();
+/// let mut seen = Vec::new();
+/// p.feed(b"event: ping\ndata: {}\n\n", |e| seen.push((e.event.map(str::to_owned), e.data.to_vec())));
+/// assert_eq!(seen, vec![(Some("ping".to_owned()), b"{}".to_vec())]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SseEvent<'a> {
+    /// The `event:` field, if the event had one.
+    pub event: Option<&'a str>,
+    /// The joined `data:` lines.
+    pub data: &'a [u8],
+}
+
+/// Incremental event-stream parser. See the [module docs](self).
+///
+/// ```
+/// use llm_tower_core::sse::SseParser;
+/// let mut p = SseParser::default();
+/// let mut n = 0;
+/// for chunk in [&b"da"[..], b"ta: a\r", b"\n\r\ndata: b\n", b"\n"] {
+///     p.feed(chunk, |_| n += 1);
+/// }
+/// assert_eq!(n, 2);
+/// ```
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// Unfinished line carried over from the previous chunk.
+    line: Vec<u8>,
+    /// Data of the event being assembled (each line followed by `\n`).
+    data: Vec<u8>,
+    event: String,
+    has_event: bool,
+    has_data: bool,
+    /// The previous chunk ended with `\r`: a leading `\n` in the next one belongs to it.
+    after_cr: bool,
+}
+
+impl SseParser {
+    /// Feeds the next bytes, calling `on_event` for every event they complete.
+    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+        if self.after_cr {
+            self.after_cr = false;
+            if let [b'\n', rest @ ..] = chunk {
+                chunk = rest;
+            }
+        }
+        while let Some(pos) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (line, rest) = chunk.split_at(pos);
+            chunk = match rest {
+                [b'\r', b'\n', rest @ ..] => rest,
+                [b'\r'] => {
+                    self.after_cr = true;
+                    &[]
+                }
+                [_, rest @ ..] => rest,
+                [] => unreachable!("position found a terminator"),
+            };
+            if self.line.is_empty() {
+                self.process_line(line, &mut on_event);
+            } else {
+                let mut full = std::mem::take(&mut self.line);
+                full.extend_from_slice(line);
+                self.process_line(&full, &mut on_event);
+                full.clear();
+                self.line = full;
+            }
+        }
+        self.line.extend_from_slice(chunk);
+    }
+
+    fn process_line(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if line.is_empty() {
+            if self.has_data {
+                if self.data.last() == Some(&b'\n') {
+                    self.data.pop();
+                }
+                let event = self.has_event.then_some(self.event.as_str());
+                on_event(SseEvent { event, data: &self.data });
+            }
+            self.data.clear();
+            self.event.clear();
+            self.has_data = false;
+            self.has_event = false;
+            return;
+        }
+        if line[0] == b':' {
+            return;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"data" => {
+                self.data.extend_from_slice(value);
+                self.data.push(b'\n');
+                self.has_data = true;
+            }
+            b"event" => {
+                self.event.clear();
+                self.event.push_str(&String::from_utf8_lossy(value));
+                self.has_event = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether bytes of an unfinished event are pending (the stream stopped mid-event).
+    ///
+    /// ```
+    /// let mut p = llm_tower_core::sse::SseParser::default();
+    /// p.feed(b"data: x", |_| {});
+    /// assert!(p.has_pending());
+    /// ```
+    pub fn has_pending(&self) -> bool {
+        !self.line.is_empty() || self.has_data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(chunks: &[&[u8]]) -> Vec<(Option<String>, String)> {
+        let mut p = SseParser::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            p.feed(c, |e| {
+                out.push((e.event.map(str::to_owned), String::from_utf8(e.data.to_vec()).unwrap()))
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn spec_cases() {
+        assert_eq!(events(&[b"data: a\ndata: b\n\n"]), vec![(None, "a\nb".into())]);
+        assert_eq!(events(&[b": comment\n\ndata:x\n\n"]), vec![(None, "x".into())]);
+        assert_eq!(events(&[b"data:  two\n\n"]), vec![(None, " two".into())]);
+        assert_eq!(events(&[b"data\n\n"]), vec![(None, "".into())]);
+        assert_eq!(events(&[b"event: e\n\n"]), vec![], "no data, no dispatch");
+        assert_eq!(events(&[b"data: a\r\rdata: b\r\n\r\n"]), vec![(None, "a".into()), (None, "b".into())]);
+        assert_eq!(events(&[b"data: unfinished"]), vec![]);
+        assert_eq!(
+            events(&[b"event: message_stop\nid: 3\nretry: 10\ndata: {}\n\n"]),
+            vec![(Some("message_stop".into()), "{}".into())]
+        );
+    }
+
+    #[test]
+    fn cr_lf_split_across_chunks_is_one_terminator() {
+        assert_eq!(events(&[b"data: a\r", b"\n", b"\r", b"\n"]), vec![(None, "a".into())]);
+    }
+}

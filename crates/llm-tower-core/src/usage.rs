@@ -1,0 +1,735 @@
+//! Token usage, read from JSON bodies and SSE streams as they pass.
+//!
+//! [`UsageExtractor`] is fed the response bytes chunk by chunk and never holds
+//! a stream back; [`UsageBody`] wraps any response body with one and reports a
+//! [`UsageReport`] exactly once: when the body ends, fails, or is dropped.
+//! Understood shapes: OpenAI chat completions (JSON, and SSE chunks with
+//! `stream_options.include_usage`), OpenAI Responses (`response.completed`
+//! events and objects), Anthropic Messages (JSON, and `message_start` /
+//! `message_delta` / `message_stop` events).
+
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+
+use crate::sse::SseParser;
+
+/// Tokens used by one call.
+///
+/// `input` counts every input token, cached ones included (`cached_input` is the
+/// cached part of it); `output` counts every output token, reasoning ones
+/// included. Anthropic's split counts are folded into this shape.
+///
+/// ```
+/// let u = llm_tower_core::Usage { input: 10, output: 5, cached_input: 4, reasoning: 0 };
+/// assert_eq!(u.total(), 15);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input (prompt) tokens, cached ones included.
+    pub input: u64,
+    /// Output (completion) tokens, reasoning ones included.
+    pub output: u64,
+    /// Input tokens served from the provider's prompt cache.
+    pub cached_input: u64,
+    /// Output tokens spent on hidden reasoning.
+    pub reasoning: u64,
+}
+
+impl Usage {
+    /// Input plus output tokens.
+    ///
+    /// ```
+    /// assert_eq!(llm_tower_core::Usage { input: 1, output: 2, ..Default::default() }.total(), 3);
+    /// ```
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+}
+
+/// How a response body is framed.
+///
+/// ```
+/// use llm_tower_core::usage::BodyKind;
+/// let mut h = http::HeaderMap::new();
+/// h.insert("content-type", "text/event-stream; charset=utf-8".parse().unwrap());
+/// assert_eq!(BodyKind::from_headers(&h), BodyKind::Sse);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// One JSON document.
+    Json,
+    /// A `text/event-stream`.
+    Sse,
+}
+
+impl BodyKind {
+    /// `Sse` for a `text/event-stream` content type, `Json` otherwise.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let sse = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        if sse { BodyKind::Sse } else { BodyKind::Json }
+    }
+}
+
+/// How a response body ended.
+///
+/// ```
+/// assert_ne!(llm_tower_core::usage::StreamEnd::Complete, llm_tower_core::usage::StreamEnd::EndedEarly);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum StreamEnd {
+    /// The body ended and, for a stream, its terminator (`[DONE]`,
+    /// `message_stop`, `response.completed`) or a finish reason was seen.
+    Complete,
+    /// The body stopped before it was complete: dropped by the reader, or a
+    /// stream ended without its terminator.
+    EndedEarly,
+    /// Reading the body failed (reset, timeout, protocol error).
+    Failed,
+}
+
+/// What a response body said about usage, reported when it ends.
+///
+/// ```
+/// use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
+/// let mut x = UsageExtractor::new(BodyKind::Json);
+/// x.feed(&bytes::Bytes::from_static(br#"{"choices":[{"finish_reason":"stop"}],
+///     "usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#));
+/// let report = x.finish(StreamEnd::Complete);
+/// assert_eq!(report.usage.unwrap().output, 4);
+/// assert_eq!(report.finish_reason.as_deref(), Some("stop"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct UsageReport {
+    /// Usage, if the body reported any.
+    pub usage: Option<Usage>,
+    /// The finish / stop reason of the (first) choice.
+    pub finish_reason: Option<String>,
+    /// How the body ended.
+    pub end: StreamEnd,
+    /// An error the upstream reported inside the body (an SSE `error` event).
+    pub error: Option<String>,
+    /// Body bytes seen.
+    pub bytes: u64,
+}
+
+/// JSON bodies larger than this are passed through without usage extraction.
+pub const MAX_JSON_BYTES: usize = 16 << 20;
+
+/// Incremental usage extractor. See the [module docs](self).
+///
+/// ```
+/// use bytes::Bytes;
+/// use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
+/// let mut x = UsageExtractor::new(BodyKind::Sse);
+/// for part in ["data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,", "\"completion_tokens\":1}}\n\n", "data: [DONE]\n\n"] {
+///     x.feed(&Bytes::from(part));
+/// }
+/// let r = x.finish(StreamEnd::Complete);
+/// assert_eq!(r.end, StreamEnd::Complete);
+/// assert_eq!(r.usage.unwrap().input, 2);
+/// ```
+#[derive(Debug)]
+pub struct UsageExtractor {
+    kind: BodyKind,
+    sse: SseParser,
+    json: Vec<Bytes>,
+    json_len: usize,
+    acc: Acc,
+}
+
+#[derive(Debug, Default)]
+struct Acc {
+    input: Option<u64>,
+    output: Option<u64>,
+    cached: Option<u64>,
+    reasoning: Option<u64>,
+    finish_reason: Option<String>,
+    terminated: bool,
+    error: Option<String>,
+    bytes: u64,
+}
+
+impl UsageExtractor {
+    /// An extractor for a body of the given kind.
+    pub fn new(kind: BodyKind) -> Self {
+        Self { kind, sse: SseParser::default(), json: Vec::new(), json_len: 0, acc: Acc::default() }
+    }
+
+    /// The kind of body this extractor reads.
+    ///
+    /// ```
+    /// use llm_tower_core::usage::{BodyKind, UsageExtractor};
+    /// assert_eq!(UsageExtractor::new(BodyKind::Sse).kind(), BodyKind::Sse);
+    /// ```
+    pub fn kind(&self) -> BodyKind {
+        self.kind
+    }
+
+    /// Feeds the next chunk of the body.
+    pub fn feed(&mut self, chunk: &Bytes) {
+        self.acc.bytes += chunk.len() as u64;
+        match self.kind {
+            BodyKind::Sse => {
+                let acc = &mut self.acc;
+                self.sse.feed(chunk, |ev| acc.on_event(ev.event, ev.data));
+            }
+            BodyKind::Json => {
+                if self.json_len + chunk.len() <= MAX_JSON_BYTES {
+                    self.json_len += chunk.len();
+                    self.json.push(chunk.clone());
+                } else {
+                    self.json.clear();
+                    self.json_len = usize::MAX / 2;
+                }
+            }
+        }
+    }
+
+    /// Usage seen so far (streams report it before they end).
+    ///
+    /// ```
+    /// let x = llm_tower_core::usage::UsageExtractor::new(llm_tower_core::usage::BodyKind::Sse);
+    /// assert!(x.usage().is_none());
+    /// ```
+    pub fn usage(&self) -> Option<Usage> {
+        self.acc.usage()
+    }
+
+    /// Whether a stream terminator (`[DONE]`, `message_stop`, `response.completed`) was seen.
+    ///
+    /// ```
+    /// let mut x = llm_tower_core::usage::UsageExtractor::new(llm_tower_core::usage::BodyKind::Sse);
+    /// x.feed(&bytes::Bytes::from_static(b"data: [DONE]\n\n"));
+    /// assert!(x.saw_terminator());
+    /// ```
+    pub fn saw_terminator(&self) -> bool {
+        self.acc.terminated
+    }
+
+    /// Ends extraction. `end` is how the body itself ended; a stream that ended
+    /// cleanly without its terminator or a finish reason is reported `EndedEarly`.
+    pub fn finish(mut self, end: StreamEnd) -> UsageReport {
+        if self.kind == BodyKind::Json && !self.json.is_empty() && end == StreamEnd::Complete {
+            let whole: Cow<'_, [u8]> = if self.json.len() == 1 {
+                Cow::Borrowed(&self.json[0][..])
+            } else {
+                Cow::Owned(self.json.concat())
+            };
+            if let Ok(p) = serde_json::from_slice::<Probe<'_>>(&whole) {
+                self.acc.absorb(&p);
+            }
+        }
+        let end = match (self.kind, end) {
+            (BodyKind::Sse, StreamEnd::Complete)
+                if !self.acc.terminated && self.acc.finish_reason.is_none() =>
+            {
+                StreamEnd::EndedEarly
+            }
+            (_, end) => end,
+        };
+        UsageReport {
+            usage: self.acc.usage(),
+            finish_reason: self.acc.finish_reason,
+            end,
+            error: self.acc.error,
+            bytes: self.acc.bytes,
+        }
+    }
+}
+
+impl Acc {
+    fn usage(&self) -> Option<Usage> {
+        if self.input.is_none() && self.output.is_none() {
+            return None;
+        }
+        Some(Usage {
+            input: self.input.unwrap_or(0),
+            output: self.output.unwrap_or(0),
+            cached_input: self.cached.unwrap_or(0),
+            reasoning: self.reasoning.unwrap_or(0),
+        })
+    }
+
+    fn on_event(&mut self, event: Option<&str>, data: &[u8]) {
+        if data == b"[DONE]" {
+            self.terminated = true;
+            return;
+        }
+        match event {
+            Some("message_stop") => self.terminated = true,
+            Some("error") if self.error.is_none() => {
+                self.error = Some(String::from_utf8_lossy(data).into_owned());
+            }
+            _ => {}
+        }
+        if let Ok(p) = serde_json::from_slice::<Probe<'_>>(data) {
+            self.absorb(&p);
+        }
+    }
+
+    fn absorb(&mut self, p: &Probe<'_>) {
+        if let Some(u) = &p.usage {
+            self.merge_usage(u);
+        }
+        if let Some(choices) = &p.choices {
+            if let Some(r) = choices.iter().find_map(|c| c.finish_reason.as_deref()) {
+                self.finish_reason = Some(r.to_owned());
+            }
+        }
+        if let Some(r) = &p.stop_reason {
+            self.finish_reason = Some(r.to_string());
+        }
+        if let Some(Delta::Object(d)) = &p.delta {
+            if let Some(r) = &d.stop_reason {
+                self.finish_reason = Some(r.to_string());
+            }
+        }
+        if let Some(m) = &p.message {
+            self.absorb(m);
+        }
+        if let Some(r) = &p.response {
+            self.absorb(r);
+        }
+        if let Some(status) = p.status.as_deref() {
+            if matches!(status, "completed" | "incomplete" | "failed") {
+                let reason = p.incomplete_details.as_ref().and_then(|d| d.reason.as_deref());
+                self.finish_reason = Some(reason.unwrap_or(status).to_owned());
+            }
+        }
+        match p.kind.as_deref() {
+            Some("message_stop" | "response.completed" | "response.incomplete" | "response.failed") => {
+                self.terminated = true;
+            }
+            Some("error") if self.error.is_none() => self.error = Some("error event".to_owned()),
+            _ => {}
+        }
+        if let Some(e) = &p.error {
+            if self.error.is_none() {
+                self.error = Some(match e {
+                    ErrorProbe::Object { message: Some(m), .. } => m.clone(),
+                    ErrorProbe::Object { kind: Some(k), .. } => k.clone(),
+                    ErrorProbe::Text(t) => t.clone(),
+                    ErrorProbe::Object { .. } => "error".to_owned(),
+                });
+            }
+        }
+    }
+
+    fn merge_usage(&mut self, u: &UsageAny) {
+        let anthropic = u.cache_read_input_tokens.is_some() || u.cache_creation_input_tokens.is_some();
+        let cached = u
+            .prompt_tokens_details
+            .as_ref()
+            .or(u.input_tokens_details.as_ref())
+            .and_then(|d| d.cached_tokens)
+            .or(u.cache_read_input_tokens);
+        if let Some(c) = cached {
+            self.cached = Some(c);
+        }
+        if let Some(i) = u.prompt_tokens.or(u.input_tokens) {
+            self.input = Some(if anthropic {
+                i + u.cache_read_input_tokens.unwrap_or(0) + u.cache_creation_input_tokens.unwrap_or(0)
+            } else {
+                i
+            });
+        }
+        if let Some(o) = u.completion_tokens.or(u.output_tokens) {
+            self.output = Some(o);
+        }
+        let reasoning = u
+            .completion_tokens_details
+            .as_ref()
+            .or(u.output_tokens_details.as_ref())
+            .and_then(|d| d.reasoning_tokens);
+        if let Some(r) = reasoning {
+            self.reasoning = Some(r);
+        }
+    }
+}
+
+/// The parts of any known event or body that carry usage and finish state.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<UsageAny>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChoiceProbe<'a>>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    message: Option<Box<Probe<'a>>>,
+    #[serde(borrow, default)]
+    response: Option<Box<Probe<'a>>>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(default)]
+    incomplete_details: Option<IncompleteDetails>,
+    #[serde(default)]
+    error: Option<ErrorProbe>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceProbe<'a> {
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Delta<'a> {
+    Object(#[serde(borrow)] DeltaProbe<'a>),
+    #[allow(dead_code)]
+    Other(IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct DeltaProbe<'a> {
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct IncompleteDetails {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorProbe {
+    Object {
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(rename = "type", default)]
+        kind: Option<String>,
+    },
+    Text(String),
+}
+
+#[derive(Deserialize, Default)]
+struct UsageAny {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+    #[serde(default)]
+    input_tokens_details: Option<Details>,
+    #[serde(default)]
+    completion_tokens_details: Option<Details>,
+    #[serde(default)]
+    output_tokens_details: Option<Details>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+pin_project! {
+    /// A response body that extracts usage as it passes and reports it once.
+    ///
+    /// `on_end` is called exactly once: when the body ends (`Complete`, or
+    /// `EndedEarly` for a stream without its terminator), when reading it fails
+    /// (`Failed`), or when it is dropped before its end (`EndedEarly`).
+    ///
+    /// ```
+    /// use http_body_util::BodyExt;
+    /// use llm_tower_core::usage::{BodyKind, UsageBody};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let inner = http_body_util::Full::new(bytes::Bytes::from_static(
+    ///     br#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#));
+    /// let body = UsageBody::new(inner, BodyKind::Json, move |r| tx.send(r).unwrap());
+    /// body.collect().await.unwrap();
+    /// assert_eq!(rx.recv().unwrap().usage.unwrap().output, 2);
+    /// # });
+    /// ```
+    pub struct UsageBody<B, F>
+    where
+        F: FnOnce(UsageReport),
+    {
+        #[pin]
+        inner: B,
+        state: Option<(UsageExtractor, F)>,
+    }
+
+    impl<B, F> PinnedDrop for UsageBody<B, F>
+    where
+        F: FnOnce(UsageReport),
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some((x, f)) = this.state.take() {
+                f(x.finish(StreamEnd::EndedEarly));
+            }
+        }
+    }
+}
+
+impl<B, F: FnOnce(UsageReport)> UsageBody<B, F> {
+    /// Wraps `inner`, reading it as `kind`, and calls `on_end` with the report.
+    pub fn new(inner: B, kind: BodyKind, on_end: F) -> Self {
+        Self { inner, state: Some((UsageExtractor::new(kind), on_end)) }
+    }
+}
+
+impl<B, F> Body for UsageBody<B, F>
+where
+    B: Body<Data = Bytes>,
+    F: FnOnce(UsageReport),
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let res = ready!(this.inner.poll_frame(cx));
+        match &res {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some((x, _))) = (frame.data_ref(), this.state.as_mut()) {
+                    x.feed(data);
+                }
+            }
+            Some(Err(_)) => {
+                if let Some((x, f)) = this.state.take() {
+                    f(x.finish(StreamEnd::Failed));
+                }
+            }
+            None => {
+                if let Some((x, f)) = this.state.take() {
+                    f(x.finish(StreamEnd::Complete));
+                }
+            }
+        }
+        Poll::Ready(res)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Report only once the inner body has said so through `poll_frame`.
+        self.state.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const OPENAI_STREAM: &str = concat!(
+        ": keep-alive\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\\nlo\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7,\"total_tokens\":19,",
+        "\"prompt_tokens_details\":{\"cached_tokens\":4},\"completion_tokens_details\":{\"reasoning_tokens\":3}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    const ANTHROPIC_STREAM: &str = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"usage\":{\"input_tokens\":20,\"cache_read_input_tokens\":5,\"cache_creation_input_tokens\":1,\"output_tokens\":1}}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        "event: message_delta\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n",
+        "event: message_stop\n",
+        "data: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    const RESPONSES_STREAM: &str = concat!(
+        "event: response.created\n",
+        "data: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"status\":\"in_progress\",\"usage\":null}}\n\n",
+        "event: response.output_text.delta\n",
+        "data: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n",
+        "event: response.completed\n",
+        "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"status\":\"completed\",",
+        "\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":8,\"output_tokens_details\":{\"reasoning_tokens\":2},\"total_tokens\":38}}}\n\n",
+    );
+
+    fn run(kind: BodyKind, chunks: &[&[u8]], end: StreamEnd) -> UsageReport {
+        let mut x = UsageExtractor::new(kind);
+        for c in chunks {
+            x.feed(&Bytes::copy_from_slice(c));
+        }
+        x.finish(end)
+    }
+
+    #[test]
+    fn openai_stream() {
+        let r = run(BodyKind::Sse, &[OPENAI_STREAM.as_bytes()], StreamEnd::Complete);
+        assert_eq!(r.usage, Some(Usage { input: 12, output: 7, cached_input: 4, reasoning: 3 }));
+        assert_eq!(r.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(r.end, StreamEnd::Complete);
+        assert_eq!(r.bytes, OPENAI_STREAM.len() as u64);
+    }
+
+    #[test]
+    fn anthropic_stream_folds_cache_counts_into_input() {
+        let r = run(BodyKind::Sse, &[ANTHROPIC_STREAM.as_bytes()], StreamEnd::Complete);
+        assert_eq!(r.usage, Some(Usage { input: 26, output: 9, cached_input: 5, reasoning: 0 }));
+        assert_eq!(r.finish_reason.as_deref(), Some("end_turn"));
+        assert_eq!(r.end, StreamEnd::Complete);
+    }
+
+    #[test]
+    fn responses_stream() {
+        let r = run(BodyKind::Sse, &[RESPONSES_STREAM.as_bytes()], StreamEnd::Complete);
+        assert_eq!(r.usage, Some(Usage { input: 30, output: 8, cached_input: 10, reasoning: 2 }));
+        assert_eq!(r.finish_reason.as_deref(), Some("completed"));
+        assert_eq!(r.end, StreamEnd::Complete);
+    }
+
+    #[test]
+    fn json_bodies_of_each_shape() {
+        let openai =
+            br#"{"id":"c","choices":[{"index":0,"message":{"content":"x"},"finish_reason":"length"}],
+            "usage":{"prompt_tokens":5,"completion_tokens":16,"total_tokens":21}}"#;
+        let r = run(BodyKind::Json, &[&openai[..10], &openai[10..]], StreamEnd::Complete);
+        assert_eq!(r.usage.unwrap().output, 16);
+        assert_eq!(r.finish_reason.as_deref(), Some("length"));
+
+        let anthropic = br#"{"type":"message","stop_reason":"max_tokens","content":[{"type":"text","text":"x"}],
+            "usage":{"input_tokens":7,"output_tokens":3,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}"#;
+        let r = run(BodyKind::Json, &[anthropic], StreamEnd::Complete);
+        assert_eq!(r.usage, Some(Usage { input: 7, output: 3, cached_input: 0, reasoning: 0 }));
+        assert_eq!(r.finish_reason.as_deref(), Some("max_tokens"));
+
+        let responses = br#"{"object":"response","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},
+            "usage":{"input_tokens":4,"output_tokens":2}}"#;
+        let r = run(BodyKind::Json, &[responses], StreamEnd::Complete);
+        assert_eq!(r.finish_reason.as_deref(), Some("max_output_tokens"));
+
+        let embeddings = br#"{"object":"list","data":[],"usage":{"prompt_tokens":9,"total_tokens":9}}"#;
+        let r = run(BodyKind::Json, &[embeddings], StreamEnd::Complete);
+        assert_eq!(r.usage, Some(Usage { input: 9, ..Default::default() }));
+    }
+
+    #[test]
+    fn malformed_json_reports_no_usage() {
+        let r = run(BodyKind::Json, &[b"{\"usage\": {\"prompt_tok"], StreamEnd::Complete);
+        assert_eq!(r.usage, None);
+    }
+
+    #[test]
+    fn truncated_stream_is_ended_early_and_keeps_partial_usage() {
+        let cut = &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.find("event: content_block_delta").unwrap()];
+        let r = run(BodyKind::Sse, &[cut.as_bytes()], StreamEnd::Complete);
+        assert_eq!(r.end, StreamEnd::EndedEarly);
+        assert_eq!(r.usage.unwrap().input, 26);
+        let r = run(BodyKind::Sse, &[cut.as_bytes()], StreamEnd::Failed);
+        assert_eq!(r.end, StreamEnd::Failed);
+    }
+
+    #[test]
+    fn error_events_are_reported() {
+        let s = b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
+        assert_eq!(run(BodyKind::Sse, &[s], StreamEnd::Complete).error.as_deref(), Some("overloaded"));
+        let a = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        assert!(run(BodyKind::Sse, &[a], StreamEnd::Complete).error.is_some());
+    }
+
+    proptest! {
+        /// Every way of cutting a stream into chunks gives the same report.
+        #[test]
+        fn split_invariance(
+            which in 0usize..3,
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..24),
+            crlf in any::<bool>(),
+        ) {
+            let base = [OPENAI_STREAM, ANTHROPIC_STREAM, RESPONSES_STREAM][which];
+            let text = if crlf { base.replace('\n', "\r\n") } else { base.to_owned() };
+            let bytes = text.as_bytes();
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for p in points {
+                chunks.push(&bytes[last..p]);
+                last = p;
+            }
+            chunks.push(&bytes[last..]);
+            let whole = run(BodyKind::Sse, &[bytes], StreamEnd::Complete);
+            let split = run(BodyKind::Sse, &chunks, StreamEnd::Complete);
+            prop_assert!(whole.usage.is_some());
+            prop_assert_eq!(split, whole);
+        }
+    }
+
+    #[tokio::test]
+    async fn body_reports_once_on_end_error_or_drop() {
+        use http_body_util::BodyExt;
+        use std::sync::{Arc, Mutex};
+
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let sink = |r: &Arc<Mutex<Vec<UsageReport>>>| {
+            let r = r.clone();
+            move |rep| r.lock().unwrap().push(rep)
+        };
+
+        // Ends normally.
+        let full = http_body_util::Full::new(Bytes::from_static(OPENAI_STREAM.as_bytes()));
+        UsageBody::new(full, BodyKind::Sse, sink(&reports)).collect().await.unwrap();
+        // Dropped before being read.
+        let full = http_body_util::Full::new(Bytes::from_static(OPENAI_STREAM.as_bytes()));
+        drop(UsageBody::new(full, BodyKind::Sse, sink(&reports)));
+        // Fails mid-way.
+        let failing = Scripted(vec![Err("reset"), Ok(Bytes::from_static(b"data: {}\n\n"))]);
+        assert!(UsageBody::new(failing, BodyKind::Sse, sink(&reports)).collect().await.is_err());
+
+        let reports = reports.lock().unwrap();
+        let ends: Vec<_> = reports.iter().map(|r| r.end).collect();
+        assert_eq!(ends, vec![StreamEnd::Complete, StreamEnd::EndedEarly, StreamEnd::Failed]);
+        assert_eq!(reports[0].usage.unwrap().input, 12);
+    }
+
+    /// A body that yields the given results, last element first.
+    struct Scripted(Vec<Result<Bytes, &'static str>>);
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = &'static str;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            Poll::Ready(self.0.pop().map(|r| r.map(Frame::data)))
+        }
+    }
+}
