@@ -1,0 +1,408 @@
+//! [`LlmHttpService`], its response future and its response body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use llm_tower_core::{
+    Api, BoxError, Connect, InvalidRequest, LlmBody, RequestInfo, StreamAborted, Timeout, TimeoutPhase, Transport,
+};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+
+use crate::client::{HostCounters, HttpClient, authority_key};
+use crate::{Provider, ProviderKind, strip_hop_by_hop};
+
+/// Time limits of one upstream call, by phase. The connect limit lives in
+/// [`ClientConfig`](crate::ClientConfig). Each expiry is a typed
+/// [`Timeout`] naming its phase.
+///
+/// ```
+/// use std::time::Duration;
+/// let t = llm_tower_http::Timeouts { idle: Some(Duration::from_secs(30)), ..Default::default() };
+/// assert_eq!(t.total, Some(Duration::from_secs(600)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Until the response head (time to first byte). Non-streamed answers
+    /// arrive only when generation ends, so keep this generous. Default 300 s.
+    pub headers: Option<Duration>,
+    /// Between two body chunks: a stalled stream is cut. Default 120 s.
+    pub idle: Option<Duration>,
+    /// The whole call, body included. Default 600 s (the OpenAI SDK's).
+    pub total: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            headers: Some(Duration::from_secs(300)),
+            idle: Some(Duration::from_secs(120)),
+            total: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
+impl Timeouts {
+    /// No limits at all.
+    ///
+    /// ```
+    /// assert_eq!(llm_tower_http::Timeouts::none().total, None);
+    /// ```
+    pub fn none() -> Self {
+        Self { headers: None, idle: None, total: None }
+    }
+}
+
+/// The hyper-based LLM HTTP service: sends a request to its [`Provider`] and
+/// returns the response with a streaming body (nothing is buffered).
+///
+/// It rewrites the URL for the provider, sets its credentials, replaces an
+/// aliased model name (only the `model` field of the body changes), strips
+/// hop-by-hop headers and the caller's own credentials, and enforces
+/// [`Timeouts`] by phase. Upstream error statuses are returned as responses;
+/// transport failures are typed errors ([`Connect`], [`Transport`],
+/// [`Timeout`], [`StreamAborted`] from the body).
+///
+/// `poll_ready` is always ready: the pool has no fixed capacity. With
+/// `max_connections_per_host` a request waits for a connection inside its
+/// future, bounded by the headers timeout.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+/// use http_body_util::BodyExt;
+/// use llm_tower_core::LlmBody;
+/// use llm_tower_http::{LlmHttpService, Provider};
+/// use tower::ServiceExt;
+///
+/// let mock = llm_tower_mock::MockServer::start(Default::default()).await?;
+/// let provider = Provider::openai_compatible("mock", &format!("{}/v1", mock.url()))?;
+/// let svc = LlmHttpService::new(provider);
+/// let req = http::Request::post("/v1/chat/completions")
+///     .header("content-type", "application/json")
+///     .body(LlmBody::from(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#))?;
+/// let res = svc.oneshot(req).await?;
+/// assert_eq!(res.status(), 200);
+/// let body = res.into_body().collect().await?.to_bytes();
+/// assert!(body.starts_with(b"{"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LlmHttpService {
+    client: HttpClient,
+    provider: Provider,
+    timeouts: Timeouts,
+    counters: Arc<HostCounters>,
+}
+
+impl std::fmt::Debug for LlmHttpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmHttpService").field("provider", &self.provider).field("timeouts", &self.timeouts).finish()
+    }
+}
+
+impl LlmHttpService {
+    /// A service for `provider` with its own [`HttpClient`] (default config).
+    /// Must be called inside a tokio runtime.
+    pub fn new(provider: Provider) -> Self {
+        Self::with_client(provider, HttpClient::new(Default::default()))
+    }
+
+    /// A service for `provider` sharing `client`'s pool.
+    pub fn with_client(provider: Provider, client: HttpClient) -> Self {
+        let key = authority_key(&format!("{}/", provider.base_url()).parse().unwrap_or_default());
+        let counters = client.registry.host(&key);
+        Self { client, provider, timeouts: Timeouts::default(), counters }
+    }
+
+    /// Sets the time limits.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> &Provider {
+        &self.provider
+    }
+
+    /// The client (for its per-host stats).
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
+    fn prepare(&self, req: Request<LlmBody>) -> Result<Request<LlmBody>, BoxError> {
+        let (mut parts, mut body) = req.into_parts();
+        let p = &self.provider;
+        let needs_model = p.has_aliases() || matches!(p.kind(), ProviderKind::Azure { .. });
+        let mut upstream_model: Option<Arc<str>> = None;
+        if needs_model && !body.as_bytes().is_empty() {
+            let model = match parts.extensions.get::<Arc<RequestInfo>>() {
+                Some(info) => info.model.clone(),
+                None => RequestInfo::parse(Api::from_path(parts.uri.path()), body.as_bytes())?.model,
+            };
+            let target = p.upstream_model(&model);
+            if target != &*model {
+                if let Some(b) = llm_tower_core::info::rewrite_model(body.as_bytes(), target) {
+                    body = LlmBody::from(b);
+                }
+                upstream_model = Some(target.into());
+            } else {
+                upstream_model = Some(model);
+            }
+        }
+        parts.uri = p
+            .upstream_uri(parts.uri.path(), parts.uri.query(), upstream_model.as_deref())
+            .map_err(|m| InvalidRequest::new(m))?;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(http::header::HOST);
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        p.apply_headers(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        Ok(Request::from_parts(parts, body))
+    }
+}
+
+impl tower::Service<Request<LlmBody>> for LlmHttpService {
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<LlmBody>) -> ResponseFuture {
+        let req = match self.prepare(req) {
+            Ok(r) => r,
+            Err(e) => return ResponseFuture { state: State::Failed { err: Some(e) } },
+        };
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight::new(self.counters.clone());
+        let start = Instant::now();
+        let t = self.timeouts;
+        let total_deadline = t.total.map(|d| start + d);
+        let (phase, after) = match (t.headers, t.total) {
+            (Some(h), Some(tot)) if tot < h => (TimeoutPhase::Total, Some(tot)),
+            (Some(h), _) => (TimeoutPhase::Headers, Some(h)),
+            (None, tot) => (TimeoutPhase::Total, tot),
+        };
+        let timer = sleep_until(after.map_or_else(far_future, |d| start + d));
+        ResponseFuture {
+            state: State::Waiting {
+                inner: self.client.inner.request(req),
+                timer,
+                ctx: Some(Ctx {
+                    guard,
+                    phase,
+                    after,
+                    total_deadline,
+                    timeouts: t,
+                    authority: self.provider.authority().clone(),
+                }),
+            },
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    // tokio clamps timers beyond ~2 years; a year is "never" for one call.
+    Instant::now() + Duration::from_secs(365 * 86_400)
+}
+
+/// Counts a request in flight until the response body ends or is dropped.
+struct InFlight(Arc<HostCounters>);
+
+impl InFlight {
+    fn new(c: Arc<HostCounters>) -> Self {
+        c.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(c)
+    }
+    fn fail(&self) {
+        self.0.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Ctx {
+    guard: InFlight,
+    phase: TimeoutPhase,
+    after: Option<Duration>,
+    total_deadline: Option<Instant>,
+    timeouts: Timeouts,
+    authority: Authority,
+}
+
+pin_project! {
+    /// Response future of [`LlmHttpService`].
+    pub struct ResponseFuture {
+        #[pin]
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State {
+        Waiting {
+            #[pin]
+            inner: hyper_util::client::legacy::ResponseFuture,
+            #[pin]
+            timer: Sleep,
+            ctx: Option<Ctx>,
+        },
+        Failed {
+            err: Option<BoxError>,
+        },
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ResponseBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Failed { err } => Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into()))),
+            StateProj::Waiting { inner, timer, ctx } => {
+                let outcome = match inner.poll(cx) {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => {
+                        if timer.poll(cx).is_ready() {
+                            let c = ctx.take().expect("polled after completion");
+                            c.guard.fail();
+                            let after = c.after.unwrap_or_default();
+                            return Poll::Ready(Err(Timeout { phase: c.phase, after }.into()));
+                        }
+                        return Poll::Pending;
+                    }
+                };
+                let c = ctx.take().expect("polled after completion");
+                match outcome {
+                    Ok(res) => {
+                        let (mut parts, incoming) = res.into_parts();
+                        strip_hop_by_hop(&mut parts.headers);
+                        let body = ResponseBody::new(incoming, c.timeouts, c.total_deadline, c.guard);
+                        Poll::Ready(Ok(Response::from_parts(parts, body)))
+                    }
+                    Err(e) => {
+                        c.guard.fail();
+                        Poll::Ready(Err(map_client_error(e, &c.authority)))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Turns a hyper-util client error into our typed errors.
+fn map_client_error(e: hyper_util::client::legacy::Error, authority: &Authority) -> BoxError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<Timeout>() {
+            return Box::new(*t);
+        }
+        cur = err.source();
+    }
+    if e.is_connect() { Box::new(Connect::new(authority.as_str(), e)) } else { Box::new(Transport::new(e)) }
+}
+
+pin_project! {
+    /// A streamed upstream response body with idle and total timeouts.
+    ///
+    /// Errors are typed: [`Timeout`] (`Idle` or `Total`) when a limit expires,
+    /// [`StreamAborted`] when the upstream breaks the body.
+    pub struct ResponseBody {
+        #[pin]
+        inner: Incoming,
+        #[pin]
+        idle: Sleep,
+        #[pin]
+        total: Sleep,
+        timeouts: Timeouts,
+        guard: Option<InFlight>,
+    }
+}
+
+impl ResponseBody {
+    fn new(inner: Incoming, timeouts: Timeouts, total_deadline: Option<Instant>, guard: InFlight) -> Self {
+        let now = Instant::now();
+        ResponseBody {
+            inner,
+            idle: sleep_until(timeouts.idle.map_or_else(far_future, |d| now + d)),
+            total: sleep_until(total_deadline.unwrap_or_else(far_future)),
+            timeouts,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").field("done", &self.guard.is_none()).finish()
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let Some(guard) = this.guard.as_ref() else { return Poll::Ready(None) };
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = this.timeouts.idle {
+                    this.idle.as_mut().reset(Instant::now() + d);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                guard.fail();
+                *this.guard = None;
+                Poll::Ready(Some(Err(StreamAborted::new(e).into())))
+            }
+            Poll::Ready(None) => {
+                *this.guard = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let expired = if this.total.poll(cx).is_ready() {
+                    Some(Timeout { phase: TimeoutPhase::Total, after: this.timeouts.total.unwrap_or_default() })
+                } else if this.idle.poll(cx).is_ready() {
+                    Some(Timeout { phase: TimeoutPhase::Idle, after: this.timeouts.idle.unwrap_or_default() })
+                } else {
+                    None
+                };
+                match expired {
+                    Some(t) => {
+                        guard.fail();
+                        *this.guard = None;
+                        Poll::Ready(Some(Err(t.into())))
+                    }
+                    None => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.guard.is_none() || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
