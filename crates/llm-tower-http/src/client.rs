@@ -223,7 +223,8 @@ pub(crate) struct TrackedConnector {
 }
 
 impl tower::Service<Uri> for TrackedConnector {
-    type Response = Tracked<<HttpsConnector<HttpConnector<CachingResolver>> as tower::Service<Uri>>::Response>;
+    type Response =
+        Tracked<<HttpsConnector<HttpConnector<CachingResolver>> as tower::Service<Uri>>::Response>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -283,7 +284,11 @@ impl<T: Connection> Connection for Tracked<T> {
 }
 
 impl<T: Read + Unpin> Read for Tracked<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -345,11 +350,12 @@ impl HttpClient {
         http.set_nodelay(true);
         http.set_keepalive(config.tcp_keepalive);
         http.set_happy_eyeballs_timeout(Some(Duration::from_millis(300)));
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(rustls::RootCertStore::from_iter(webpki_roots()))
-            .with_no_client_auth();
+        let tls =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(rustls::RootCertStore::from_iter(webpki_roots()))
+                .with_no_client_auth();
         let https = HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
         let https = if config.http2_only {
             https.enable_http2().wrap_connector(http)
@@ -393,7 +399,11 @@ impl HttpClient {
                     errors: c.errors.load(Ordering::Relaxed),
                     connects,
                     connect_errors: c.connect_errors.load(Ordering::Relaxed),
-                    mean_connect_micros: c.connect_micros.load(Ordering::Relaxed).checked_div(connects).unwrap_or(0),
+                    mean_connect_micros: c
+                        .connect_micros
+                        .load(Ordering::Relaxed)
+                        .checked_div(connects)
+                        .unwrap_or(0),
                 }
             })
             .collect();

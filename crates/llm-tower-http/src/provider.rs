@@ -289,7 +289,12 @@ impl Provider {
 
     /// The upstream URI for an incoming path and query. `model` is the upstream
     /// model (Azure's deployment); `None` where the path needs none.
-    pub(crate) fn upstream_uri(&self, path: &str, query: Option<&str>, model: Option<&str>) -> Result<Uri, String> {
+    pub(crate) fn upstream_uri(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<Uri, String> {
         let b = &self.inner.base;
         let rest = path.strip_prefix("/v1").filter(|r| r.is_empty() || r.starts_with('/')).unwrap_or(path);
         let pq = match &self.inner.kind {
@@ -330,7 +335,9 @@ impl Provider {
             let (name, value) = match &i.kind {
                 ProviderKind::OpenAi => (http::header::AUTHORIZATION, format!("Bearer {}", key.expose())),
                 ProviderKind::Azure { .. } => (HeaderName::from_static("api-key"), key.expose().to_owned()),
-                ProviderKind::Anthropic { .. } => (HeaderName::from_static("x-api-key"), key.expose().to_owned()),
+                ProviderKind::Anthropic { .. } => {
+                    (HeaderName::from_static("x-api-key"), key.expose().to_owned())
+                }
             };
             if let Ok(mut v) = HeaderValue::from_str(&value) {
                 v.set_sensitive(true);
@@ -356,7 +363,9 @@ mod tests {
 
     #[test]
     fn base_url_validation() {
-        for bad in ["", "127.0.0.1:8000", "ftp://x/v1", "http://user:pw@h/v1", "http://h/v1?x=1", "http:///v1"] {
+        for bad in
+            ["", "127.0.0.1:8000", "ftp://x/v1", "http://user:pw@h/v1", "http://h/v1?x=1", "http:///v1"]
+        {
             assert!(Provider::openai_compatible("x", bad).is_err(), "{bad:?}");
         }
         let p = Provider::openai_compatible("x", "http://h:1/openai/v1/").unwrap();

@@ -13,7 +13,8 @@ use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use llm_tower_core::{
-    Api, BoxError, Connect, InvalidRequest, LlmBody, RequestInfo, StreamAborted, Timeout, TimeoutPhase, Transport,
+    Api, BoxError, Connect, InvalidRequest, LlmBody, RequestInfo, StreamAborted, Timeout, TimeoutPhase,
+    Transport,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -105,7 +106,10 @@ pub struct LlmHttpService {
 
 impl std::fmt::Debug for LlmHttpService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlmHttpService").field("provider", &self.provider).field("timeouts", &self.timeouts).finish()
+        f.debug_struct("LlmHttpService")
+            .field("provider", &self.provider)
+            .field("timeouts", &self.timeouts)
+            .finish()
     }
 }
 
@@ -275,7 +279,9 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Failed { err } => Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into()))),
+            StateProj::Failed { err } => {
+                Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())))
+            }
             StateProj::Waiting { inner, timer, ctx } => {
                 let outcome = match inner.poll(cx) {
                     Poll::Ready(r) => r,
@@ -324,6 +330,10 @@ pin_project! {
     ///
     /// Errors are typed: [`Timeout`] (`Idle` or `Total`) when a limit expires,
     /// [`StreamAborted`] when the upstream breaks the body.
+    ///
+    /// Its timers live inline (no allocation per request), so it is not
+    /// `Unpin`: pin it (`std::pin::pin!`) to poll it by hand, or use
+    /// `http_body_util::BodyExt::collect`, axum's `Body::new`, etc.
     pub struct ResponseBody {
         #[pin]
         inner: Incoming,
@@ -359,7 +369,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let Some(guard) = this.guard.as_ref() else { return Poll::Ready(None) };
         match this.inner.poll_frame(cx) {
@@ -380,7 +393,10 @@ impl Body for ResponseBody {
             }
             Poll::Pending => {
                 let expired = if this.total.poll(cx).is_ready() {
-                    Some(Timeout { phase: TimeoutPhase::Total, after: this.timeouts.total.unwrap_or_default() })
+                    Some(Timeout {
+                        phase: TimeoutPhase::Total,
+                        after: this.timeouts.total.unwrap_or_default(),
+                    })
                 } else if this.idle.poll(cx).is_ready() {
                     Some(Timeout { phase: TimeoutPhase::Idle, after: this.timeouts.idle.unwrap_or_default() })
                 } else {

@@ -34,8 +34,8 @@
 
 mod body;
 mod config;
-mod synth;
 mod server;
+mod synth;
 
 pub use config::{Fault, FaultPlan, Latency, Limits, MockConfig};
 pub use server::{MockServer, MockStats, RecordedRequest};

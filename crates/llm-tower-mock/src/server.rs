@@ -272,7 +272,11 @@ impl Drop for KillableIo {
 }
 
 impl AsyncRead for KillableIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -376,7 +380,14 @@ async fn handle(state: Arc<State>, ctl: Arc<ConnCtl>, req: Request<Incoming>) ->
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, "unreadable body")),
+        Err(_) => {
+            return Ok(openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                "unreadable body",
+            ));
+        }
     };
     let n = state.counter.fetch_add(1, Ordering::Relaxed) + 1;
     let route = Route::of(&parts.method, parts.uri.path());
@@ -434,9 +445,13 @@ async fn handle(state: Arc<State>, ctl: Arc<ConnCtl>, req: Request<Incoming>) ->
             m.log.clear();
             json_response(StatusCode::OK, &json!({"ok": true}))
         }
-        Route::NotFound => openai_error(StatusCode::NOT_FOUND, "invalid_request_error", None, "unknown route"),
+        Route::NotFound => {
+            openai_error(StatusCode::NOT_FOUND, "invalid_request_error", None, "unknown route")
+        }
         Route::Chat { deployment } => llm(&state, &ctl, n, Kind::Chat, deployment, &parts, &body).await,
-        Route::Embeddings { deployment } => llm(&state, &ctl, n, Kind::Embeddings, deployment, &parts, &body).await,
+        Route::Embeddings { deployment } => {
+            llm(&state, &ctl, n, Kind::Embeddings, deployment, &parts, &body).await
+        }
         Route::Messages => llm(&state, &ctl, n, Kind::Messages, None, &parts, &body).await,
     };
     *state.lock().stats.by_status.entry(res.status().as_u16()).or_default() += 1;
@@ -499,23 +514,48 @@ async fn llm(
     let req: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
-            return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, "We could not parse the JSON body of your request.");
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                "We could not parse the JSON body of your request.",
+            );
         }
     };
     if deployment.is_some() && !parts.uri.query().unwrap_or("").contains("api-version=") {
-        return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, "api-version query parameter is required");
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            "api-version query parameter is required",
+        );
     }
     if kind == Kind::Messages {
         if !parts.headers.contains_key("anthropic-version") {
-            return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, "anthropic-version header is required");
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                "anthropic-version header is required",
+            );
         }
         if req.get("max_tokens").and_then(Value::as_u64).is_none() {
-            return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, "max_tokens: Field required");
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                "max_tokens: Field required",
+            );
         }
     }
     let model = deployment.or_else(|| req.get("model").and_then(Value::as_str).map(str::to_owned));
     let Some(model) = model else {
-        return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, "you must provide a model parameter");
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            "you must provide a model parameter",
+        );
     };
     if !cfg.models.is_empty() && !cfg.models.contains(&model) {
         return openai_error(
@@ -538,7 +578,8 @@ async fn llm(
     match fault {
         Fault::Status { status, retry_after } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let kind = if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "server_error" };
+            let kind =
+                if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "server_error" };
             let mut res = openai_error(status, kind, None, "injected fault");
             if let Some(s) = retry_after {
                 res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(s));
@@ -565,8 +606,13 @@ async fn llm(
         }
         _ => prompt_size(&req),
     };
-    let prompt = if kind == Kind::Embeddings { chars.div_ceil(4) as u64 } else { synth::prompt_tokens(chars, messages) };
-    let cap = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| req.get(*k).and_then(Value::as_u64));
+    let prompt = if kind == Kind::Embeddings {
+        chars.div_ceil(4) as u64
+    } else {
+        synth::prompt_tokens(chars, messages)
+    };
+    let cap =
+        ["max_completion_tokens", "max_tokens"].iter().find_map(|k| req.get(*k).and_then(Value::as_u64));
     let choices = req.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 16) as u32;
     let out_tokens = if kind == Kind::Embeddings {
         0
@@ -613,7 +659,9 @@ async fn llm(
         }
     }
 
-    let seed = cfg.seed ^ synth::fnv(model.as_bytes()) ^ synth::fnv(req.get("messages").map(|m| m.to_string()).unwrap_or_default().as_bytes());
+    let seed = cfg.seed
+        ^ synth::fnv(model.as_bytes())
+        ^ synth::fnv(req.get("messages").map(|m| m.to_string()).unwrap_or_default().as_bytes());
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false) && kind != Kind::Embeddings;
     let include_usage =
         req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
@@ -843,7 +891,8 @@ fn chat_events(a: &Answer) -> Vec<Event> {
         for i in 0..a.choices {
             let words = a.words(i);
             let piece = if t == 0 { words[t].to_owned() } else { format!(" {}", words[t]) };
-            let c = json!([{"index": i, "delta": {"content": piece}, "logprobs": null, "finish_reason": null}]);
+            let c =
+                json!([{"index": i, "delta": {"content": piece}, "logprobs": null, "finish_reason": null}]);
             out.push(Event { bytes: sse(None, &chunk(c, Value::Null)), token: i == 0 });
         }
     }
@@ -887,11 +936,18 @@ fn messages_events(a: &Answer) -> Vec<Event> {
                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
             false,
         ),
-        ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}), false),
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            false,
+        ),
         ev("ping", json!({"type": "ping"}), false),
     ];
     if matches!(a.fault, Fault::MalformedJson) {
-        out.push(Event { bytes: Bytes::from_static(b"event: content_block_delta\ndata: {broken\n\n"), token: false });
+        out.push(Event {
+            bytes: Bytes::from_static(b"event: content_block_delta\ndata: {broken\n\n"),
+            token: false,
+        });
     }
     for (t, w) in a.words(0).iter().enumerate() {
         let piece = if t == 0 { (*w).to_owned() } else { format!(" {w}") };

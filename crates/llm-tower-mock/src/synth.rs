@@ -79,7 +79,8 @@ impl Bucket {
 
     fn refill(&mut self, now: Instant) {
         let rate = self.capacity / 60.0;
-        self.level = (self.level + now.saturating_duration_since(self.at).as_secs_f64() * rate).min(self.capacity);
+        self.level =
+            (self.level + now.saturating_duration_since(self.at).as_secs_f64() * rate).min(self.capacity);
         self.at = now;
     }
 

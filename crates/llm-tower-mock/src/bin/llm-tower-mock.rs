@@ -51,7 +51,8 @@ fn parse() -> Result<(SocketAddr, MockConfig), String> {
             "--tpm" => tpm = Some(num(&value)? as u32),
             "--require-key" => cfg.require_key = Some(value),
             "--faults" => {
-                cfg.faults = serde_json::from_str::<FaultPlan>(&value).map_err(|e| format!("--faults: {e}"))?
+                cfg.faults =
+                    serde_json::from_str::<FaultPlan>(&value).map_err(|e| format!("--faults: {e}"))?
             }
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }

@@ -1,0 +1,429 @@
+//! LlmHttpService against the real mock over loopback. Time-dependent cases
+//! run on paused tokio time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use llm_tower_core::usage::{BodyKind, StreamEnd, UsageBody};
+use llm_tower_core::{
+    BoxError, Classified, Classify, Connect, ErrorInfo, LlmBody, LlmClassifier, Secret, StreamAborted,
+    Timeout, TimeoutPhase, Transport, UsageReport,
+};
+use llm_tower_http::{ClientConfig, HttpClient, LlmHttpService, Provider, ProviderKind, Timeouts};
+use llm_tower_mock::{Fault, FaultPlan, Latency, Limits, MockConfig, MockServer};
+use tower::ServiceExt;
+
+const CHAT: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the tower"}]}"#;
+const CHAT_STREAM: &str = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello to the tower"}]}"#;
+
+async fn mock(cfg: MockConfig) -> MockServer {
+    MockServer::start(cfg).await.expect("mock starts")
+}
+
+fn service(mock: &MockServer) -> LlmHttpService {
+    let p = Provider::openai_compatible("mock", &format!("{}/v1", mock.url()))
+        .unwrap()
+        .with_key(Secret::new("sk-mock"));
+    LlmHttpService::new(p)
+}
+
+fn post(path: &str, body: &'static str) -> Request<LlmBody> {
+    Request::post(path).header("content-type", "application/json").body(LlmBody::from(body)).unwrap()
+}
+
+async fn call(
+    svc: &LlmHttpService,
+    req: Request<LlmBody>,
+) -> Result<http::Response<llm_tower_http::ResponseBody>, BoxError> {
+    svc.clone().oneshot(req).await
+}
+
+/// Reads a body through the usage extractor and returns the bytes and report.
+async fn read_with_usage<B>(body: B, kind: BodyKind) -> (Result<Bytes, B::Error>, UsageReport)
+where
+    B: Body<Data = Bytes>,
+{
+    let slot = Arc::new(Mutex::new(None));
+    let s = slot.clone();
+    let wrapped = UsageBody::new(body, kind, move |r| *s.lock().unwrap() = Some(r));
+    let bytes = wrapped.collect().await.map(|c| c.to_bytes());
+    let report = slot.lock().unwrap().take().expect("usage reported");
+    (bytes, report)
+}
+
+#[tokio::test]
+async fn json_passthrough_with_usage() {
+    let mock = mock(MockConfig::default()).await;
+    let res = call(&service(&mock), post("/v1/chat/completions", CHAT)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["x-request-id"].to_str().unwrap().starts_with("req_mock_"));
+    let (bytes, report) = read_with_usage(res.into_body(), BodyKind::Json).await;
+    let v: serde_json::Value = serde_json::from_slice(&bytes.unwrap()).unwrap();
+    let usage = report.usage.expect("usage read");
+    assert_eq!(usage.input, v["usage"]["prompt_tokens"].as_u64().unwrap());
+    assert_eq!(usage.output, 16);
+    assert_eq!(report.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(report.end, StreamEnd::Complete);
+    // The provider's key went upstream, as a bearer token.
+    assert_eq!(mock.requests()[0].header("authorization"), Some("Bearer sk-mock"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_first_chunk_arrives_before_the_last_is_sent() {
+    let latency = Latency { headers: Duration::from_millis(300), per_token: Duration::from_secs(1) };
+    let mock = mock(MockConfig { latency, ..Default::default() }).await;
+    let start = tokio::time::Instant::now();
+    let res = call(&service(&mock), post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = std::pin::pin!(res.into_body());
+    let first = body.as_mut().frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(first.starts_with(b"data: "), "{first:?}");
+    // 16 tokens at 1 s each: the first chunk came long before generation ended.
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(mock.stats().chunks_sent < 5, "{:?}", mock.stats());
+    let (rest, report) = read_with_usage(body, BodyKind::Sse).await;
+    assert!(rest.unwrap().ends_with(b"data: [DONE]\n\n"));
+    assert!(start.elapsed() >= Duration::from_secs(16));
+    assert_eq!(report.usage.unwrap().output, 16);
+    assert_eq!(report.end, StreamEnd::Complete);
+}
+
+#[tokio::test]
+async fn upstream_error_status_is_returned_with_its_hint() {
+    let faults = FaultPlan::Script { faults: vec![Fault::Status { status: 503, retry_after: Some(7) }] };
+    let mock = mock(MockConfig { faults, ..Default::default() }).await;
+    let res = call(&service(&mock), post("/v1/chat/completions", CHAT)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "7");
+    let Classified::Ready(c) = LlmClassifier::default().classify_response(&res) else { panic!() };
+    assert!(c.retryable);
+    assert_eq!(c.retry_after(), Some(Duration::from_secs(7)));
+    // The next request is answered normally.
+    let res = call(&service(&mock), post("/v1/chat/completions", CHAT)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn reset_before_headers_is_a_retryable_transport_error() {
+    let faults = FaultPlan::Script { faults: vec![Fault::Reset] };
+    let mock = mock(MockConfig { faults, ..Default::default() }).await;
+    let err = call(&service(&mock), post("/v1/chat/completions", CHAT)).await.unwrap_err();
+    assert!(err.is::<Transport>(), "{err:?}");
+    assert!(LlmClassifier::default().classify_error(&*err).retryable);
+    assert_eq!(ErrorInfo::from_error(&*err).status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hang_hits_the_headers_timeout() {
+    let mock =
+        mock(MockConfig { faults: FaultPlan::Always { fault: Fault::Hang }, ..Default::default() }).await;
+    let svc =
+        service(&mock).timeouts(Timeouts { headers: Some(Duration::from_secs(5)), ..Default::default() });
+    let start = tokio::time::Instant::now();
+    let err = call(&svc, post("/v1/chat/completions", CHAT)).await.unwrap_err();
+    let t = err.downcast_ref::<Timeout>().expect("typed timeout");
+    assert_eq!(t.phase, TimeoutPhase::Headers);
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!(ErrorInfo::from_error(&*err).status, StatusCode::GATEWAY_TIMEOUT);
+    let host = &svc.client().stats()[0];
+    assert_eq!((host.requests, host.errors, host.in_flight), (1, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn total_timeout_bounds_headers_when_shorter() {
+    let mock =
+        mock(MockConfig { faults: FaultPlan::Always { fault: Fault::Hang }, ..Default::default() }).await;
+    let t =
+        Timeouts { headers: Some(Duration::from_secs(60)), idle: None, total: Some(Duration::from_secs(3)) };
+    let err = call(&service(&mock).timeouts(t), post("/v1/chat/completions", CHAT)).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<Timeout>().unwrap().phase, TimeoutPhase::Total);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_stream_hits_the_idle_timeout() {
+    let faults = FaultPlan::Always { fault: Fault::SlowBody { per_chunk_ms: 10_000 } };
+    let mock = mock(MockConfig { faults, ..Default::default() }).await;
+    let t = Timeouts { idle: Some(Duration::from_secs(2)), ..Default::default() };
+    let res = call(&service(&mock).timeouts(t), post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+    let (bytes, report) = read_with_usage(res.into_body(), BodyKind::Sse).await;
+    let err = bytes.unwrap_err();
+    assert_eq!(err.downcast_ref::<Timeout>().unwrap().phase, TimeoutPhase::Idle);
+    assert_eq!(report.end, StreamEnd::Failed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_stream_hits_the_total_timeout() {
+    let latency = Latency { headers: Duration::ZERO, per_token: Duration::from_secs(1) };
+    let mock = mock(MockConfig { latency, ..Default::default() }).await;
+    let t = Timeouts {
+        headers: Some(Duration::from_secs(5)),
+        idle: Some(Duration::from_secs(5)),
+        total: Some(Duration::from_secs(8)),
+    };
+    let res = call(&service(&mock).timeouts(t), post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+    let err = res.into_body().collect().await.unwrap_err();
+    assert_eq!(err.downcast_ref::<Timeout>().unwrap().phase, TimeoutPhase::Total);
+}
+
+#[tokio::test]
+async fn stream_cut_midway_is_stream_aborted_and_ended_early() {
+    let faults = FaultPlan::Always { fault: Fault::StreamCut { after_tokens: 3 } };
+    let mock = mock(MockConfig { faults, ..Default::default() }).await;
+    let res = call(&service(&mock), post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let (bytes, report) = read_with_usage(res.into_body(), BodyKind::Sse).await;
+    let err = bytes.unwrap_err();
+    assert!(err.is::<StreamAborted>(), "{err:?}");
+    assert_eq!(report.end, StreamEnd::Failed);
+    assert!(report.usage.is_none());
+}
+
+#[tokio::test]
+async fn malformed_json_passes_through_without_usage() {
+    let mock =
+        mock(MockConfig { faults: FaultPlan::Always { fault: Fault::MalformedJson }, ..Default::default() })
+            .await;
+    let res = call(&service(&mock), post("/v1/chat/completions", CHAT)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let (bytes, report) = read_with_usage(res.into_body(), BodyKind::Json).await;
+    assert!(serde_json::from_slice::<serde_json::Value>(&bytes.unwrap()).is_err());
+    assert_eq!(report.usage, None);
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_connect_error() {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = Provider::openai_compatible("gone", &format!("http://127.0.0.1:{port}/v1")).unwrap();
+    let err = call(&LlmHttpService::new(p), post("/v1/chat/completions", CHAT)).await.unwrap_err();
+    let c = err.downcast_ref::<Connect>().expect("typed connect error");
+    assert_eq!(c.authority(), format!("127.0.0.1:{port}"));
+    assert!(LlmClassifier::default().classify_error(&*err).retryable);
+    assert_eq!(ErrorInfo::from_error(&*err).status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tls_handshake_that_never_completes_hits_the_connect_timeout() {
+    // A TCP listener that accepts and never speaks TLS.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            conns.push(s);
+        }
+    });
+    let client =
+        HttpClient::new(ClientConfig { connect_timeout: Duration::from_secs(3), ..Default::default() });
+    let p = Provider::openai_compatible("silent", &format!("https://{addr}/v1")).unwrap();
+    let err =
+        call(&LlmHttpService::with_client(p, client), post("/v1/chat/completions", CHAT)).await.unwrap_err();
+    let t = err.downcast_ref::<Timeout>().expect("typed timeout");
+    assert_eq!((t.phase, t.after), (TimeoutPhase::Connect, Duration::from_secs(3)));
+}
+
+#[tokio::test]
+async fn azure_request_shape() {
+    let mock = mock(MockConfig { models: vec![], ..Default::default() }).await;
+    let p = Provider::azure(&mock.url(), "2024-10-21", Secret::new("az-key"))
+        .unwrap()
+        .with_alias("gpt-4o-mini", "prod-4o-mini");
+    let mut req = post("/v1/chat/completions", CHAT);
+    req.headers_mut().insert("authorization", "Bearer caller-key".parse().unwrap());
+    let res = call(&LlmHttpService::new(p), req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = &mock.requests()[0];
+    assert_eq!(seen.path, "/openai/deployments/prod-4o-mini/chat/completions?api-version=2024-10-21");
+    assert_eq!(seen.header("api-key"), Some("az-key"));
+    assert_eq!(seen.header("authorization"), None);
+    assert_eq!(seen.json()["model"], "prod-4o-mini");
+}
+
+#[tokio::test]
+async fn anthropic_request_shape_and_stream_usage() {
+    let mock = mock(MockConfig::default()).await;
+    let p = Provider::new(
+        "anthropic",
+        ProviderKind::Anthropic { version: "2023-06-01".into() },
+        &format!("{}/v1", mock.url()),
+    )
+    .unwrap()
+    .with_key(Secret::new("ant-key"))
+    .with_alias("haiku", "claude-3-5-haiku-latest");
+    let body = r#"{"model":"haiku","max_tokens":5,"stream":true,"system":"be brief","messages":[{"role":"user","content":"hello"}],"metadata":{"user_id":"u1"}}"#;
+    let res = call(&LlmHttpService::new(p), post("/v1/messages", body)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let (bytes, report) = read_with_usage(res.into_body(), BodyKind::Sse).await;
+    assert!(bytes.unwrap().windows(12).any(|w| w == b"message_stop"));
+    let usage = report.usage.unwrap();
+    assert_eq!(usage.output, 5);
+    assert!(usage.input > 0);
+    assert_eq!(report.finish_reason.as_deref(), Some("max_tokens"));
+    let seen = &mock.requests()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.header("x-api-key"), Some("ant-key"));
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    // Only the model changed: every other byte is the caller's.
+    assert_eq!(seen.body, body.replace("\"haiku\"", "\"claude-3-5-haiku-latest\""));
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_caller_credentials_do_not_cross() {
+    let mock = mock(MockConfig::default()).await;
+    let mut req = post("/v1/chat/completions", CHAT);
+    let h = req.headers_mut();
+    h.insert("connection", "x-private".parse().unwrap());
+    h.insert("x-private", "1".parse().unwrap());
+    h.insert("keep-alive", "timeout=5".parse().unwrap());
+    h.insert("x-api-key", "caller".parse().unwrap());
+    h.insert("x-trace", "kept".parse().unwrap());
+    call(&service(&mock), req).await.unwrap().into_body().collect().await.unwrap();
+    let seen = &mock.requests()[0];
+    for gone in ["x-private", "keep-alive", "x-api-key"] {
+        assert_eq!(seen.header(gone), None, "{gone} must not be forwarded");
+    }
+    assert_eq!(seen.header("x-trace"), Some("kept"));
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-mock"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn provider_rate_limit_headers_pass_through() {
+    let mock =
+        mock(MockConfig { limits: Some(Limits { rpm: 2, tpm: 1_000_000 }), ..Default::default() }).await;
+    let svc = service(&mock);
+    for _ in 0..2 {
+        let res = call(&svc, post("/v1/chat/completions", CHAT)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().contains_key("x-ratelimit-remaining-requests"));
+        res.into_body().collect().await.unwrap();
+    }
+    let res = call(&svc, post("/v1/chat/completions", CHAT)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(res.headers()["retry-after"], "30");
+    let Classified::Ready(c) = LlmClassifier::default().classify_response(&res) else { panic!() };
+    assert_eq!(c.retry_after(), Some(Duration::from_secs(30)), "retry-after-ms wins: exactly 30 s");
+}
+
+#[tokio::test]
+async fn pool_reuses_connections_and_counts_per_host() {
+    let mock = mock(MockConfig::default()).await;
+    let svc = service(&mock);
+    for _ in 0..3 {
+        let res = call(&svc, post("/v1/chat/completions", CHAT)).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    let stats = svc.client().stats();
+    assert_eq!(stats.len(), 1);
+    let h = &stats[0];
+    assert_eq!(h.host, mock.addr().to_string());
+    assert_eq!(
+        (h.requests, h.connects, h.open_connections, h.idle_connections, h.in_flight),
+        (3, 1, 1, 1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_host_connection_limit_is_never_exceeded() {
+    let latency = Latency { headers: Duration::ZERO, per_token: Duration::from_millis(100) };
+    let mock = mock(MockConfig { latency, ..Default::default() }).await;
+    let client = HttpClient::new(ClientConfig { max_connections_per_host: Some(2), ..Default::default() });
+    let p = Provider::openai_compatible("mock", &format!("{}/v1", mock.url())).unwrap();
+    let svc = LlmHttpService::with_client(p, client.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            let res = svc.oneshot(post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+            res.into_body().collect().await.unwrap().to_bytes()
+        }));
+    }
+    let mut max_open = 0;
+    while !tasks.iter().all(|t| t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        max_open = max_open.max(client.stats().first().map_or(0, |h| h.open_connections));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().ends_with(b"[DONE]\n\n"));
+    }
+    assert_eq!(max_open, 2);
+    assert_eq!(client.stats()[0].connects, 2);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge() {
+    let mock = mock(MockConfig::default()).await;
+    let client = HttpClient::new(ClientConfig { http2_only: true, ..Default::default() });
+    let p = Provider::openai_compatible("mock", &format!("{}/v1", mock.url())).unwrap();
+    let res = call(&LlmHttpService::with_client(p, client), post("/v1/chat/completions", CHAT_STREAM))
+        .await
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    let (bytes, report) = read_with_usage(res.into_body(), BodyKind::Sse).await;
+    assert!(bytes.is_ok());
+    assert_eq!(report.usage.unwrap().output, 16);
+}
+
+#[tokio::test]
+async fn hostnames_resolve_through_the_dns_cache() {
+    let mock = mock(MockConfig::default()).await;
+    let client = HttpClient::new(ClientConfig::default());
+    let p =
+        Provider::openai_compatible("mock", &format!("http://localhost:{}/v1", mock.addr().port())).unwrap();
+    let svc = LlmHttpService::with_client(p, client.clone());
+    for _ in 0..2 {
+        let res = call(&svc, post("/v1/chat/completions", CHAT)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(client.resolver().lookups(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dns_cache_expires_after_its_ttl() {
+    let r = llm_tower_http::CachingResolver::new(Duration::from_secs(30));
+    r.resolve("localhost").await.unwrap();
+    tokio::time::advance(Duration::from_secs(29)).await;
+    r.resolve("localhost").await.unwrap();
+    assert_eq!(r.lookups(), 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    r.resolve("localhost").await.unwrap();
+    assert_eq!(r.lookups(), 2);
+}
+
+#[tokio::test]
+async fn embeddings_and_models() {
+    let mock = mock(MockConfig::default()).await;
+    let svc = service(&mock);
+    let res = call(&svc, post("/v1/embeddings", r#"{"model":"text-embedding-3-small","input":["a","b"]}"#))
+        .await
+        .unwrap();
+    let (bytes, report) = read_with_usage(res.into_body(), BodyKind::Json).await;
+    let v: serde_json::Value = serde_json::from_slice(&bytes.unwrap()).unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert!(report.usage.unwrap().input > 0);
+    let res = call(&svc, Request::get("/v1/models").body(LlmBody::empty()).unwrap()).await.unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["data"][0]["id"], "gpt-4o-mini");
+}
+
+#[tokio::test]
+async fn keys_never_show_in_debug_output() {
+    let mock = mock(MockConfig::default()).await;
+    let p = Provider::openai_compatible("mock", &format!("{}/v1", mock.url()))
+        .unwrap()
+        .with_key(Secret::new("sk-very-secret"));
+    let svc = LlmHttpService::new(p.clone());
+    let mut outgoing = http::HeaderMap::new();
+    let res = call(&svc, post("/v1/chat/completions", CHAT)).await.unwrap();
+    outgoing.insert("authorization", format!("Bearer {}", "sk-very-secret").parse().unwrap());
+    outgoing.get_mut("authorization").unwrap().set_sensitive(true);
+    let dumps = format!("{p:?} {svc:?} {:?} {res:?} {outgoing:?}", svc.client());
+    assert!(!dumps.contains("sk-very-secret"), "{dumps}");
+}
