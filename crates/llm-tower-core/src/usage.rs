@@ -514,12 +514,19 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let res = ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let res = ready!(this.inner.as_mut().poll_frame(cx));
         match &res {
             Some(Ok(frame)) => {
                 if let (Some(data), Some((x, _))) = (frame.data_ref(), this.state.as_mut()) {
                     x.feed(data);
+                }
+                // Readers that know the length (hyper with content-length) stop
+                // polling after the last byte: report now rather than at drop.
+                if this.inner.is_end_stream() {
+                    if let Some((x, f)) = this.state.take() {
+                        f(x.finish(StreamEnd::Complete));
+                    }
                 }
             }
             Some(Err(_)) => {
@@ -717,6 +724,25 @@ mod tests {
         let ends: Vec<_> = reports.iter().map(|r| r.end).collect();
         assert_eq!(ends, vec![StreamEnd::Complete, StreamEnd::EndedEarly, StreamEnd::Failed]);
         assert_eq!(reports[0].usage.unwrap().input, 12);
+    }
+
+    #[tokio::test]
+    async fn reports_complete_when_reader_stops_at_known_length() {
+        use http_body_util::BodyExt;
+        // Like hyper writing a content-length body: poll until the exact size is
+        // delivered, then drop without polling for the end.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let json = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let full = http_body_util::Full::new(Bytes::from_static(json));
+        let mut body = UsageBody::new(full, BodyKind::Json, move |r| tx.send(r).unwrap());
+        let frame = std::pin::Pin::new(&mut body).frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap().len(), json.len());
+        assert!(body.is_end_stream());
+        drop(body);
+        let r = rx.recv().unwrap();
+        assert_eq!(r.end, StreamEnd::Complete);
+        assert_eq!(r.usage.unwrap().output, 4);
+        assert!(rx.try_recv().is_err(), "reported exactly once");
     }
 
     /// A body that yields the given results, last element first.

@@ -1,1 +1,28 @@
-//! stub
+//! llm-tower's OpenAI-compatible gateway, as a library (the binary is a thin
+//! `main` over it).
+//!
+//! - `POST /v1/chat/completions` (JSON and SSE, streamed chunk by chunk),
+//!   `POST /v1/embeddings`, `POST /v1/responses`, `POST /v1/messages`
+//!   (Anthropic), `GET /v1/models`, `GET /health`.
+//! - Models are routed to providers by a TOML config ([`GatewayConfig`]);
+//!   without one it runs on [`DEFAULT_CONFIG`]: an in-process mock provider.
+//! - Every failure is an OpenAI-format JSON error with the right status; a
+//!   stream that breaks mid-way ends with an SSE `error` event.
+//! - One access-log line per request (tracing, OpenTelemetry GenAI field
+//!   names), never a credential.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cfg = llm_tower_gateway::GatewayConfig::embedded_default();
+//! let gw = llm_tower_gateway::Gateway::new(cfg).await?;
+//! assert!(gw.models().contains(&"fast".to_string()));
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod app;
+pub mod body;
+pub mod config;
+
+pub use app::{Gateway, StartError};
+pub use config::{ConfigError, DEFAULT_CONFIG, GatewayConfig};

@@ -68,7 +68,9 @@ impl Timeouts {
 ///
 /// It rewrites the URL for the provider, sets its credentials, replaces an
 /// aliased model name (only the `model` field of the body changes), strips
-/// hop-by-hop headers and the caller's own credentials, and enforces
+/// hop-by-hop headers and the caller's own credentials, asks for an
+/// uncompressed body (`accept-encoding: identity`: the layers above read it),
+/// and enforces
 /// [`Timeouts`] by phase. Upstream error statuses are returned as responses;
 /// transport failures are typed errors ([`Connect`], [`Transport`],
 /// [`Timeout`], [`StreamAborted`] from the body).
@@ -169,6 +171,8 @@ impl LlmHttpService {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(http::header::HOST);
         parts.headers.remove(http::header::CONTENT_LENGTH);
+        // Layers above read response bodies (usage, cache): ask for them uncompressed.
+        parts.headers.insert(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"));
         p.apply_headers(&mut parts.headers);
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))

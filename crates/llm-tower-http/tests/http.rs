@@ -282,12 +282,14 @@ async fn hop_by_hop_and_caller_credentials_do_not_cross() {
     h.insert("keep-alive", "timeout=5".parse().unwrap());
     h.insert("x-api-key", "caller".parse().unwrap());
     h.insert("x-trace", "kept".parse().unwrap());
+    h.insert("accept-encoding", "gzip, br".parse().unwrap());
     call(&service(&mock), req).await.unwrap().into_body().collect().await.unwrap();
     let seen = &mock.requests()[0];
     for gone in ["x-private", "keep-alive", "x-api-key"] {
         assert_eq!(seen.header(gone), None, "{gone} must not be forwarded");
     }
     assert_eq!(seen.header("x-trace"), Some("kept"));
+    assert_eq!(seen.header("accept-encoding"), Some("identity"));
     assert_eq!(seen.header("authorization"), Some("Bearer sk-mock"));
 }
 

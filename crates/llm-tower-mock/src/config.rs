@@ -112,6 +112,12 @@ pub enum Fault {
         #[serde(default)]
         retry_after: Option<u64>,
     },
+    /// Answer with this status and an HTML page, as a load balancer or proxy
+    /// in front of a provider does.
+    HtmlError {
+        /// HTTP status (502, 503, ...).
+        status: u16,
+    },
     /// Reset the TCP connection before sending anything.
     Reset,
     /// Accept the request and never answer.

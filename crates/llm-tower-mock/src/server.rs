@@ -586,6 +586,14 @@ async fn llm(
             }
             return res;
         }
+        Fault::HtmlError { status } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let page = format!("<html><body><h1>{status}</h1><p>upstream unavailable</p></body></html>");
+            let mut res = Response::new(MockBody::full(page));
+            *res.status_mut() = status;
+            res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            return res;
+        }
         Fault::Reset => {
             ctl.kill();
             return std::future::pending().await;
@@ -698,6 +706,7 @@ fn fault_name(f: &Fault) -> String {
     match f {
         Fault::Ok => "ok".into(),
         Fault::Status { status, .. } => format!("status_{status}"),
+        Fault::HtmlError { status } => format!("html_{status}"),
         Fault::Reset => "reset".into(),
         Fault::Hang => "hang".into(),
         Fault::StreamCut { .. } => "stream_cut".into(),

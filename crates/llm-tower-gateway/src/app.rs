@@ -1,0 +1,380 @@
+//! The gateway service: routes, the proxy handler, errors, access log, serving.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body as AxumBody;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use llm_tower_core::chat::{Model, ModelList};
+use llm_tower_core::usage::{BodyKind, UsageBody, UsageReport};
+use llm_tower_core::{
+    Api, ErrorInfo, InvalidRequest, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Upstream,
+};
+use llm_tower_http::{HttpClient, LlmHttpService, Provider};
+use llm_tower_mock::MockServer;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::body::GuardBody;
+use crate::config::{ConfigError, GatewayConfig};
+
+/// Why the gateway could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is invalid (every problem found).
+    Config(Vec<ConfigError>),
+    /// A socket could not be opened.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(errs) => {
+                writeln!(f, "invalid configuration:")?;
+                for e in errs {
+                    writeln!(f, "  {e}")?;
+                }
+                Ok(())
+            }
+            StartError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+#[derive(Clone)]
+struct Route {
+    provider: Arc<str>,
+    service: LlmHttpService,
+}
+
+struct AppState {
+    routes: HashMap<String, Route>,
+    models_json: Bytes,
+    max_body: usize,
+    client: HttpClient,
+    _mocks: Vec<MockServer>,
+}
+
+/// The OpenAI-compatible gateway: build it from a config, then serve it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use llm_tower_gateway::{Gateway, GatewayConfig};
+/// let gw = Gateway::new(GatewayConfig::embedded_default()).await?;
+/// assert!(gw.models().contains(&"gpt-4o-mini".to_string()));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let server = tokio::spawn(gw.serve(listener, async {}, std::time::Duration::from_secs(1)));
+/// server.await??;
+/// # Ok(()) }
+/// ```
+pub struct Gateway {
+    router: Router,
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("models", &self.models()).finish()
+    }
+}
+
+impl Gateway {
+    /// Validates `config`, starts in-process mock providers, and builds the router.
+    pub async fn new(config: GatewayConfig) -> Result<Self, StartError> {
+        let resolved = config.validate().map_err(StartError::Config)?;
+        let client = HttpClient::new(config.client.to_client_config());
+        let mut routes = HashMap::new();
+        let mut listing = Vec::new();
+        let mut mocks = Vec::new();
+        for r in resolved {
+            let provider = match (r.provider, r.mock) {
+                (Some(p), _) => p,
+                (None, Some(mock_cfg)) => {
+                    let mock = MockServer::start(mock_cfg).await.map_err(StartError::Io)?;
+                    let mut p = Provider::openai_compatible(&r.name, &format!("{}/v1", mock.url()))
+                        .expect("the mock's URL is valid");
+                    for (a, t) in &r.aliases {
+                        p = p.with_alias(a, t);
+                    }
+                    mocks.push(mock);
+                    p
+                }
+                (None, None) => unreachable!("validation yields a provider or a mock"),
+            };
+            let service = LlmHttpService::with_client(provider.clone(), client.clone()).timeouts(r.timeouts);
+            for m in &r.models {
+                routes.insert(m.clone(), Route { provider: provider.name_arc(), service: service.clone() });
+                listing.push(Model::new(m.clone(), provider.name()));
+            }
+        }
+        listing.sort_by(|a, b| a.id.cmp(&b.id));
+        let models_json = Bytes::from(serde_json::to_vec(&ModelList::new(listing)).expect("serializable"));
+        let state = Arc::new(AppState {
+            routes,
+            models_json,
+            max_body: config.server.max_body_bytes,
+            client,
+            _mocks: mocks,
+        });
+        let router = Router::new()
+            .route("/v1/chat/completions", post(proxy))
+            .route("/v1/embeddings", post(proxy))
+            .route("/v1/responses", post(proxy))
+            .route("/v1/messages", post(proxy))
+            .route("/v1/models", get(models))
+            .route("/health", get(health))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(CatchPanicLayer::custom(on_panic))
+            .with_state(state.clone());
+        Ok(Gateway { router, state })
+    }
+
+    /// The public model names served, sorted.
+    pub fn models(&self) -> Vec<String> {
+        let mut m: Vec<String> = self.state.routes.keys().cloned().collect();
+        m.sort();
+        m
+    }
+
+    /// The shared upstream client (per-host connection stats).
+    pub fn client(&self) -> &HttpClient {
+        &self.state.client
+    }
+
+    /// The axum router, to embed the gateway in a larger app.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves on `listener` (TCP_NODELAY on every accepted socket) until
+    /// `shutdown` completes; then stops accepting and lets in-flight requests
+    /// finish for at most `grace`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> io::Result<()> {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = tx.send(());
+        };
+        let server = axum::serve(listener, self.router).with_graceful_shutdown(signal);
+        let deadline = async move {
+            if rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = server.into_future() => r,
+            _ = deadline => {
+                tracing::warn!(grace_secs = grace.as_secs_f64(), "shutdown grace period over: closing remaining connections");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn error(err: &(dyn std::error::Error + 'static)) -> Response {
+    ErrorInfo::from_error(err).into_response().map(AxumBody::new)
+}
+
+async fn health() -> Response {
+    json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+}
+
+async fn models(State(app): State<Arc<AppState>>) -> Response {
+    json(StatusCode::OK, app.models_json.clone())
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    let mut res = Response::new(AxumBody::from(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+async fn not_found(req: Request) -> Response {
+    let msg = format!("Unknown request URL: {} {}", req.method(), req.uri().path());
+    ErrorInfo::new(StatusCode::NOT_FOUND, "invalid_request_error", msg).into_response().map(AxumBody::new)
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let msg = format!("Method {} is not allowed for {}", req.method(), req.uri().path());
+    ErrorInfo::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", msg)
+        .into_response()
+        .map(AxumBody::new)
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<http_body_util::Full<Bytes>> {
+    tracing::error!("request handler panicked");
+    let info = ErrorInfo::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error");
+    let res = info.into_response();
+    res.map(|b| http_body_util::Full::new(b.into_bytes()))
+}
+
+/// Largest non-JSON upstream error body read to build an OpenAI-format error.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    let start = Instant::now();
+    let (parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let path: Arc<str> = parts.uri.path().into();
+    let bytes = match Limited::new(body, app.max_body).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            let res = if e.is::<http_body_util::LengthLimitError>() {
+                error(&PayloadTooLarge { limit: app.max_body })
+            } else {
+                error(&InvalidRequest::new("could not read the request body"))
+            };
+            log_error(&method, &path, None, None, res.status(), start, "request body");
+            return res;
+        }
+    };
+    let info = match RequestInfo::parse(Api::from_path(&path), &bytes) {
+        Ok(i) => Arc::new(i),
+        Err(e) => {
+            let res = error(&e);
+            log_error(&method, &path, None, None, res.status(), start, &e.to_string());
+            return res;
+        }
+    };
+    let Some(route) = app.routes.get(&*info.model).cloned() else {
+        let res = error(&ModelNotFound::new(&*info.model));
+        log_error(&method, &path, Some(&info.model), None, res.status(), start, "unknown model");
+        return res;
+    };
+    let mut upstream_req = http::Request::from_parts(parts, LlmBody::from(bytes));
+    upstream_req.extensions_mut().insert(info.clone());
+    let res = match route.service.oneshot(upstream_req).await {
+        Ok(res) => res,
+        Err(e) => {
+            let res = error(&*e);
+            log_error(
+                &method,
+                &path,
+                Some(&info.model),
+                Some(&route.provider),
+                res.status(),
+                start,
+                &e.to_string(),
+            );
+            return res;
+        }
+    };
+    let status = res.status();
+    let kind = BodyKind::from_headers(res.headers());
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if !status.is_success() && kind != BodyKind::Sse && !is_json {
+        // A load balancer's HTML or plain-text error: turn it into OpenAI format.
+        let hint = llm_tower_core::hint::retry_hint(res.headers(), SystemTime::now()).map(|h| h.after);
+        let (parts, body) = res.into_parts();
+        let text =
+            Limited::new(body, MAX_ERROR_BODY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let mut out = error(&Upstream::from_body(status, hint, &text));
+        for (k, v) in parts.headers.iter() {
+            if k.as_str().starts_with("x-ratelimit-") || k == "x-request-id" {
+                out.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        log_error(
+            &method,
+            &path,
+            Some(&info.model),
+            Some(&route.provider),
+            status,
+            start,
+            "upstream error page",
+        );
+        return out;
+    }
+    let headers_at = start.elapsed();
+    let provider = route.provider.clone();
+    let model = info.model.clone();
+    let log = move |report: UsageReport| {
+        access_log(&method, &path, &model, &provider, status, headers_at, start, &report)
+    };
+    let (parts, body) = res.into_parts();
+    let body = GuardBody::new(UsageBody::new(body, kind, log), kind == BodyKind::Sse);
+    Response::from_parts(parts, AxumBody::new(body)).into_response()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn access_log(
+    method: &Method,
+    path: &str,
+    model: &str,
+    provider: &str,
+    status: StatusCode,
+    headers_at: Duration,
+    start: Instant,
+    report: &UsageReport,
+) {
+    let usage = report.usage.unwrap_or_default();
+    tracing::info!(
+        target: "llm_tower_gateway::access",
+        method = %method,
+        path,
+        gen_ai.request.model = model,
+        gen_ai.provider.name = provider,
+        status = status.as_u16(),
+        ttfb_ms = headers_at.as_secs_f64() * 1e3,
+        duration_ms = start.elapsed().as_secs_f64() * 1e3,
+        gen_ai.usage.input_tokens = usage.input,
+        gen_ai.usage.output_tokens = usage.output,
+        gen_ai.response.finish_reasons = report.finish_reason.as_deref().unwrap_or(""),
+        end = ?report.end,
+        "request"
+    );
+}
+
+fn log_error(
+    method: &Method,
+    path: &str,
+    model: Option<&str>,
+    provider: Option<&str>,
+    status: StatusCode,
+    start: Instant,
+    error: &str,
+) {
+    tracing::warn!(
+        target: "llm_tower_gateway::access",
+        method = %method,
+        path,
+        gen_ai.request.model = model.unwrap_or(""),
+        gen_ai.provider.name = provider.unwrap_or(""),
+        status = status.as_u16(),
+        duration_ms = start.elapsed().as_secs_f64() * 1e3,
+        error,
+        "request failed"
+    );
+}

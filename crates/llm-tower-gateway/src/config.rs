@@ -1,0 +1,553 @@
+//! Gateway configuration (TOML), its validation, and the embedded default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use llm_tower_core::Secret;
+use llm_tower_http::{ClientConfig, Provider, ProviderKind, Timeouts};
+use llm_tower_mock::MockConfig;
+use serde::Deserialize;
+
+/// The configuration the gateway runs on when started without `--config`:
+/// one in-process mock provider, so it works offline on a fresh machine.
+pub const DEFAULT_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[[providers]]
+name = "mock"
+kind = "mock"
+models = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-3-5-haiku-latest"]
+aliases = { fast = "gpt-4o-mini" }
+
+[providers.mock]
+latency = { headers = 20, per_token = 5 }
+"#;
+
+/// The whole gateway configuration.
+///
+/// ```
+/// let cfg = llm_tower_gateway::GatewayConfig::from_toml(llm_tower_gateway::DEFAULT_CONFIG).unwrap();
+/// assert_eq!(cfg.providers[0].name, "mock");
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Listener and request limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The shared upstream connection pool.
+    #[serde(default)]
+    pub client: ClientSection,
+    /// Upstream providers and the models each serves.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Largest accepted request body. Default 4 MiB.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight requests. Default 30 s.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 4 << 20,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// `[client]`: the upstream connection pool shared by all providers.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSection {
+    /// Connect timeout (TCP + TLS), ms. Default 10000.
+    pub connect_timeout_ms: Option<u64>,
+    /// Idle pooled connections are closed after this long, s. Default 90.
+    pub pool_idle_timeout_secs: Option<u64>,
+    /// Idle connections kept per host. Default 64.
+    pub pool_max_idle_per_host: Option<usize>,
+    /// Connections per upstream host at most. Default unlimited.
+    pub max_connections_per_host: Option<usize>,
+    /// DNS cache TTL, s. Default 30.
+    pub dns_ttl_secs: Option<u64>,
+    /// Speak HTTP/2 only (also cleartext h2c). Default false.
+    pub http2_only: Option<bool>,
+}
+
+impl ClientSection {
+    /// The client configuration this section describes.
+    pub fn to_client_config(&self) -> ClientConfig {
+        let d = ClientConfig::default();
+        ClientConfig {
+            connect_timeout: self.connect_timeout_ms.map_or(d.connect_timeout, Duration::from_millis),
+            pool_idle_timeout: self.pool_idle_timeout_secs.map_or(d.pool_idle_timeout, Duration::from_secs),
+            pool_max_idle_per_host: self.pool_max_idle_per_host.unwrap_or(d.pool_max_idle_per_host),
+            max_connections_per_host: self.max_connections_per_host.or(d.max_connections_per_host),
+            dns_ttl: self.dns_ttl_secs.map_or(d.dns_ttl, Duration::from_secs),
+            http2_only: self.http2_only.unwrap_or(d.http2_only),
+            ..d
+        }
+    }
+}
+
+/// The kind of a provider entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKindConfig {
+    /// OpenAI, or any OpenAI-compatible endpoint given by `base_url`.
+    Openai,
+    /// Azure OpenAI: `base_url` is the resource endpoint, `api_version` required.
+    Azure,
+    /// Anthropic.
+    Anthropic,
+    /// The built-in mock provider, started in-process.
+    Mock,
+    /// Ollama (default `http://127.0.0.1:11434/v1`).
+    Ollama,
+    /// vLLM (`base_url` required).
+    Vllm,
+    /// Groq.
+    Groq,
+    /// Together AI.
+    Together,
+    /// OpenRouter.
+    Openrouter,
+    /// Mistral.
+    Mistral,
+}
+
+/// `[[providers]]`: one upstream.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Unique name (stats, logs).
+    pub name: String,
+    /// Dialect / preset.
+    pub kind: ProviderKindConfig,
+    /// Base URL including the version path (`https://host/v1`); presets have one.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The API key, inline (prefer `api_key_env`).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Azure `api-version`.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Anthropic `anthropic-version` (default `2023-06-01`).
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// Model names served by this provider, as callers name them.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Extra public names: alias -> upstream model name.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// Headers added to every upstream request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Forward callers' own credentials (bring your own key). Default false.
+    #[serde(default)]
+    pub forward_client_auth: bool,
+    /// Phase time limits.
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    /// Settings of the in-process mock (`kind = "mock"` only).
+    #[serde(default)]
+    pub mock: Option<MockConfig>,
+}
+
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field("api_key_env", &self.api_key_env)
+            .field("models", &self.models)
+            .field("aliases", &self.aliases)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[providers.timeouts]`, milliseconds; `0` disables a limit.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsSection {
+    /// Until the response head. Default 300000.
+    pub headers_ms: Option<u64>,
+    /// Between body chunks. Default 120000.
+    pub idle_ms: Option<u64>,
+    /// Whole call. Default 600000.
+    pub total_ms: Option<u64>,
+}
+
+impl TimeoutsSection {
+    /// The timeouts this section describes.
+    pub fn to_timeouts(self) -> Timeouts {
+        let d = Timeouts::default();
+        let pick = |v: Option<u64>, def: Option<Duration>| match v {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => def,
+        };
+        Timeouts {
+            headers: pick(self.headers_ms, d.headers),
+            idle: pick(self.idle_ms, d.idle),
+            total: pick(self.total_ms, d.total),
+        }
+    }
+}
+
+/// A configuration problem, naming the field at fault.
+///
+/// ```
+/// let errs = llm_tower_gateway::GatewayConfig::from_toml("[[providers]]\nname='a'\nkind='openai'\nmodels=['m']")
+///     .unwrap()
+///     .validate()
+///     .unwrap_err();
+/// assert_eq!(errs[0].field, "providers[0].base_url");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path of the field (`providers[1].base_url`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A validated provider, ready to be turned into a service.
+#[derive(Clone, Debug)]
+pub struct ResolvedProvider {
+    /// The provider (for `kind = "mock"`, its URL is set when the mock starts).
+    pub provider: Option<Provider>,
+    /// Its timeouts.
+    pub timeouts: Timeouts,
+    /// Public model names it serves.
+    pub models: Vec<String>,
+    /// The mock to start, for `kind = "mock"`.
+    pub mock: Option<MockConfig>,
+    /// Aliases to apply once the mock provider exists.
+    pub aliases: BTreeMap<String, String>,
+    /// Its name.
+    pub name: String,
+}
+
+impl GatewayConfig {
+    /// Parses TOML; syntax and type errors name the line, column and key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let field = e.span().map(|s| {
+                let line = text[..s.start.min(text.len())].lines().count().max(1);
+                format!("line {line}")
+            });
+            ConfigError {
+                field: field.unwrap_or_else(|| "config".into()),
+                message: e.message().trim().to_owned(),
+            }
+        })
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Self {
+        Self::from_toml(DEFAULT_CONFIG).expect("the embedded default parses")
+    }
+
+    /// Checks everything that can be checked without the network, returning
+    /// every problem found (not only the first).
+    pub fn validate(&self) -> Result<Vec<ResolvedProvider>, Vec<ConfigError>> {
+        self.validate_with_env(&|k| std::env::var(k).ok())
+    }
+
+    /// [`validate`](Self::validate) with an explicit environment lookup.
+    pub fn validate_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<ResolvedProvider>, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut err = |field: String, message: String| errors.push(ConfigError { field, message });
+        if self.providers.is_empty() {
+            err("providers".into(), "at least one provider is required".into());
+        }
+        if self.server.max_body_bytes == 0 {
+            err("server.max_body_bytes".into(), "must be greater than 0".into());
+        }
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut served: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = |f: &str| format!("providers[{i}].{f}");
+            if p.name.trim().is_empty() {
+                err(at("name"), "must not be empty".into());
+            } else if let Some(j) = names.insert(&p.name, i) {
+                err(at("name"), format!("duplicate provider name {:?} (also providers[{j}])", p.name));
+            }
+            if p.models.is_empty() && p.aliases.is_empty() {
+                err(at("models"), "list at least one model this provider serves".into());
+            }
+            for (k, m) in p.models.iter().enumerate() {
+                if m.is_empty() {
+                    err(at(&format!("models[{k}]")), "model names must not be empty".into());
+                } else if let Some(other) = served.insert(m, &p.name) {
+                    err(
+                        at(&format!("models[{k}]")),
+                        format!("model {m:?} is already served by provider {other:?}"),
+                    );
+                }
+            }
+            for alias in p.aliases.keys() {
+                if let Some(other) = served.insert(alias, &p.name) {
+                    if other != p.name {
+                        err(
+                            at(&format!("aliases.{alias}")),
+                            format!("model {alias:?} is already served by provider {other:?}"),
+                        );
+                    }
+                }
+            }
+            for (k, v) in &p.headers {
+                if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    err(at(&format!("headers.{k}")), "not a valid header name".into());
+                }
+                if http::HeaderValue::from_str(v).is_err() {
+                    err(at(&format!("headers.{k}")), "not a valid header value".into());
+                }
+            }
+            if p.mock.is_some() && p.kind != ProviderKindConfig::Mock {
+                err(at("mock"), "only allowed with kind = \"mock\"".into());
+            }
+            // The key: inline, or from the environment.
+            let key = match (&p.api_key, &p.api_key_env) {
+                (Some(_), Some(_)) => {
+                    err(at("api_key_env"), "set api_key or api_key_env, not both".into());
+                    None
+                }
+                (Some(k), None) => Some(k.clone()),
+                (None, Some(var)) => match env(var).filter(|v| !v.is_empty()) {
+                    Some(v) => Some(Secret::new(v)),
+                    None => {
+                        err(at("api_key_env"), format!("environment variable {var} is not set"));
+                        None
+                    }
+                },
+                (None, None) => None,
+            };
+            use ProviderKindConfig as K;
+            let needs_key = matches!(
+                p.kind,
+                K::Openai | K::Azure | K::Anthropic | K::Groq | K::Together | K::Openrouter | K::Mistral
+            ) && !(p.kind == K::Openai && p.base_url.is_some());
+            if needs_key && key.is_none() && p.api_key_env.is_none() && !p.forward_client_auth {
+                err(at("api_key_env"), "this provider needs an API key (api_key_env or api_key)".into());
+            }
+            let base = |default: Option<&'static str>| p.base_url.as_deref().or(default);
+            let built: Result<Option<Provider>, (String, String)> = match p.kind {
+                K::Mock => {
+                    if p.base_url.is_some() {
+                        Err((at("base_url"), "the mock provider runs in-process; remove base_url".into()))
+                    } else {
+                        Ok(None)
+                    }
+                }
+                K::Azure => match (base(None), &p.api_version) {
+                    (None, _) => Err((
+                        at("base_url"),
+                        "Azure needs the resource endpoint (https://NAME.openai.azure.com)".into(),
+                    )),
+                    (_, None) => {
+                        Err((at("api_version"), "Azure needs an api_version (e.g. \"2024-10-21\")".into()))
+                    }
+                    (Some(url), Some(v)) => {
+                        Provider::new(&p.name, ProviderKind::Azure { api_version: v.clone() }, url)
+                            .map(Some)
+                            .map_err(|e| (at("base_url"), e.to_string()))
+                    }
+                },
+                kind => {
+                    let (dialect, default_url) = match kind {
+                        K::Anthropic => (
+                            ProviderKind::Anthropic {
+                                version: p
+                                    .anthropic_version
+                                    .clone()
+                                    .unwrap_or_else(|| llm_tower_http::ANTHROPIC_VERSION.into()),
+                            },
+                            Some("https://api.anthropic.com/v1"),
+                        ),
+                        K::Openai => (ProviderKind::OpenAi, None),
+                        K::Ollama => (ProviderKind::OpenAi, Some("http://127.0.0.1:11434/v1")),
+                        K::Vllm => (ProviderKind::OpenAi, None),
+                        K::Groq => (ProviderKind::OpenAi, Some("https://api.groq.com/openai/v1")),
+                        K::Together => (ProviderKind::OpenAi, Some("https://api.together.xyz/v1")),
+                        K::Openrouter => (ProviderKind::OpenAi, Some("https://openrouter.ai/api/v1")),
+                        K::Mistral => (ProviderKind::OpenAi, Some("https://api.mistral.ai/v1")),
+                        K::Mock | K::Azure => unreachable!("handled above"),
+                    };
+                    let default_url =
+                        if kind == K::Openai && p.base_url.is_none() { None } else { default_url };
+                    match base(default_url) {
+                        None if kind == K::Openai => Err((
+                            at("base_url"),
+                            "set base_url (https://api.openai.com/v1 for OpenAI itself, or your endpoint's)"
+                                .into(),
+                        )),
+                        None => Err((at("base_url"), "this provider kind needs a base_url".into())),
+                        Some(url) => Provider::new(&p.name, dialect, url)
+                            .map(Some)
+                            .map_err(|e| (at("base_url"), e.to_string())),
+                    }
+                }
+            };
+            let provider = match built {
+                Ok(p) => p,
+                Err((f, m)) => {
+                    err(f, m);
+                    None
+                }
+            };
+            let provider = provider.map(|mut prov| {
+                if let Some(k) = key.clone() {
+                    prov = prov.with_key(k);
+                }
+                for (a, t) in &p.aliases {
+                    prov = prov.with_alias(a, t);
+                }
+                for (k, v) in &p.headers {
+                    if http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+                        && http::HeaderValue::from_str(v).is_ok()
+                    {
+                        prov = prov.with_header(k, v);
+                    }
+                }
+                prov.forward_client_auth(p.forward_client_auth)
+            });
+            let mut models = p.models.clone();
+            models.extend(p.aliases.keys().filter(|a| !p.models.contains(a)).cloned());
+            out.push(ResolvedProvider {
+                provider,
+                timeouts: p.timeouts.to_timeouts(),
+                models,
+                mock: (p.kind == K::Mock).then(|| p.mock.clone().unwrap_or_default()),
+                aliases: p.aliases.clone(),
+                name: p.name.clone(),
+            });
+        }
+        if errors.is_empty() { Ok(out) } else { Err(errors) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(toml: &str) -> Vec<String> {
+        let env = |k: &str| (k == "SET_KEY").then(|| "sk-env".to_string());
+        match GatewayConfig::from_toml(toml) {
+            Err(e) => vec![e.to_string()],
+            Ok(c) => {
+                c.validate_with_env(&env).err().unwrap_or_default().iter().map(|e| e.to_string()).collect()
+            }
+        }
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let resolved = GatewayConfig::embedded_default().validate().unwrap();
+        assert_eq!(resolved.len(), 1);
+        assert!(resolved[0].mock.is_some());
+        assert!(resolved[0].models.contains(&"fast".to_string()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            ("", "providers: at least one provider is required"),
+            ("[server]\nlisten = 'nope'", "line 2"),
+            ("[server]\nbogus = 1", "unknown field `bogus`"),
+            ("[[providers]]\nname='a'\nkind='openai'\nmodels=['m']", "providers[0].base_url"),
+            ("[[providers]]\nname='a'\nkind='warp'\nmodels=['m']", "unknown variant `warp`"),
+            (
+                "[[providers]]\nname='a'\nkind='openai'\nbase_url='ftp://x'\nmodels=['m']",
+                "providers[0].base_url: invalid base URL",
+            ),
+            (
+                "[[providers]]\nname='a'\nkind='groq'\nmodels=['m']",
+                "providers[0].api_key_env: this provider needs an API key",
+            ),
+            (
+                "[[providers]]\nname='a'\nkind='groq'\napi_key_env='UNSET_KEY'\nmodels=['m']",
+                "UNSET_KEY is not set",
+            ),
+            (
+                "[[providers]]\nname='a'\nkind='azure'\napi_key_env='SET_KEY'\nbase_url='https://x.openai.azure.com'\nmodels=['m']",
+                "providers[0].api_version",
+            ),
+            ("[[providers]]\nname='a'\nkind='mock'\nmodels=[]", "providers[0].models"),
+            (
+                "[[providers]]\nname='a'\nkind='mock'\nmodels=['m']\n[[providers]]\nname='a'\nkind='mock'\nmodels=['m']",
+                "providers[1].models[0]: model \"m\" is already served by provider \"a\"",
+            ),
+            (
+                "[[providers]]\nname='a'\nkind='mock'\nmodels=['m']\nheaders={'bad name'='x'}",
+                "providers[0].headers.bad name",
+            ),
+            (
+                "[[providers]]\nname='a'\nkind='ollama'\nmodels=['m']\n[providers.mock]\nseed=1",
+                "providers[0].mock",
+            ),
+        ];
+        for (toml, needle) in cases {
+            let errs = errors(toml);
+            assert!(errs.iter().any(|e| e.contains(needle)), "{toml:?}: {errs:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let errs = errors("[[providers]]\nname=''\nkind='openai'\nmodels=[]");
+        assert!(errs.len() >= 3, "{errs:?}");
+    }
+
+    #[test]
+    fn keys_from_env_never_print() {
+        let cfg = GatewayConfig::from_toml(
+            "[[providers]]\nname='g'\nkind='groq'\napi_key_env='SET_KEY'\nmodels=['m']\n[[providers]]\nname='i'\nkind='openai'\nbase_url='http://127.0.0.1:1/v1'\napi_key='sk-inline'\nmodels=['n']",
+        )
+        .unwrap();
+        let resolved = cfg.validate_with_env(&|k| (k == "SET_KEY").then(|| "sk-env".to_string())).unwrap();
+        let dump = format!("{cfg:?} {resolved:?}");
+        assert!(!dump.contains("sk-env") && !dump.contains("sk-inline"), "{dump}");
+    }
+
+    #[test]
+    fn timeouts_zero_disables() {
+        let t = TimeoutsSection { headers_ms: Some(0), idle_ms: Some(500), total_ms: None }.to_timeouts();
+        assert_eq!(t.headers, None);
+        assert_eq!(t.idle, Some(Duration::from_millis(500)));
+        assert_eq!(t.total, Timeouts::default().total);
+    }
+}
