@@ -1,1 +1,41 @@
-//! stub
+//! llm-tower: tower middleware that makes calls to LLM HTTP APIs survive
+//! production.
+//!
+//! This facade re-exports the workspace's crates, one module each:
+//!
+//! - [`core`]: the shared vocabulary ([`LlmBody`], [`RequestInfo`], usage
+//!   extraction, classification, typed errors, [`Secret`]).
+//! - [`http`]: the hyper-based LLM service ([`LlmHttpService`], [`Provider`]).
+//! - [`mock`]: the fault-injecting mock provider used by tests and demos.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+//! use llm_tower::{LlmBody, LlmHttpService, Provider};
+//! use tower::ServiceExt;
+//!
+//! let mock = llm_tower::mock::MockServer::start(Default::default()).await?;
+//! let svc = LlmHttpService::new(Provider::openai_compatible("mock", &format!("{}/v1", mock.url()))?);
+//! let req = http::Request::post("/v1/chat/completions")
+//!     .body(LlmBody::from(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#))?;
+//! assert_eq!(svc.oneshot(req).await?.status(), 200);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+/// The shared vocabulary (`llm-tower-core`).
+pub mod core {
+    pub use llm_tower_core::*;
+}
+
+/// The hyper-based LLM HTTP service (`llm-tower-http`).
+pub mod http {
+    pub use llm_tower_http::*;
+}
+
+/// The fault-injecting mock provider (`llm-tower-mock`).
+pub mod mock {
+    pub use llm_tower_mock::*;
+}
+
+pub use llm_tower_core::{LlmBody, RequestInfo, Secret, Usage};
+pub use llm_tower_http::{LlmHttpService, Provider};

@@ -74,7 +74,7 @@ async fn streams_chunk_by_chunk_with_final_usage() {
     let rest = body.collect().await.unwrap().to_bytes();
     let text = String::from_utf8_lossy(&rest);
     assert!(text.ends_with("data: [DONE]\n\n"));
-    let usage_line = text.lines().filter(|l| l.contains("\"usage\":{")).last().expect("final usage chunk");
+    let usage_line = text.lines().rfind(|l| l.contains("\"usage\":{")).expect("final usage chunk");
     let v: Value = serde_json::from_str(usage_line.trim_start_matches("data: ")).unwrap();
     assert_eq!(v["usage"]["completion_tokens"], 16);
     h.stop().await;
@@ -84,7 +84,8 @@ async fn streams_chunk_by_chunk_with_final_usage() {
 async fn bad_requests_get_openai_errors() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let h = start(&config_for(&mock, "")).await;
-    let cases: Vec<(Method, &str, String, StatusCode, &str, Option<&str>)> = vec![
+    type Case<'a> = (Method, &'a str, String, StatusCode, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/v1/chat/completions",

@@ -81,9 +81,12 @@ impl Default for ClientConfig {
 #[derive(Clone, Debug)]
 pub struct CachingResolver {
     ttl: Duration,
-    cache: Arc<Mutex<HashMap<String, (Arc<[SocketAddr]>, Instant)>>>,
+    cache: Shared<HashMap<String, DnsEntry>>,
     lookups: Arc<AtomicU64>,
 }
+
+/// Resolved addresses and when they expire.
+type DnsEntry = (Arc<[SocketAddr]>, Instant);
 
 /// Names cached at most; the oldest-expiring half is dropped beyond it.
 const DNS_CACHE_MAX: usize = 1024;

@@ -167,7 +167,7 @@ impl LlmHttpService {
         }
         parts.uri = p
             .upstream_uri(parts.uri.path(), parts.uri.query(), upstream_model.as_deref())
-            .map_err(|m| InvalidRequest::new(m))?;
+            .map_err(InvalidRequest::new)?;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(http::header::HOST);
         parts.headers.remove(http::header::CONTENT_LENGTH);
