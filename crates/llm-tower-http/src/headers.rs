@@ -29,6 +29,11 @@ pub const HOP_BY_HOP: [HeaderName; 9] = [
 /// assert!(h.contains_key("x-request-id"));
 /// ```
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Usually there are none: one pass over the (few) headers instead of a
+    // hashed removal per hop-by-hop name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if let Some(listed) = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()) {
         let names: Vec<HeaderName> =
             listed.split(',').filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).collect();

@@ -111,9 +111,34 @@ struct Inner {
     kind: ProviderKind,
     base: BaseUrl,
     key: Option<Secret>,
+    /// The credential header, built once from `key` and `kind`.
+    auth: Option<(HeaderName, HeaderValue)>,
     aliases: HashMap<String, String>,
     headers: HeaderMap,
     forward_client_auth: bool,
+    anthropic_version: Option<HeaderValue>,
+}
+
+impl Inner {
+    fn rebuild_auth(&mut self) {
+        self.auth = self.key.as_ref().and_then(|key| {
+            let (name, value) = match &self.kind {
+                ProviderKind::OpenAi => (http::header::AUTHORIZATION, format!("Bearer {}", key.expose())),
+                ProviderKind::Azure { .. } => (HeaderName::from_static("api-key"), key.expose().to_owned()),
+                ProviderKind::Anthropic { .. } => {
+                    (HeaderName::from_static("x-api-key"), key.expose().to_owned())
+                }
+            };
+            let mut v = HeaderValue::from_str(&value).ok()?;
+            v.set_sensitive(true);
+            Some((name, v))
+        });
+        if let ProviderKind::Anthropic { version } = &self.kind {
+            if let Ok(v) = HeaderValue::from_str(version) {
+                self.anthropic_version = Some(v);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Provider {
@@ -135,17 +160,19 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 impl Provider {
     fn from_parts(name: &str, kind: ProviderKind, base: BaseUrl, key: Option<Secret>) -> Self {
-        Provider {
-            inner: Arc::new(Inner {
-                name: name.into(),
-                kind,
-                base,
-                key,
-                aliases: HashMap::new(),
-                headers: HeaderMap::new(),
-                forward_client_auth: false,
-            }),
-        }
+        let mut inner = Inner {
+            name: name.into(),
+            kind,
+            base,
+            key,
+            auth: None,
+            aliases: HashMap::new(),
+            headers: HeaderMap::new(),
+            forward_client_auth: false,
+            anthropic_version: None,
+        };
+        inner.rebuild_auth();
+        Provider { inner: Arc::new(inner) }
     }
 
     fn preset(name: &str, kind: ProviderKind, url: &'static str, key: Option<Secret>) -> Self {
@@ -230,7 +257,10 @@ impl Provider {
     }
     /// Sets (or replaces) the API key.
     pub fn with_key(self, key: Secret) -> Self {
-        self.edit(|i| i.key = Some(key))
+        self.edit(|i| {
+            i.key = Some(key);
+            i.rebuild_auth();
+        })
     }
     /// Sends `upstream` as the model when a request names `alias`. Only the
     /// body's `model` field changes.
@@ -309,18 +339,24 @@ impl Provider {
                 }
                 format!("{}/openai/deployments/{dep}{op}?api-version={api_version}", b.prefix)
             }
-            _ => match query {
-                Some(q) => format!("{}{rest}?{q}", b.prefix),
-                None => format!("{}{rest}", b.prefix),
-            },
+            _ => {
+                let mut pq =
+                    String::with_capacity(b.prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+                pq.push_str(&b.prefix);
+                pq.push_str(rest);
+                if let Some(q) = query {
+                    pq.push('?');
+                    pq.push_str(q);
+                }
+                pq
+            }
         };
-        let pq = PathAndQuery::try_from(pq).map_err(|e| e.to_string())?;
-        Uri::builder()
-            .scheme(b.scheme.clone())
-            .authority(b.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| e.to_string())
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(b.scheme.clone());
+        parts.authority = Some(b.authority.clone());
+        parts.path_and_query =
+            Some(PathAndQuery::from_maybe_shared(bytes::Bytes::from(pq)).map_err(|e| e.to_string())?);
+        Uri::from_parts(parts).map_err(|e| e.to_string())
     }
 
     /// Sets credentials and provider headers on an outgoing request's headers.
@@ -331,24 +367,12 @@ impl Provider {
             headers.remove("x-api-key");
             headers.remove("api-key");
         }
-        if let Some(key) = &i.key {
-            let (name, value) = match &i.kind {
-                ProviderKind::OpenAi => (http::header::AUTHORIZATION, format!("Bearer {}", key.expose())),
-                ProviderKind::Azure { .. } => (HeaderName::from_static("api-key"), key.expose().to_owned()),
-                ProviderKind::Anthropic { .. } => {
-                    (HeaderName::from_static("x-api-key"), key.expose().to_owned())
-                }
-            };
-            if let Ok(mut v) = HeaderValue::from_str(&value) {
-                v.set_sensitive(true);
-                headers.insert(name, v);
-            }
+        if let Some((name, value)) = &i.auth {
+            headers.insert(name.clone(), value.clone());
         }
-        if let ProviderKind::Anthropic { version } = &i.kind {
+        if let Some(v) = &i.anthropic_version {
             if !headers.contains_key("anthropic-version") {
-                if let Ok(v) = HeaderValue::from_str(version) {
-                    headers.insert("anthropic-version", v);
-                }
+                headers.insert("anthropic-version", v.clone());
             }
         }
         for (k, v) in &i.headers {

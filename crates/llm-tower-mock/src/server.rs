@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep};
+use tokio::time::Instant;
 
 use crate::body::{Cut, MockBody};
 use crate::config::{Fault, FaultPlan, MockConfig};
@@ -700,6 +700,14 @@ async fn llm(
     res.headers_mut().extend(limit_headers);
     res.headers_mut().insert("x-request-id", format!("req_mock_{n}").parse().unwrap());
     res
+}
+
+/// Sleeps for `d`, or not at all when it is zero (a zero tokio sleep still
+/// waits for the next timer tick, about a millisecond).
+async fn sleep(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
 }
 
 fn fault_name(f: &Fault) -> String {

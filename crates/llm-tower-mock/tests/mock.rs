@@ -18,7 +18,14 @@ fn client() -> C {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-async fn send(c: &C, mock: &MockServer, method: Method, path: &str, body: &str, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, Bytes) {
+async fn send(
+    c: &C,
+    mock: &MockServer,
+    method: Method,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, Bytes) {
     let mut b = Request::builder().method(method).uri(format!("{}{path}", mock.url()));
     for (k, v) in headers {
         b = b.header(*k, *v);
@@ -28,7 +35,8 @@ async fn send(c: &C, mock: &MockServer, method: Method, path: &str, body: &str, 
     (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
 }
 
-const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"four score and seven years ago"}]}"#;
+const CHAT: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"four score and seven years ago"}]}"#;
 
 #[tokio::test]
 async fn output_is_deterministic_and_usage_grows_with_input() {
@@ -41,14 +49,17 @@ async fn output_is_deterministic_and_usage_grows_with_input() {
     let long = CHAT.replace("four score", &"word ".repeat(400));
     let (_, _, l) = send(&c, &mock, Method::POST, "/v1/chat/completions", &long, &[]).await;
     let l: Value = serde_json::from_slice(&l).unwrap();
-    assert!(l["usage"]["prompt_tokens"].as_u64().unwrap() > a["usage"]["prompt_tokens"].as_u64().unwrap() + 400);
+    assert!(
+        l["usage"]["prompt_tokens"].as_u64().unwrap() > a["usage"]["prompt_tokens"].as_u64().unwrap() + 400
+    );
 }
 
 #[tokio::test]
 async fn control_endpoint_changes_faults_at_run_time() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let c = client();
-    let outage = json!({"plan": "always", "fault": {"kind": "status", "status": 503, "retry_after": 3}}).to_string();
+    let outage =
+        json!({"plan": "always", "fault": {"kind": "status", "status": 503, "retry_after": 3}}).to_string();
     let (s, _, _) = send(&c, &mock, Method::POST, "/mock/faults", &outage, &[]).await;
     assert_eq!(s, StatusCode::OK);
     for _ in 0..3 {
@@ -71,15 +82,20 @@ async fn control_endpoint_changes_faults_at_run_time() {
 
 #[tokio::test]
 async fn random_faults_follow_their_seeded_rate() {
-    let plan = FaultPlan::Random { faults: vec![Fault::Status { status: 500, retry_after: None }], weights: vec![0.25] };
+    let plan = FaultPlan::Random {
+        faults: vec![Fault::Status { status: 500, retry_after: None }],
+        weights: vec![0.25],
+    };
     let run = |seed| {
         let plan = plan.clone();
         async move {
-            let mock = MockServer::start(MockConfig { seed, faults: plan, ..Default::default() }).await.unwrap();
+            let mock =
+                MockServer::start(MockConfig { seed, faults: plan, ..Default::default() }).await.unwrap();
             let c = client();
             let mut statuses = Vec::new();
             for _ in 0..200 {
-                statuses.push(send(&c, &mock, Method::POST, "/v1/chat/completions", CHAT, &[]).await.0.as_u16());
+                statuses
+                    .push(send(&c, &mock, Method::POST, "/v1/chat/completions", CHAT, &[]).await.0.as_u16());
             }
             statuses
         }
@@ -92,7 +108,10 @@ async fn random_faults_follow_their_seeded_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn token_bucket_limits_like_a_provider() {
-    let mock = MockServer::start(MockConfig { limits: Some(Limits { rpm: 1000, tpm: 100 }), ..Default::default() }).await.unwrap();
+    let mock =
+        MockServer::start(MockConfig { limits: Some(Limits { rpm: 1000, tpm: 100 }), ..Default::default() })
+            .await
+            .unwrap();
     let c = client();
     // Each request costs ~15 prompt + 16 output tokens: 3 fit in 100 TPM.
     for _ in 0..3 {
@@ -112,14 +131,23 @@ async fn token_bucket_limits_like_a_provider() {
 
 #[tokio::test]
 async fn auth_and_request_validation() {
-    let mock = MockServer::start(MockConfig { require_key: Some("k1".into()), ..Default::default() }).await.unwrap();
+    let mock =
+        MockServer::start(MockConfig { require_key: Some("k1".into()), ..Default::default() }).await.unwrap();
     let c = client();
-    assert_eq!(send(&c, &mock, Method::POST, "/v1/chat/completions", CHAT, &[]).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&c, &mock, Method::POST, "/v1/chat/completions", CHAT, &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let ok = [("authorization", "Bearer k1")];
     assert_eq!(send(&c, &mock, Method::POST, "/v1/chat/completions", CHAT, &ok).await.0, StatusCode::OK);
-    let (s, _, _) = send(&c, &mock, Method::POST, "/v1/chat/completions", &CHAT.replace("gpt-4o-mini", "nope"), &ok).await;
+    let (s, _, _) =
+        send(&c, &mock, Method::POST, "/v1/chat/completions", &CHAT.replace("gpt-4o-mini", "nope"), &ok)
+            .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(send(&c, &mock, Method::POST, "/v1/chat/completions", "{", &ok).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        send(&c, &mock, Method::POST, "/v1/chat/completions", "{", &ok).await.0,
+        StatusCode::BAD_REQUEST
+    );
     let msg = r#"{"model":"claude-3-5-haiku-latest","messages":[]}"#;
     let (s, _, _) = send(&c, &mock, Method::POST, "/v1/messages", msg, &[("x-api-key", "k1")]).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "anthropic-version and max_tokens are required");
@@ -131,8 +159,16 @@ async fn anthropic_and_openai_streams_report_the_same_usage_as_json() {
     let c = client();
     let av = [("anthropic-version", "2023-06-01")];
     for (path, body, headers) in [
-        ("/v1/messages", r#"{"model":"claude-3-5-haiku-latest","max_tokens":7,"messages":[{"role":"user","content":"hi"}]}"#, &av[..]),
-        ("/v1/chat/completions", r#"{"model":"gpt-4o","max_tokens":7,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#, &[][..]),
+        (
+            "/v1/messages",
+            r#"{"model":"claude-3-5-haiku-latest","max_tokens":7,"messages":[{"role":"user","content":"hi"}]}"#,
+            &av[..],
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","max_tokens":7,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#,
+            &[][..],
+        ),
     ] {
         let (_, _, json_body) = send(&c, &mock, Method::POST, path, body, headers).await;
         let streamed = body.replacen('{', r#"{"stream":true,"#, 1);
