@@ -17,7 +17,7 @@ use http::{HeaderMap, Response, StatusCode};
 use tower_http::classify::{ClassifiedResponse, ClassifyEos, ClassifyResponse};
 
 use crate::error::{
-    Connect, InvalidRequest, ModelNotFound, PayloadTooLarge, StreamAborted, Timeout, Transport,
+    CircuitOpen, Connect, InvalidRequest, ModelNotFound, PayloadTooLarge, StreamAborted, Timeout, Transport,
 };
 use crate::hint::{RetryHint, retry_hint};
 
@@ -224,6 +224,14 @@ fn classify_error_chain(err: &(dyn StdError + 'static)) -> Classification {
         }
         if e.is::<InvalidRequest>() || e.is::<ModelNotFound>() || e.is::<PayloadTooLarge>() {
             return Classification::client_error();
+        }
+        if let Some(open) = e.downcast_ref::<CircuitOpen>() {
+            // Our own breaker refused: not the upstream's fault, nothing to retry now.
+            let mut c = Classification::rejected();
+            c.hint = open
+                .retry_after
+                .map(|after| RetryHint { after, source: crate::hint::HintSource::RetryAfter });
+            return c;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
@@ -514,6 +522,12 @@ mod tests {
         let aborted = Classify::classify_error(&c, &StreamAborted::new("x"));
         assert!(aborted.is_upstream_failure() && !aborted.retryable);
         assert_eq!(Classify::classify_error(&c, &InvalidRequest::new("x")).class, OutcomeClass::ClientError);
+        let open = CircuitOpen { key: "k".into(), retry_after: Some(Duration::from_secs(3)) };
+        let rejected = Classify::classify_error(&c, &open);
+        assert_eq!((rejected.class, rejected.retryable), (OutcomeClass::Rejected, false));
+        assert_eq!(rejected.retry_after(), Some(Duration::from_secs(3)));
+        let last = Box::new(Timeout { phase: crate::TimeoutPhase::Total, after: Duration::ZERO });
+        assert!(Classify::classify_error(&c, &crate::RetriesExhausted::new(2, last)).is_upstream_failure());
         let other: Box<dyn StdError + Send + Sync> = "boom".into();
         assert_eq!(Classify::classify_error(&c, &*other), Classification::upstream_failure(false));
     }

@@ -324,6 +324,79 @@ impl fmt::Display for PayloadTooLarge {
 }
 impl StdError for PayloadTooLarge {}
 
+/// A circuit breaker refused the call because its circuit is open (HTTP 503).
+///
+/// The upstream was not called. `retry_after` says when the breaker will next
+/// let a probe through.
+///
+/// ```
+/// use std::time::Duration;
+/// let e = llm_tower_core::CircuitOpen { key: "openai".into(), retry_after: Some(Duration::from_secs(30)) };
+/// assert!(e.to_string().contains("openai"));
+/// let res = llm_tower_core::error_response(&e);
+/// assert_eq!(res.status(), 503);
+/// assert_eq!(res.headers()["retry-after"], "30");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CircuitOpen {
+    /// The breaker's key (provider, model, ...).
+    pub key: String,
+    /// Time until the breaker admits a probe, when known.
+    pub retry_after: Option<Duration>,
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "circuit open for {}", self.key)
+    }
+}
+impl StdError for CircuitOpen {}
+
+/// A retry layer gave up after `attempts` attempts; `last` is the last error.
+///
+/// Mapped to a response as its last error is (its `source()`).
+///
+/// ```
+/// let last: tower::BoxError = Box::new(llm_tower_core::Transport::new("reset"));
+/// let e = llm_tower_core::RetriesExhausted::new(3, last);
+/// assert_eq!(e.attempts, 3);
+/// assert_eq!(llm_tower_core::error_response(&e).status(), 502);
+/// ```
+#[derive(Debug)]
+pub struct RetriesExhausted {
+    /// Attempts made (the first call included).
+    pub attempts: u32,
+    last: Box<dyn StdError + Send + Sync>,
+}
+
+impl RetriesExhausted {
+    /// The error for `attempts` attempts ending in `last`.
+    pub fn new(attempts: u32, last: Box<dyn StdError + Send + Sync>) -> Self {
+        Self { attempts, last }
+    }
+
+    /// The last attempt's error.
+    ///
+    /// ```
+    /// let e = llm_tower_core::RetriesExhausted::new(2, "boom".into());
+    /// assert_eq!(e.last().to_string(), "boom");
+    /// ```
+    pub fn last(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.last
+    }
+}
+
+impl fmt::Display for RetriesExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gave up after {} attempts: {}", self.attempts, self.last)
+    }
+}
+impl StdError for RetriesExhausted {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.last)
+    }
+}
+
 /// What an error maps to on the wire: status, OpenAI error fields, hints.
 ///
 /// ```
@@ -446,6 +519,16 @@ impl ErrorInfo {
                 ErrorInfo::new(StatusCode::BAD_GATEWAY, "api_error", "upstream response ended abnormally")
                     .code("upstream_stream_aborted"),
             );
+        }
+        if let Some(e) = e.downcast_ref::<CircuitOpen>() {
+            let mut i = ErrorInfo::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                format!("upstream {} is unavailable (circuit open); try again later", e.key),
+            )
+            .code("circuit_open");
+            i.retry_after = e.retry_after;
+            return Some(i);
         }
         if let Some(e) = e.downcast_ref::<Upstream>() {
             let mut i = ErrorInfo::new(e.status, upstream_kind(e.status), e.message.clone());

@@ -34,13 +34,24 @@ pub mod usage;
 pub use body::LlmBody;
 pub use classify::{Classification, Classified, Classify, GrpcClassifier, LlmClassifier, OutcomeClass};
 pub use error::{
-    Connect, ErrorInfo, InvalidRequest, ModelNotFound, PayloadTooLarge, StreamAborted, Timeout, TimeoutPhase,
-    Transport, Upstream, error_response,
+    CircuitOpen, Connect, ErrorInfo, InvalidRequest, ModelNotFound, PayloadTooLarge, RetriesExhausted,
+    StreamAborted, Timeout, TimeoutPhase, Transport, Upstream, error_response,
 };
 pub use info::{Api, RequestInfo};
 pub use key::{Key, KeyFn};
 pub use secret::Secret;
 pub use usage::{Usage, UsageReport};
+
+/// The attempt number of a request (1 for the first call), set by a retry
+/// layer in the request's extensions so inner layers and logs can see it.
+///
+/// ```
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(llm_tower_core::Attempt(2));
+/// assert_eq!(req.extensions().get::<llm_tower_core::Attempt>(), Some(&llm_tower_core::Attempt(2)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempt(pub u32);
 
 /// The boxed error every layer returns (tower's).
 pub type BoxError = tower::BoxError;

@@ -222,7 +222,8 @@ impl TimeoutsSection {
 ///     .unwrap()
 ///     .validate()
 ///     .unwrap_err();
-/// assert_eq!(errs[0].field, "providers[0].base_url");
+/// assert!(errs.iter().any(|e| e.field == "providers[0].base_url"));
+/// assert!(errs.iter().any(|e| e.field == "providers[0].api_key_env"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
