@@ -146,9 +146,9 @@ async fn bad_requests_get_openai_errors() {
 async fn upstream_failures_map_to_statuses() {
     let faults = FaultPlan::Script {
         faults: vec![
-            Fault::Status { status: 503, retry_after: Some(4) },
+            Fault::status_retry_after(503, 4),
             Fault::HtmlError { status: 502 },
-            Fault::Status { status: 429, retry_after: Some(2) },
+            Fault::status_retry_after(429, 2),
             Fault::Reset,
         ],
     };

@@ -95,7 +95,7 @@ async fn stream_first_chunk_arrives_before_the_last_is_sent() {
 
 #[tokio::test]
 async fn upstream_error_status_is_returned_with_its_hint() {
-    let faults = FaultPlan::Script { faults: vec![Fault::Status { status: 503, retry_after: Some(7) }] };
+    let faults = FaultPlan::Script { faults: vec![Fault::status_retry_after(503, 7)] };
     let mock = mock(MockConfig { faults, ..Default::default() }).await;
     let res = call(&service(&mock), post("/v1/chat/completions", CHAT)).await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -96,7 +96,7 @@ pub struct Limits {
 ///
 /// ```
 /// let f: llm_tower_mock::Fault = serde_json::from_str(r#"{"kind":"status","status":503}"#).unwrap();
-/// assert_eq!(f, llm_tower_mock::Fault::Status { status: 503, retry_after: None });
+/// assert_eq!(f, llm_tower_mock::Fault::status(503));
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -111,6 +111,12 @@ pub enum Fault {
         /// `retry-after` seconds.
         #[serde(default)]
         retry_after: Option<u64>,
+        /// The error body's `code` (e.g. `insufficient_quota`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        /// Extra response headers (`retry-after-ms`, `x-should-retry`, ...).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers: Vec<(String, String)>,
     },
     /// Answer with this status and an HTML page, as a load balancer or proxy
     /// in front of a provider does.
@@ -134,6 +140,27 @@ pub enum Fault {
         /// Delay per chunk, milliseconds.
         per_chunk_ms: u64,
     },
+}
+
+impl Fault {
+    /// An error status with no extras.
+    ///
+    /// ```
+    /// assert!(matches!(llm_tower_mock::Fault::status(500), llm_tower_mock::Fault::Status { status: 500, .. }));
+    /// ```
+    pub fn status(status: u16) -> Self {
+        Fault::Status { status, retry_after: None, code: None, headers: Vec::new() }
+    }
+
+    /// An error status with `retry-after` seconds.
+    ///
+    /// ```
+    /// let f = llm_tower_mock::Fault::status_retry_after(429, 2);
+    /// assert!(matches!(f, llm_tower_mock::Fault::Status { retry_after: Some(2), .. }));
+    /// ```
+    pub fn status_retry_after(status: u16, secs: u64) -> Self {
+        Fault::Status { status, retry_after: Some(secs), code: None, headers: Vec::new() }
+    }
 }
 
 /// Which fault each request gets.

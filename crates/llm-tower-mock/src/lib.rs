@@ -23,7 +23,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
 //! use llm_tower_mock::{Fault, FaultPlan, MockConfig, MockServer};
 //! let mock = MockServer::start(MockConfig {
-//!     faults: FaultPlan::Script { faults: vec![Fault::Status { status: 429, retry_after: Some(2) }] },
+//!     faults: FaultPlan::Script { faults: vec![Fault::status_retry_after(429, 2)] },
 //!     ..MockConfig::default()
 //! })
 //! .await?;

@@ -117,7 +117,7 @@ struct Mutable {
 /// use llm_tower_mock::{Fault, FaultPlan, MockServer};
 /// let mock = MockServer::start(Default::default()).await?;
 /// assert!(mock.url().starts_with("http://127.0.0.1:"));
-/// mock.set_faults(FaultPlan::Always { fault: Fault::Status { status: 503, retry_after: Some(1) } });
+/// mock.set_faults(FaultPlan::Always { fault: Fault::status_retry_after(503, 1) });
 /// assert_eq!(mock.stats().requests, 0);
 /// mock.shutdown().await;
 /// # Ok(()) }
@@ -576,13 +576,24 @@ async fn llm(
         }
     }
     match fault {
-        Fault::Status { status, retry_after } => {
+        Fault::Status { status, retry_after, code, headers } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let kind =
-                if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "server_error" };
-            let mut res = openai_error(status, kind, None, "injected fault");
+            let kind = match (status.as_u16(), code.as_deref()) {
+                (_, Some("insufficient_quota")) => "insufficient_quota",
+                (429, _) => "rate_limit_error",
+                (400..=499, _) => "invalid_request_error",
+                _ => "server_error",
+            };
+            let mut res = openai_error(status, kind, code.as_deref(), "injected fault");
             if let Some(s) = retry_after {
                 res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+            }
+            for (k, v) in headers {
+                if let (Ok(k), Ok(v)) =
+                    (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v))
+                {
+                    res.headers_mut().insert(k, v);
+                }
             }
             return res;
         }

@@ -82,10 +82,7 @@ async fn control_endpoint_changes_faults_at_run_time() {
 
 #[tokio::test]
 async fn random_faults_follow_their_seeded_rate() {
-    let plan = FaultPlan::Random {
-        faults: vec![Fault::Status { status: 500, retry_after: None }],
-        weights: vec![0.25],
-    };
+    let plan = FaultPlan::Random { faults: vec![Fault::status(500)], weights: vec![0.25] };
     let run = |seed| {
         let plan = plan.clone();
         async move {

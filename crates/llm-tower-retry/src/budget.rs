@@ -1,0 +1,119 @@
+//! The retry budget: a sliding window of requests and retries (tokio time).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::BudgetConfig;
+
+const BUCKETS: u64 = 10;
+
+#[derive(Debug, Default)]
+struct Bucket {
+    epoch: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// Requests deposit, retries withdraw; a retry is allowed while retries in the
+/// window stay within `ratio × requests + min_per_sec × window`.
+///
+/// Lock-free: ten buckets over the window, each stamped with its epoch and
+/// reset when reused. Concurrent withdrawals can overshoot by at most the
+/// number of racing retries.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use llm_tower_retry::{BudgetConfig, RetryBudget};
+/// let b = RetryBudget::new(BudgetConfig { ratio: 0.5, min_per_sec: 0, window: std::time::Duration::from_secs(10) });
+/// for _ in 0..4 { b.deposit(); }
+/// assert!(b.withdraw() && b.withdraw());
+/// assert!(!b.withdraw(), "50 % of 4 requests is 2 retries");
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct RetryBudget {
+    cfg: BudgetConfig,
+    start: Instant,
+    bucket_len: Duration,
+    buckets: [Bucket; BUCKETS as usize],
+}
+
+impl RetryBudget {
+    /// A budget with `cfg`.
+    pub fn new(cfg: BudgetConfig) -> Self {
+        let bucket_len = (cfg.window / BUCKETS as u32).max(Duration::from_millis(1));
+        Self { cfg, start: Instant::now(), bucket_len, buckets: Default::default() }
+    }
+
+    fn epoch(&self) -> u64 {
+        // Epochs start at 1 so that a fresh bucket (epoch 0) is never current.
+        (Instant::now().saturating_duration_since(self.start).as_nanos() / self.bucket_len.as_nanos()) as u64
+            + 1
+    }
+
+    fn current(&self) -> &Bucket {
+        let e = self.epoch();
+        let b = &self.buckets[(e % BUCKETS) as usize];
+        let seen = b.epoch.load(Ordering::Acquire);
+        if seen != e && b.epoch.compare_exchange(seen, e, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            b.requests.store(0, Ordering::Relaxed);
+            b.retries.store(0, Ordering::Relaxed);
+        }
+        b
+    }
+
+    /// Records a request.
+    pub fn deposit(&self) {
+        self.current().requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Asks for one retry; `false` when the budget is spent.
+    pub fn withdraw(&self) -> bool {
+        let e = self.epoch();
+        let (mut requests, mut retries) = (0u64, 0u64);
+        for b in &self.buckets {
+            let be = b.epoch.load(Ordering::Acquire);
+            if be + BUCKETS > e && be <= e {
+                requests += b.requests.load(Ordering::Relaxed);
+                retries += b.retries.load(Ordering::Relaxed);
+            }
+        }
+        let allowed = requests as f64 * self.cfg.ratio
+            + f64::from(self.cfg.min_per_sec) * self.cfg.window.as_secs_f64();
+        if (retries + 1) as f64 <= allowed {
+            self.current().retries.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn floor_and_window_slide() {
+        let b =
+            RetryBudget::new(BudgetConfig { ratio: 0.0, min_per_sec: 1, window: Duration::from_secs(10) });
+        let granted = (0..100).filter(|_| b.withdraw()).count();
+        assert_eq!(granted, 10, "1 per second over a 10 s window");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!b.withdraw(), "still inside the window");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!((0..100).filter(|_| b.withdraw()).count(), 10, "the old retries left the window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ratio_of_requests() {
+        let b =
+            RetryBudget::new(BudgetConfig { ratio: 0.2, min_per_sec: 0, window: Duration::from_secs(10) });
+        for _ in 0..1000 {
+            b.deposit();
+        }
+        assert_eq!((0..1000).filter(|_| b.withdraw()).count(), 200);
+    }
+}

@@ -1,0 +1,528 @@
+//! [`RetryLayer`], the [`Retry`] service and its response future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::combinators::Collect;
+use http_body_util::{BodyExt, Limited};
+use llm_tower_core::{
+    Attempt, BoxError, Classification, Classified, Classify, LlmClassifier, OutcomeClass, RetriesExhausted,
+    Timeout, TimeoutPhase,
+};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
+
+use crate::adaptive::LatencyTracker;
+use crate::budget::RetryBudget;
+use crate::stats::Counters;
+use crate::{AttemptTimeout, RandomSource, RetryBody, RetryPolicy, RetryStats, ThreadRandom};
+
+/// 429 bodies read to look for `insufficient_quota`, at most.
+const QUOTA_PEEK_LIMIT: usize = 16 << 10;
+
+pub(crate) struct Shared<C> {
+    policy: RetryPolicy,
+    classifier: C,
+    budget: Option<RetryBudget>,
+    latency: Option<LatencyTracker>,
+    rng: Arc<dyn RandomSource>,
+    counters: Counters,
+}
+
+impl<C> Shared<C> {
+    fn new(policy: RetryPolicy, classifier: C, rng: Arc<dyn RandomSource>) -> Self {
+        let latency = match policy.attempt_timeout {
+            Some(AttemptTimeout::Adaptive { quantile, .. }) => Some(LatencyTracker::new(quantile)),
+            _ => None,
+        };
+        Shared {
+            policy,
+            classifier,
+            budget: policy.budget.map(RetryBudget::new),
+            latency,
+            rng,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The per-attempt limit now, if any.
+    fn attempt_timeout(&self) -> Option<Duration> {
+        match self.policy.attempt_timeout? {
+            AttemptTimeout::Fixed(d) => Some(d),
+            AttemptTimeout::Adaptive { factor, floor, ceiling, min_samples, .. } => {
+                let t = self.latency.as_ref()?;
+                if t.samples() < min_samples as u64 {
+                    Some(ceiling)
+                } else {
+                    Some(t.quantile().mul_f64(factor).clamp(floor, ceiling))
+                }
+            }
+        }
+    }
+}
+
+/// Retries failed calls: jittered backoff, server hints, a retry budget, a
+/// total deadline and per-attempt timeouts. See [`RetryPolicy`].
+///
+/// Only outcomes the classifier (`C`, default [`LlmClassifier`]) calls
+/// retryable are retried; client errors never are. A success is returned as
+/// soon as its head arrives, so a streamed answer that has started is never
+/// retried. The request body is replayed by cloning (`B: Clone`; cheap for
+/// `LlmBody`). Each attempt carries its number as an [`Attempt`] extension.
+///
+/// When it gives up it returns the last response (with its `retry-after`), or
+/// [`RetriesExhausted`] wrapping the last error.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_retry::{Backoff, RetryLayer, RetryPolicy};
+/// use tower::ServiceBuilder;
+///
+/// let retry = RetryLayer::new(
+///     RetryPolicy::default()
+///         .max_attempts(4)
+///         .backoff(Backoff::Exponential { base: Duration::from_millis(250), factor: 2.0, cap: Duration::from_secs(4) })
+///         .deadline(Duration::from_secs(30)),
+/// );
+/// let stack = ServiceBuilder::new().layer(retry.clone());
+/// # let _ = stack;
+/// assert_eq!(retry.stats().retries, 0);
+/// ```
+pub struct RetryLayer<C = LlmClassifier> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> Clone for RetryLayer<C> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<C> std::fmt::Debug for RetryLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryLayer").field("policy", &self.shared.policy).finish()
+    }
+}
+
+impl RetryLayer<LlmClassifier> {
+    /// A retry layer with `policy` and the LLM classifier.
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self { shared: Arc::new(Shared::new(policy, LlmClassifier::default(), Arc::new(ThreadRandom))) }
+    }
+}
+
+impl<C: Classify> RetryLayer<C> {
+    /// Uses another classifier (e.g. `GrpcClassifier`).
+    ///
+    /// ```
+    /// let l = llm_tower_retry::RetryLayer::new(Default::default())
+    ///     .with_classifier(llm_tower_core::GrpcClassifier);
+    /// # let _ = l;
+    /// ```
+    pub fn with_classifier<C2: Classify>(self, classifier: C2) -> RetryLayer<C2> {
+        let rng = self.shared.rng.clone();
+        RetryLayer { shared: Arc::new(Shared::new(self.shared.policy, classifier, rng)) }
+    }
+
+    /// Uses another random source (a seeded one in tests).
+    ///
+    /// ```
+    /// let l = llm_tower_retry::RetryLayer::new(Default::default())
+    ///     .with_random(llm_tower_retry::SeededRandom::new(1));
+    /// # let _ = l;
+    /// ```
+    pub fn with_random(self, rng: impl RandomSource) -> Self {
+        let classifier = self.shared.classifier.clone();
+        RetryLayer { shared: Arc::new(Shared::new(self.shared.policy, classifier, Arc::new(rng))) }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.shared.policy
+    }
+
+    /// A snapshot of the counters (shared by every service this layer made).
+    pub fn stats(&self) -> RetryStats {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl<S, C> tower::Layer<S> for RetryLayer<C> {
+    type Service = Retry<S, C>;
+
+    fn layer(&self, inner: S) -> Retry<S, C> {
+        Retry { inner, shared: self.shared.clone() }
+    }
+}
+
+/// The retry service. See [`RetryLayer`].
+pub struct Retry<S, C = LlmClassifier> {
+    inner: S,
+    shared: Arc<Shared<C>>,
+}
+
+impl<S: Clone, C> Clone for Retry<S, C> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), shared: self.shared.clone() }
+    }
+}
+
+impl<S, C> Retry<S, C> {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> RetryStats {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl<S: std::fmt::Debug, C> std::fmt::Debug for Retry<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retry").field("inner", &self.inner).field("policy", &self.shared.policy).finish()
+    }
+}
+
+impl<S, B, R, C> tower::Service<Request<B>> for Retry<S, C>
+where
+    S: tower::Service<Request<B>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Clone,
+    R: Body<Data = Bytes>,
+    R::Error: Into<BoxError>,
+    C: Classify,
+{
+    type Response = Response<RetryBody<R>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B, R, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        Counters::bump(&shared.counters.requests);
+        if let Some(b) = &shared.budget {
+            b.deposit();
+        }
+        let start = Instant::now();
+        let deadline = shared.policy.deadline.map(|d| start + d);
+        // Call the instance that was polled ready; keep a clone for retries.
+        let clone = self.inner.clone();
+        let mut svc = std::mem::replace(&mut self.inner, clone);
+        let mut first = req.clone();
+        first.extensions_mut().insert(Attempt(1));
+        let fut = svc.call(first);
+        let timer = AttemptTimer::new(&shared, deadline, start);
+        ResponseFuture {
+            svc,
+            req,
+            shared,
+            attempt: 1,
+            prev_delay: Duration::ZERO,
+            deadline,
+            attempt_start: start,
+            state: State::Calling { fut, timer },
+        }
+    }
+}
+
+pin_project! {
+    /// An attempt's timer: unarmed (never registered) unless a per-attempt
+    /// timeout or a deadline applies.
+    #[project = TimerProj]
+    enum AttemptTimer {
+        Off,
+        On {
+            #[pin]
+            sleep: Sleep,
+            phase: TimeoutPhase,
+            after: Duration,
+        },
+    }
+}
+
+impl AttemptTimer {
+    fn new<C>(shared: &Shared<C>, deadline: Option<Instant>, now: Instant) -> Self {
+        let per_attempt = shared.attempt_timeout().map(|d| (now + d, TimeoutPhase::Headers, d));
+        let total = deadline.map(|t| (t, TimeoutPhase::Total, shared.policy.deadline.unwrap_or_default()));
+        let pick = match (per_attempt, total) {
+            (Some(a), Some(t)) => Some(if a.0 < t.0 { a } else { t }),
+            (a, t) => a.or(t),
+        };
+        match pick {
+            Some((at, phase, after)) => AttemptTimer::On { sleep: sleep_until(at), phase, after },
+            None => AttemptTimer::Off,
+        }
+    }
+
+    fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Option<Timeout> {
+        match self.project() {
+            TimerProj::Off => None,
+            TimerProj::On { sleep, phase, after } => {
+                sleep.poll(cx).is_ready().then_some(Timeout { phase: *phase, after: *after })
+            }
+        }
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, R>
+    where
+        R: Body,
+        R::Error: Into<BoxError>,
+    {
+        Calling {
+            #[pin]
+            fut: F,
+            #[pin]
+            timer: AttemptTimer,
+        },
+        Peeking {
+            #[pin]
+            collect: Collect<Limited<R>>,
+            parts: Option<http::response::Parts>,
+            class: Classification,
+        },
+        Sleeping {
+            #[pin]
+            sleep: Sleep,
+        },
+        Ready,
+    }
+}
+
+pin_project! {
+    /// Response future of [`Retry`].
+    pub struct ResponseFuture<S, B, R, C>
+    where
+        S: tower::Service<Request<B>>,
+        R: Body,
+        R::Error: Into<BoxError>,
+    {
+        svc: S,
+        req: Request<B>,
+        shared: Arc<Shared<C>>,
+        attempt: u32,
+        prev_delay: Duration,
+        deadline: Option<Instant>,
+        attempt_start: Instant,
+        #[pin]
+        state: State<S::Future, R>,
+    }
+}
+
+fn error_reason(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.is::<Timeout>() || e.is::<tower::timeout::error::Elapsed>() {
+            return "timeout";
+        }
+        if e.is::<llm_tower_core::Connect>() {
+            return "connect";
+        }
+        if e.is::<llm_tower_core::Transport>() {
+            return "transport";
+        }
+        cur = e.source();
+    }
+    "error"
+}
+
+impl<S, B, R, C> Future for ResponseFuture<S, B, R, C>
+where
+    S: tower::Service<Request<B>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Clone,
+    R: Body<Data = Bytes>,
+    R::Error: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<Response<RetryBody<R>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { fut, timer } => {
+                    let outcome = match fut.poll(cx) {
+                        Poll::Ready(r) => r.map_err(Into::into),
+                        Poll::Pending => match timer.poll_expired(cx) {
+                            Some(t) => Err(BoxError::from(t)),
+                            None => return Poll::Pending,
+                        },
+                    };
+                    let shared = &**this.shared;
+                    match outcome {
+                        Ok(res) => {
+                            let class = match shared.classifier.classify_response(&res) {
+                                Classified::Ready(c) => c,
+                                // Known only at the end of the body: too late to retry.
+                                Classified::AtEnd => Classification::success(),
+                            };
+                            if class.class == OutcomeClass::Success {
+                                if let Some(t) = &shared.latency {
+                                    t.record(this.attempt_start.elapsed());
+                                }
+                                if *this.attempt > 1 {
+                                    Counters::bump(&shared.counters.recovered);
+                                }
+                                return Poll::Ready(Ok(res.map(RetryBody::inner)));
+                            }
+                            if !class.retryable || *this.attempt >= shared.policy.max_attempts {
+                                return Poll::Ready(Ok(give_up_response(shared, *this.attempt, res)));
+                            }
+                            if shared.policy.check_quota
+                                && res.status() == http::StatusCode::TOO_MANY_REQUESTS
+                            {
+                                let (parts, body) = res.into_parts();
+                                let collect = Limited::new(body, QUOTA_PEEK_LIMIT).collect();
+                                this.state.set(State::Peeking { collect, parts: Some(parts), class });
+                                continue;
+                            }
+                            let reason = format!("status_{}", res.status().as_u16());
+                            match plan(
+                                shared,
+                                *this.attempt,
+                                this.prev_delay,
+                                *this.deadline,
+                                &class,
+                                &reason,
+                            ) {
+                                Some(delay) => this.state.set(State::Sleeping { sleep: sleep(delay) }),
+                                None => return Poll::Ready(Ok(give_up_response(shared, *this.attempt, res))),
+                            }
+                        }
+                        Err(err) => {
+                            let deadline_hit =
+                                err.downcast_ref::<Timeout>().is_some_and(|t| t.phase == TimeoutPhase::Total)
+                                    && this.deadline.is_some_and(|d| d <= Instant::now());
+                            let class = shared.classifier.classify_error(&*err);
+                            let stop = deadline_hit
+                                || !class.retryable
+                                || *this.attempt >= shared.policy.max_attempts;
+                            let delay = if stop {
+                                None
+                            } else {
+                                plan(
+                                    shared,
+                                    *this.attempt,
+                                    this.prev_delay,
+                                    *this.deadline,
+                                    &class,
+                                    error_reason(&*err),
+                                )
+                            };
+                            match delay {
+                                Some(delay) => this.state.set(State::Sleeping { sleep: sleep(delay) }),
+                                None => return Poll::Ready(Err(give_up_error(shared, *this.attempt, err))),
+                            }
+                        }
+                    }
+                }
+                StateProj::Peeking { collect, parts, class } => {
+                    let body = ready!(collect.poll(cx)).map(|c| c.to_bytes()).unwrap_or_default();
+                    let parts = parts.take().expect("peeked once");
+                    let shared = &**this.shared;
+                    let exhausted_quota = body.windows(18).any(|w| w == b"insufficient_quota");
+                    let class = *class;
+                    let delay = if exhausted_quota {
+                        Counters::bump(&shared.counters.quota_refusals);
+                        None
+                    } else {
+                        plan(shared, *this.attempt, this.prev_delay, *this.deadline, &class, "status_429")
+                    };
+                    match delay {
+                        Some(delay) => this.state.set(State::Sleeping { sleep: sleep(delay) }),
+                        None => {
+                            let res = Response::from_parts(parts, RetryBody::buffered(body));
+                            if *this.attempt > 1 {
+                                Counters::bump(&shared.counters.give_ups);
+                            }
+                            return Poll::Ready(Ok(res));
+                        }
+                    }
+                }
+                StateProj::Sleeping { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    if let Err(e) = ready!(this.svc.poll_ready(cx)) {
+                        let shared = &**this.shared;
+                        return Poll::Ready(Err(give_up_error(shared, *this.attempt, e.into())));
+                    }
+                    *this.attempt += 1;
+                    let mut req = this.req.clone();
+                    req.extensions_mut().insert(Attempt(*this.attempt));
+                    let now = Instant::now();
+                    *this.attempt_start = now;
+                    let timer = AttemptTimer::new(this.shared, *this.deadline, now);
+                    let fut = this.svc.call(req);
+                    this.state.set(State::Calling { fut, timer });
+                }
+            }
+        }
+    }
+}
+
+/// Decides whether to retry after `attempt` failed, and after how long.
+fn plan<C>(
+    shared: &Shared<C>,
+    attempt: u32,
+    prev_delay: &mut Duration,
+    deadline: Option<Instant>,
+    class: &Classification,
+    reason: &str,
+) -> Option<Duration> {
+    let c = &shared.counters;
+    let delay = match class.hint {
+        Some(h) if h.after > shared.policy.max_retry_after => {
+            Counters::bump(&c.hint_refusals);
+            tracing::debug!(
+                attempt,
+                retry_after_ms = h.after.as_millis() as u64,
+                "not retrying: server asks for too long a wait"
+            );
+            return None;
+        }
+        Some(h) => h.after,
+        None => shared.policy.delay(attempt, *prev_delay, &*shared.rng),
+    };
+    if deadline.is_some_and(|d| Instant::now() + delay >= d) {
+        Counters::bump(&c.deadline_refusals);
+        return None;
+    }
+    if shared.budget.as_ref().is_some_and(|b| !b.withdraw()) {
+        Counters::bump(&c.budget_refusals);
+        tracing::debug!(attempt, reason, "not retrying: retry budget spent");
+        return None;
+    }
+    c.retried(reason);
+    *prev_delay = delay;
+    tracing::debug!(attempt = attempt + 1, delay_ms = delay.as_millis() as u64, reason, "retrying");
+    Some(delay)
+}
+
+fn give_up_response<C, R>(shared: &Shared<C>, attempt: u32, res: Response<R>) -> Response<RetryBody<R>> {
+    if attempt > 1 {
+        Counters::bump(&shared.counters.give_ups);
+        tracing::info!(attempts = attempt, status = res.status().as_u16(), "giving up");
+    }
+    res.map(RetryBody::inner)
+}
+
+fn give_up_error<C>(shared: &Shared<C>, attempt: u32, err: BoxError) -> BoxError {
+    if attempt > 1 {
+        Counters::bump(&shared.counters.give_ups);
+        tracing::info!(attempts = attempt, error = %err, "giving up");
+        Box::new(RetriesExhausted::new(attempt, err))
+    } else {
+        err
+    }
+}
