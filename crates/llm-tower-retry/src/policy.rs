@@ -309,7 +309,8 @@ impl RetryPolicy {
     }
 
     /// The delay before retry number `retry` (1-based), given the previous
-    /// delay (for decorrelated jitter) and a random source.
+    /// delay (for decorrelated jitter) and a random source. Rounded up to
+    /// whole milliseconds, tokio's timer resolution, so the wait is exact.
     ///
     /// ```
     /// use std::time::Duration;
@@ -325,15 +326,14 @@ impl RetryPolicy {
             lo + (hi - lo).mul_f64(rng.next_f64())
         };
         let raw = self.backoff.raw(retry);
-        if let Backoff::Decorrelated { cap, .. } = self.backoff {
-            return decorrelated(cap);
-        }
-        match self.jitter {
-            Jitter::None => raw,
-            Jitter::Full => raw.mul_f64(rng.next_f64()),
-            Jitter::Equal => raw / 2 + (raw / 2).mul_f64(rng.next_f64()),
-            Jitter::Decorrelated => decorrelated(raw),
-        }
+        let d = match (self.backoff, self.jitter) {
+            (Backoff::Decorrelated { cap, .. }, _) => decorrelated(cap),
+            (_, Jitter::None) => raw,
+            (_, Jitter::Full) => raw.mul_f64(rng.next_f64()),
+            (_, Jitter::Equal) => raw / 2 + (raw / 2).mul_f64(rng.next_f64()),
+            (_, Jitter::Decorrelated) => decorrelated(raw),
+        };
+        Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
     }
 }
 
