@@ -1,0 +1,314 @@
+//! [`CircuitBreakerLayer`], the [`CircuitBreaker`] service, its future and body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use llm_tower_core::{BoxError, CircuitOpen, Classification, Classified, Classify, Key, KeyFn, LlmClassifier};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use crate::breaker::Breaker;
+use crate::config::CircuitConfig;
+use crate::registry::{CircuitHandle, ProbeFn, Registry};
+
+/// A circuit breaker, keyed by a [`KeyFn`] (one breaker per provider, model,
+/// tenant, ...) or one for everything. See [`CircuitConfig`] for the rules.
+///
+/// Only upstream failures count (the classifier `C`, default
+/// [`LlmClassifier`]): client errors and our own layers' rejections never do.
+/// While a circuit is open, calls fail at once with [`CircuitOpen`] (503 with
+/// `retry-after` in the gateway) and the inner service is not called, so an
+/// open breaker never spends inner rate quota.
+///
+/// `poll_ready` forwards to the inner service and never reports the circuit:
+/// the key is known only from the request, in `call`. A refused call returns
+/// an immediately ready error future; the inner service, polled ready, stays
+/// ready for the next call (tower's contract allows not calling it).
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_circuit::{CircuitBreakerLayer, CircuitConfig};
+/// use llm_tower_core::KeyFn;
+///
+/// let breaker = CircuitBreakerLayer::new(CircuitConfig::default().open_duration(Duration::from_secs(30)))
+///     .keyed(KeyFn::model());
+/// let handle = breaker.handle();
+/// let stack = tower::ServiceBuilder::new().layer(breaker);
+/// # let _ = (stack, handle);
+/// ```
+pub struct CircuitBreakerLayer<C = LlmClassifier> {
+    reg: Arc<Registry>,
+    key_fn: Option<KeyFn>,
+    classifier: C,
+}
+
+impl<C: Clone> Clone for CircuitBreakerLayer<C> {
+    fn clone(&self) -> Self {
+        Self { reg: self.reg.clone(), key_fn: self.key_fn.clone(), classifier: self.classifier.clone() }
+    }
+}
+
+impl<C> std::fmt::Debug for CircuitBreakerLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreakerLayer").field("config", &self.reg.cfg).field("keyed", &self.key_fn.is_some()).finish()
+    }
+}
+
+impl CircuitBreakerLayer<LlmClassifier> {
+    /// One breaker for every request, with the LLM classifier.
+    pub fn new(cfg: CircuitConfig) -> Self {
+        Self { reg: Arc::new(Registry::new(cfg, None, false)), key_fn: None, classifier: LlmClassifier::default() }
+    }
+}
+
+impl<C: Classify> CircuitBreakerLayer<C> {
+    /// One breaker per key. Call before taking a [`handle`](Self::handle).
+    pub fn keyed(self, key_fn: KeyFn) -> Self {
+        let probe = self.reg.probe.clone();
+        Self { reg: Arc::new(Registry::new(self.reg.cfg, probe, true)), key_fn: Some(key_fn), classifier: self.classifier }
+    }
+
+    /// Uses another classifier (e.g. `GrpcClassifier`).
+    pub fn with_classifier<C2: Classify>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
+        CircuitBreakerLayer { reg: self.reg, key_fn: self.key_fn, classifier }
+    }
+
+    /// While a circuit is open, runs `probe(key)` every `interval`; `true`
+    /// closes the circuit early. Call before taking a [`handle`](Self::handle).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let layer = llm_tower_circuit::CircuitBreakerLayer::new(Default::default())
+    ///     .with_health_probe(Duration::from_secs(5), |_key| async { true });
+    /// # let _ = layer;
+    /// ```
+    pub fn with_health_probe<F, Fut>(self, interval: Duration, probe: F) -> Self
+    where
+        F: Fn(Key) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        let probe: ProbeFn = Arc::new(move |k| Box::pin(probe(k)));
+        let keyed = self.key_fn.is_some();
+        Self { reg: Arc::new(Registry::new(self.reg.cfg, Some((interval, probe)), keyed)), ..self }
+    }
+
+    /// The handle to this layer's circuits (shared by every service it makes).
+    pub fn handle(&self) -> CircuitHandle {
+        CircuitHandle { reg: self.reg.clone() }
+    }
+}
+
+impl<S, C: Clone> tower::Layer<S> for CircuitBreakerLayer<C> {
+    type Service = CircuitBreaker<S, C>;
+
+    fn layer(&self, inner: S) -> CircuitBreaker<S, C> {
+        CircuitBreaker { inner, reg: self.reg.clone(), key_fn: self.key_fn.clone(), classifier: self.classifier.clone() }
+    }
+}
+
+/// The circuit breaker service. See [`CircuitBreakerLayer`].
+pub struct CircuitBreaker<S, C = LlmClassifier> {
+    inner: S,
+    reg: Arc<Registry>,
+    key_fn: Option<KeyFn>,
+    classifier: C,
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), reg: self.reg.clone(), key_fn: self.key_fn.clone(), classifier: self.classifier.clone() }
+    }
+}
+
+impl<S: std::fmt::Debug, C> std::fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker").field("inner", &self.inner).finish()
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// The handle to this service's circuits.
+    pub fn handle(&self) -> CircuitHandle {
+        CircuitHandle { reg: self.reg.clone() }
+    }
+}
+
+/// An admitted call, until its outcome is recorded.
+struct Permit {
+    reg: Arc<Registry>,
+    /// `None`: the registry's single breaker.
+    breaker: Option<Arc<Breaker>>,
+    probe: bool,
+    start: Instant,
+    done: bool,
+}
+
+impl Permit {
+    fn breaker(&self) -> &Arc<Breaker> {
+        self.breaker.as_ref().unwrap_or(&self.reg.single)
+    }
+
+    fn record(mut self, class: &Classification) {
+        self.done = true;
+        let now = Instant::now();
+        let b = self.breaker();
+        let reg = &self.reg;
+        b.record(&reg.cfg, self.probe, class, now.saturating_duration_since(self.start), now, &|_, from, to| {
+            reg.on_transition(b, from, to)
+        });
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done && self.probe {
+            self.breaker().release_probe();
+        }
+    }
+}
+
+impl<S, B, R, C> tower::Service<Request<B>> for CircuitBreaker<S, C>
+where
+    S: tower::Service<Request<B>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    C: Classify,
+{
+    type Response = Response<CircuitBody<R, C>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let now = Instant::now();
+        let breaker = self.key_fn.as_ref().map(|f| self.reg.get(f.key(&req), now));
+        let b = breaker.as_ref().unwrap_or(&self.reg.single);
+        let reg = &self.reg;
+        match b.acquire(&reg.cfg, now, &|_, from, to| reg.on_transition(b, from, to)) {
+            Err(refused) => ResponseFuture {
+                state: State::Refused {
+                    err: Some(CircuitOpen { key: b.key.to_string(), retry_after: refused.retry_after }),
+                },
+            },
+            Ok(probe) => ResponseFuture {
+                state: State::Calling {
+                    fut: self.inner.call(req),
+                    permit: Some(Permit { reg: self.reg.clone(), breaker, probe, start: now, done: false }),
+                    classifier: self.classifier.clone(),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`CircuitBreaker`].
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        state: State<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, C> {
+        Refused { err: Option<CircuitOpen> },
+        Calling { #[pin] fut: F, permit: Option<Permit>, classifier: C },
+    }
+}
+
+impl<F, R, E, C> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    E: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<Response<CircuitBody<R, C>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Refused { err } => Poll::Ready(Err(err.take().expect("polled after completion").into())),
+            StateProj::Calling { fut, permit, classifier } => {
+                let out = ready!(fut.poll(cx));
+                let permit = permit.take().expect("polled after completion");
+                match out {
+                    Ok(res) => match classifier.classify_response(&res) {
+                        Classified::Ready(c) => {
+                            permit.record(&c);
+                            Poll::Ready(Ok(res.map(|inner| CircuitBody { inner, pending: None })))
+                        }
+                        Classified::AtEnd => {
+                            let pending = Some((permit, classifier.clone()));
+                            Poll::Ready(Ok(res.map(|inner| CircuitBody { inner, pending })))
+                        }
+                    },
+                    Err(e) => {
+                        let e: BoxError = e.into();
+                        permit.record(&classifier.classify_error(&*e));
+                        Poll::Ready(Err(e))
+                    }
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The inner body; when the outcome is known only at its end (gRPC
+    /// trailers), the breaker records it there.
+    pub struct CircuitBody<R, C> {
+        #[pin]
+        inner: R,
+        pending: Option<(Permit, C)>,
+    }
+}
+
+impl<R, C> std::fmt::Debug for CircuitBody<R, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBody").field("pending", &self.pending.is_some()).finish()
+    }
+}
+
+impl<R, C> Body for CircuitBody<R, C>
+where
+    R: Body<Data = Bytes>,
+    R::Error: Into<BoxError>,
+    C: Classify,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let out = ready!(this.inner.poll_frame(cx));
+        if this.pending.is_some() {
+            let class = match &out {
+                Some(Ok(f)) => f.trailers_ref().map(|t| this.pending.as_ref().expect("checked").1.classify_end(Some(t))),
+                Some(Err(_)) => Some(Classification::upstream_failure(false)),
+                None => Some(this.pending.as_ref().expect("checked").1.classify_end(None)),
+            };
+            if let Some(c) = class {
+                let (permit, _) = this.pending.take().expect("checked");
+                permit.record(&c);
+            }
+        }
+        Poll::Ready(out.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
