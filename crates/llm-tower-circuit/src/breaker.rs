@@ -75,8 +75,17 @@ pub struct Transition {
 
 #[derive(Debug)]
 enum Win {
-    Count { slots: Box<[AtomicU8]>, cursor: AtomicU64, calls: AtomicU32, failures: AtomicU32, slow: AtomicU32 },
-    Time { width: Duration, buckets: Box<[TimeBucket]> },
+    Count {
+        slots: Box<[AtomicU8]>,
+        cursor: AtomicU64,
+        calls: AtomicU32,
+        failures: AtomicU32,
+        slow: AtomicU32,
+    },
+    Time {
+        width: Duration,
+        buckets: Box<[TimeBucket]>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -147,7 +156,9 @@ impl Win {
     /// (calls, failures, slow) in the window.
     fn totals(&self, since: Duration) -> (u32, u32, u32) {
         match self {
-            Win::Count { calls, failures, slow, .. } => (calls.load(Relaxed), failures.load(Relaxed), slow.load(Relaxed)),
+            Win::Count { calls, failures, slow, .. } => {
+                (calls.load(Relaxed), failures.load(Relaxed), slow.load(Relaxed))
+            }
             Win::Time { width, buckets } => {
                 let e = Self::epoch(*width, since);
                 let n = buckets.len() as u64;
@@ -298,7 +309,12 @@ impl Breaker {
     }
 
     /// Admits a call (`Ok(probe?)`) or refuses it.
-    pub(crate) fn acquire(&self, cfg: &CircuitConfig, now: Instant, notify: Notify<'_>) -> Result<bool, Refused> {
+    pub(crate) fn acquire(
+        &self,
+        cfg: &CircuitConfig,
+        now: Instant,
+        notify: Notify<'_>,
+    ) -> Result<bool, Refused> {
         self.last_used.store(self.nanos(now), Relaxed);
         loop {
             match self.state() {
@@ -388,7 +404,9 @@ impl Breaker {
                     self.consecutive.store(0, Relaxed);
                     return;
                 }
-                let run = if failed { self.consecutive.fetch_add(1, AcqRel) + 1 } else {
+                let run = if failed {
+                    self.consecutive.fetch_add(1, AcqRel) + 1
+                } else {
                     self.consecutive.store(0, Relaxed);
                     0
                 };
@@ -397,7 +415,9 @@ impl Breaker {
                 let (calls, failures, slows) = self.window.totals(since);
                 let ratio = |n: u32| if calls == 0 { 0.0 } else { f64::from(n) / f64::from(calls) };
                 let trip = cfg.consecutive_failures.is_some_and(|n| run >= n)
-                    || cfg.failure_rate.is_some_and(|r| calls >= r.min_calls && ratio(failures) >= r.threshold)
+                    || cfg
+                        .failure_rate
+                        .is_some_and(|r| calls >= r.min_calls && ratio(failures) >= r.threshold)
                     || cfg.slow_calls.is_some_and(|r| calls >= r.min_calls && ratio(slows) >= r.threshold);
                 if trip {
                     self.trip(cfg, CircuitState::Closed, now, notify);
@@ -441,7 +461,14 @@ impl Breaker {
     }
 
     /// Moves `from -> to` if still in `from`, running `prepare` first; notifies.
-    fn move_to(&self, from: CircuitState, to: CircuitState, now: Instant, notify: Notify<'_>, prepare: impl FnOnce(&Self)) {
+    fn move_to(
+        &self,
+        from: CircuitState,
+        to: CircuitState,
+        now: Instant,
+        notify: Notify<'_>,
+        prepare: impl FnOnce(&Self),
+    ) {
         let _g = self.transition.lock().unwrap_or_else(|e| e.into_inner());
         if self.state() != from {
             return;

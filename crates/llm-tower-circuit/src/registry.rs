@@ -109,15 +109,17 @@ impl Registry {
         }
         let len = self.len.fetch_sub(removed, AcqRel) - removed;
         if len > self.cfg.max_keys {
-            let mut candidates: Vec<(u64, Key)> = self
-                .all()
-                .iter()
-                .filter(|b| prunable(b))
-                .map(|b| (b.last_used(), b.key.clone()))
-                .collect();
+            let mut candidates: Vec<(u64, Key)> =
+                self.all().iter().filter(|b| prunable(b)).map(|b| (b.last_used(), b.key.clone())).collect();
             candidates.sort_unstable_by_key(|(t, _)| *t);
             for (_, key) in candidates.into_iter().take(len - self.cfg.max_keys) {
-                if self.shard(key.as_str()).write().unwrap_or_else(|e| e.into_inner()).remove(key.as_str()).is_some() {
+                if self
+                    .shard(key.as_str())
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(key.as_str())
+                    .is_some()
+                {
                     self.len.fetch_sub(1, AcqRel);
                 }
             }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use llm_tower_core::{BoxError, CircuitOpen, Classification, Classified, Classify, Key, KeyFn, LlmClassifier};
+use llm_tower_core::{
+    BoxError, CircuitOpen, Classification, Classified, Classify, Key, KeyFn, LlmClassifier,
+};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
@@ -56,14 +58,21 @@ impl<C: Clone> Clone for CircuitBreakerLayer<C> {
 
 impl<C> std::fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CircuitBreakerLayer").field("config", &self.reg.cfg).field("keyed", &self.key_fn.is_some()).finish()
+        f.debug_struct("CircuitBreakerLayer")
+            .field("config", &self.reg.cfg)
+            .field("keyed", &self.key_fn.is_some())
+            .finish()
     }
 }
 
 impl CircuitBreakerLayer<LlmClassifier> {
     /// One breaker for every request, with the LLM classifier.
     pub fn new(cfg: CircuitConfig) -> Self {
-        Self { reg: Arc::new(Registry::new(cfg, None, false)), key_fn: None, classifier: LlmClassifier::default() }
+        Self {
+            reg: Arc::new(Registry::new(cfg, None, false)),
+            key_fn: None,
+            classifier: LlmClassifier::default(),
+        }
     }
 }
 
@@ -71,7 +80,11 @@ impl<C: Classify> CircuitBreakerLayer<C> {
     /// One breaker per key. Call before taking a [`handle`](Self::handle).
     pub fn keyed(self, key_fn: KeyFn) -> Self {
         let probe = self.reg.probe.clone();
-        Self { reg: Arc::new(Registry::new(self.reg.cfg, probe, true)), key_fn: Some(key_fn), classifier: self.classifier }
+        Self {
+            reg: Arc::new(Registry::new(self.reg.cfg, probe, true)),
+            key_fn: Some(key_fn),
+            classifier: self.classifier,
+        }
     }
 
     /// Uses another classifier (e.g. `GrpcClassifier`).
@@ -108,7 +121,12 @@ impl<S, C: Clone> tower::Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> CircuitBreaker<S, C> {
-        CircuitBreaker { inner, reg: self.reg.clone(), key_fn: self.key_fn.clone(), classifier: self.classifier.clone() }
+        CircuitBreaker {
+            inner,
+            reg: self.reg.clone(),
+            key_fn: self.key_fn.clone(),
+            classifier: self.classifier.clone(),
+        }
     }
 }
 
@@ -122,7 +140,12 @@ pub struct CircuitBreaker<S, C = LlmClassifier> {
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), reg: self.reg.clone(), key_fn: self.key_fn.clone(), classifier: self.classifier.clone() }
+        Self {
+            inner: self.inner.clone(),
+            reg: self.reg.clone(),
+            key_fn: self.key_fn.clone(),
+            classifier: self.classifier.clone(),
+        }
     }
 }
 
@@ -159,9 +182,14 @@ impl Permit {
         let now = Instant::now();
         let b = self.breaker();
         let reg = &self.reg;
-        b.record(&reg.cfg, self.probe, class, now.saturating_duration_since(self.start), now, &|_, from, to| {
-            reg.on_transition(b, from, to)
-        });
+        b.record(
+            &reg.cfg,
+            self.probe,
+            class,
+            now.saturating_duration_since(self.start),
+            now,
+            &|_, from, to| reg.on_transition(b, from, to),
+        );
     }
 }
 
@@ -235,7 +263,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Refused { err } => Poll::Ready(Err(err.take().expect("polled after completion").into())),
+            StateProj::Refused { err } => {
+                Poll::Ready(Err(err.take().expect("polled after completion").into()))
+            }
             StateProj::Calling { fut, permit, classifier } => {
                 let out = ready!(fut.poll(cx));
                 let permit = permit.take().expect("polled after completion");
@@ -286,12 +316,17 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let out = ready!(this.inner.poll_frame(cx));
         if this.pending.is_some() {
             let class = match &out {
-                Some(Ok(f)) => f.trailers_ref().map(|t| this.pending.as_ref().expect("checked").1.classify_end(Some(t))),
+                Some(Ok(f)) => {
+                    f.trailers_ref().map(|t| this.pending.as_ref().expect("checked").1.classify_end(Some(t)))
+                }
                 Some(Err(_)) => Some(Classification::upstream_failure(false)),
                 None => Some(this.pending.as_ref().expect("checked").1.classify_end(None)),
             };
@@ -311,4 +346,3 @@ where
         self.inner.size_hint()
     }
 }
-

@@ -22,6 +22,11 @@ impl std::error::Error for Cut {}
 pub enum MockBody {
     Full(Option<Bytes>),
     Channel(mpsc::Receiver<Result<Bytes, Cut>>),
+    /// A gRPC body: one message, then trailers.
+    Grpc {
+        data: Option<Bytes>,
+        trailers: Option<http::HeaderMap>,
+    },
 }
 
 impl MockBody {
@@ -38,18 +43,22 @@ impl Body for MockBody {
         match self.get_mut() {
             MockBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             MockBody::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            MockBody::Grpc { data, trailers } => Poll::Ready(match data.take() {
+                Some(d) => Some(Ok(Frame::data(d))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, MockBody::Full(None))
+        matches!(self, MockBody::Full(None) | MockBody::Grpc { data: None, trailers: None })
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             MockBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             MockBody::Full(None) => SizeHint::with_exact(0),
-            MockBody::Channel(_) => SizeHint::default(),
+            MockBody::Channel(_) | MockBody::Grpc { .. } => SizeHint::default(),
         }
     }
 }

@@ -9,6 +9,9 @@
 //!   `POST /v1/embeddings`; `GET /v1/models`; Anthropic `POST /v1/messages`
 //!   (JSON and SSE). Output is deterministic from the seed and the request;
 //!   usage is realistic (prompt tokens grow with the input).
+//! - A minimal gRPC endpoint: any `application/grpc` request (HTTP/2) is
+//!   echoed with `grpc-status` in the trailers; faults become `UNAVAILABLE`
+//!   (trailers-only) or `INTERNAL`. Enough to show the layers work for gRPC.
 //! - A latency model ([`Latency`]): time to first token, then a delay per token.
 //! - Faults ([`Fault`], [`FaultPlan`]): scripted per request, random with a seed,
 //!   or always on (an outage): error statuses with `retry-after`, connection

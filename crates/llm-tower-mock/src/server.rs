@@ -332,6 +332,7 @@ enum Route {
     Stats,
     SetFaults,
     ResetStats,
+    Grpc,
     NotFound,
 }
 
@@ -390,8 +391,14 @@ async fn handle(state: Arc<State>, ctl: Arc<ConnCtl>, req: Request<Incoming>) ->
         }
     };
     let n = state.counter.fetch_add(1, Ordering::Relaxed) + 1;
-    let route = Route::of(&parts.method, parts.uri.path());
-    let is_llm = matches!(route, Route::Chat { .. } | Route::Embeddings { .. } | Route::Messages);
+    let is_grpc = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    let route = if is_grpc { Route::Grpc } else { Route::of(&parts.method, parts.uri.path()) };
+    let is_llm =
+        matches!(route, Route::Chat { .. } | Route::Embeddings { .. } | Route::Messages | Route::Grpc);
     {
         let mut m = state.lock();
         m.stats.requests += 1;
@@ -453,9 +460,47 @@ async fn handle(state: Arc<State>, ctl: Arc<ConnCtl>, req: Request<Incoming>) ->
             llm(&state, &ctl, n, Kind::Embeddings, deployment, &parts, &body).await
         }
         Route::Messages => llm(&state, &ctl, n, Kind::Messages, None, &parts, &body).await,
+        Route::Grpc => grpc(&state, n, &body).await,
     };
     *state.lock().stats.by_status.entry(res.status().as_u16()).or_default() += 1;
     Ok(res)
+}
+
+/// A minimal gRPC unary endpoint on any path: it echoes the request message.
+/// Faults map to gRPC statuses: 429 and 503 become a trailers-only
+/// `UNAVAILABLE` (14), other statuses an `INTERNAL` (13) in the trailers;
+/// reset and hang behave as for HTTP.
+async fn grpc(state: &Arc<State>, n: u64, body: &Bytes) -> Res {
+    let fault = state.next_fault();
+    if fault != Fault::Ok {
+        let mut m = state.lock();
+        *m.stats.faults.entry(fault_name(&fault)).or_default() += 1;
+        if let Some(entry) = m.log.iter_mut().rev().find(|e| e.n == n) {
+            entry.fault = Some(fault_name(&fault));
+        }
+    }
+    sleep(state.config.latency.headers).await;
+    let head = |code: u32| {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(code));
+        h
+    };
+    let (data, code) = match fault {
+        Fault::Hang | Fault::Reset => return std::future::pending().await,
+        Fault::Status { status: 429 | 503, .. } => {
+            // Trailers-only: the status is in the head.
+            let mut res = Response::new(MockBody::full(Bytes::new()));
+            *res.headers_mut() = head(14);
+            res.headers_mut().insert("grpc-message", HeaderValue::from_static("unavailable"));
+            return res;
+        }
+        Fault::Status { .. } | Fault::HtmlError { .. } | Fault::MalformedJson => (Bytes::new(), 13),
+        _ => (body.clone(), 0),
+    };
+    let mut res = Response::new(MockBody::Grpc { data: Some(data), trailers: Some(head(code)) });
+    res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    res
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
