@@ -15,13 +15,15 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
+use llm_tower_circuit::{CircuitBreaker, CircuitBreakerLayer, CircuitHandle};
 use llm_tower_core::chat::{Model, ModelList};
 use llm_tower_core::usage::{BodyKind, UsageBody, UsageReport};
 use llm_tower_core::{
-    Api, ErrorInfo, InvalidRequest, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Upstream,
+    Api, ErrorInfo, InvalidRequest, KeyFn, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Upstream,
 };
 use llm_tower_http::{HttpClient, LlmHttpService, Provider};
 use llm_tower_mock::MockServer;
+use llm_tower_retry::{Retry, RetryLayer};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -56,14 +58,25 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// One provider's stack, in the recommended order: Retry -> CircuitBreaker -> LlmHttpService.
+type Stack = Retry<CircuitBreaker<LlmHttpService>>;
+
 #[derive(Clone)]
 struct Route {
     provider: Arc<str>,
-    service: LlmHttpService,
+    service: Stack,
+}
+
+/// What `/stats` reports for one provider.
+struct ProviderRuntime {
+    name: Arc<str>,
+    retry: RetryLayer,
+    breaker: CircuitHandle,
 }
 
 struct AppState {
     routes: HashMap<String, Route>,
+    providers: Vec<ProviderRuntime>,
     models_json: Bytes,
     max_body: usize,
     client: HttpClient,
@@ -101,6 +114,7 @@ impl Gateway {
         let mut routes = HashMap::new();
         let mut listing = Vec::new();
         let mut mocks = Vec::new();
+        let mut providers = Vec::new();
         for r in resolved {
             let provider = match (r.provider, r.mock) {
                 (Some(p), _) => p,
@@ -116,7 +130,18 @@ impl Gateway {
                 }
                 (None, None) => unreachable!("validation yields a provider or a mock"),
             };
-            let service = LlmHttpService::with_client(provider.clone(), client.clone()).timeouts(r.timeouts);
+            let http = LlmHttpService::with_client(provider.clone(), client.clone()).timeouts(r.timeouts);
+            let retry = RetryLayer::new(r.retry);
+            let mut breaker = CircuitBreakerLayer::new(r.breaker);
+            if r.breaker_per_model {
+                breaker = breaker.keyed(KeyFn::model());
+            }
+            providers.push(ProviderRuntime {
+                name: provider.name_arc(),
+                retry: retry.clone(),
+                breaker: breaker.handle(),
+            });
+            let service = tower::ServiceBuilder::new().layer(retry).layer(breaker).service(http);
             for m in &r.models {
                 routes.insert(m.clone(), Route { provider: provider.name_arc(), service: service.clone() });
                 listing.push(Model::new(m.clone(), provider.name()));
@@ -126,6 +151,7 @@ impl Gateway {
         let models_json = Bytes::from(serde_json::to_vec(&ModelList::new(listing)).expect("serializable"));
         let state = Arc::new(AppState {
             routes,
+            providers,
             models_json,
             max_body: config.server.max_body_bytes,
             client,
@@ -138,6 +164,7 @@ impl Gateway {
             .route("/v1/messages", post(proxy))
             .route("/v1/models", get(models))
             .route("/health", get(health))
+            .route("/stats", get(stats))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(CatchPanicLayer::custom(on_panic))
@@ -204,6 +231,24 @@ fn error(err: &(dyn std::error::Error + 'static)) -> Response {
 
 async fn health() -> Response {
     json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+}
+
+/// `GET /stats`: per provider, its breaker (state per key) and retry counters;
+/// per upstream host, its connections and requests.
+async fn stats(State(app): State<Arc<AppState>>) -> Response {
+    let providers: Vec<serde_json::Value> = app
+        .providers
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": &*p.name,
+                "circuit_breaker": p.breaker.stats(),
+                "retry": p.retry.stats(),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "providers": providers, "upstream_hosts": app.client.stats() });
+    json(StatusCode::OK, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
 }
 
 async fn models(State(app): State<Arc<AppState>>) -> Response {

@@ -5,9 +5,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use llm_tower_circuit::{CircuitConfig, RateRule, SlowRule, Window};
 use llm_tower_core::Secret;
 use llm_tower_http::{ClientConfig, Provider, ProviderKind, Timeouts};
 use llm_tower_mock::MockConfig;
+use llm_tower_retry::{Backoff, BudgetConfig, Jitter, RetryPolicy};
 use serde::Deserialize;
 
 /// The configuration the gateway runs on when started without `--config`:
@@ -169,6 +171,282 @@ pub struct ProviderConfig {
     /// Settings of the in-process mock (`kind = "mock"` only).
     #[serde(default)]
     pub mock: Option<MockConfig>,
+    /// Retries of failed calls to this provider.
+    #[serde(default)]
+    pub retry: RetrySection,
+    /// This provider's circuit breaker.
+    #[serde(default)]
+    pub circuit_breaker: BreakerSection,
+}
+
+/// Backoff schedule names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackoffKind {
+    /// `base × factor^n`, capped.
+    Exponential,
+    /// `base + step × n`, capped.
+    Linear,
+    /// Always `base`.
+    Fixed,
+    /// Uniform in `[base, 3 × previous]`, capped.
+    Decorrelated,
+}
+
+/// Jitter names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JitterKind {
+    /// Uniform in `[0, delay]`.
+    Full,
+    /// `delay/2 + uniform[0, delay/2]`.
+    Equal,
+    /// Uniform in `[base, 3 × previous]`.
+    Decorrelated,
+    /// None.
+    None,
+}
+
+/// `[providers.retry]`. Defaults: 3 attempts, exponential from 500 ms ×2 up
+/// to 8 s, full jitter, server hints up to 60 s, a 20 % budget (+10/s over
+/// 10 s), no deadline, no per-attempt timeout.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySection {
+    /// Retry at all. Default true.
+    pub enabled: bool,
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Schedule.
+    pub backoff: BackoffKind,
+    /// First delay, ms.
+    pub base_ms: u64,
+    /// Growth (exponential).
+    pub factor: f64,
+    /// Step, ms (linear).
+    pub step_ms: u64,
+    /// Largest delay, ms.
+    pub cap_ms: u64,
+    /// Jitter.
+    pub jitter: JitterKind,
+    /// Longer server hints are not retried, s.
+    pub max_retry_after_secs: u64,
+    /// Bound retries by a budget.
+    pub budget: bool,
+    /// Budget: fraction of requests that may be retried.
+    pub budget_ratio: f64,
+    /// Budget: retries per second always allowed.
+    pub budget_min_per_sec: u32,
+    /// Budget window, s.
+    pub budget_window_secs: u64,
+    /// Deadline over all attempts and waits, ms.
+    pub deadline_ms: Option<u64>,
+    /// Per-attempt limit on the wait for the response head, ms.
+    pub attempt_timeout_ms: Option<u64>,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        let b = BudgetConfig::default();
+        Self {
+            enabled: true,
+            max_attempts: 3,
+            backoff: BackoffKind::Exponential,
+            base_ms: 500,
+            factor: 2.0,
+            step_ms: 500,
+            cap_ms: 8000,
+            jitter: JitterKind::Full,
+            max_retry_after_secs: 60,
+            budget: true,
+            budget_ratio: b.ratio,
+            budget_min_per_sec: b.min_per_sec,
+            budget_window_secs: b.window.as_secs(),
+            deadline_ms: None,
+            attempt_timeout_ms: None,
+        }
+    }
+}
+
+impl RetrySection {
+    fn check(&self, at: &dyn Fn(&str) -> String, err: &mut dyn FnMut(String, String)) {
+        if self.max_attempts == 0 {
+            err(at("retry.max_attempts"), "must be at least 1".into());
+        }
+        if !(self.factor >= 1.0 && self.factor.is_finite()) {
+            err(at("retry.factor"), "must be a number >= 1".into());
+        }
+        if !(0.0..=10.0).contains(&self.budget_ratio) {
+            err(at("retry.budget_ratio"), "must be between 0 and 10".into());
+        }
+        if self.budget_window_secs == 0 {
+            err(at("retry.budget_window_secs"), "must be at least 1".into());
+        }
+        if self.cap_ms < self.base_ms {
+            err(at("retry.cap_ms"), "must be at least base_ms".into());
+        }
+    }
+
+    /// The retry policy this section describes (one attempt when disabled).
+    pub fn to_policy(&self) -> RetryPolicy {
+        let (base, cap) = (Duration::from_millis(self.base_ms), Duration::from_millis(self.cap_ms));
+        let backoff = match self.backoff {
+            BackoffKind::Exponential => Backoff::Exponential { base, factor: self.factor, cap },
+            BackoffKind::Linear => Backoff::Linear { base, step: Duration::from_millis(self.step_ms), cap },
+            BackoffKind::Fixed => Backoff::Fixed(base),
+            BackoffKind::Decorrelated => Backoff::Decorrelated { base, cap },
+        };
+        let jitter = match self.jitter {
+            JitterKind::Full => Jitter::Full,
+            JitterKind::Equal => Jitter::Equal,
+            JitterKind::Decorrelated => Jitter::Decorrelated,
+            JitterKind::None => Jitter::None,
+        };
+        let budget = self.budget.then(|| BudgetConfig {
+            ratio: self.budget_ratio,
+            min_per_sec: self.budget_min_per_sec,
+            window: Duration::from_secs(self.budget_window_secs.max(1)),
+        });
+        let mut p = RetryPolicy::default()
+            .max_attempts(if self.enabled { self.max_attempts } else { 1 })
+            .backoff(backoff)
+            .jitter(jitter)
+            .max_retry_after(Duration::from_secs(self.max_retry_after_secs))
+            .budget(budget);
+        if let Some(ms) = self.deadline_ms {
+            p = p.deadline(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.attempt_timeout_ms {
+            p = p.attempt_timeout(llm_tower_retry::AttemptTimeout::Fixed(Duration::from_millis(ms)));
+        }
+        p
+    }
+}
+
+/// What one breaker covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerKey {
+    /// One breaker for the provider.
+    Provider,
+    /// One breaker per model of the provider (an overloaded model does not
+    /// take the others down).
+    Model,
+}
+
+/// `[providers.circuit_breaker]`. Defaults: one breaker per provider; open
+/// after 5 consecutive failures or a 50 % failure rate over the last 100 calls
+/// (once 20 are seen); open 60 s, ×2 per repeated trip up to 600 s; 3 probes,
+/// 3 successes to close; `retry-after` honoured.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    /// Use a breaker at all. Default true.
+    pub enabled: bool,
+    /// One breaker per provider or per model.
+    pub key: BreakerKey,
+    /// Trip after this many failures in a row (0 disables).
+    pub consecutive_failures: u32,
+    /// Trip at this failure rate (0 disables).
+    pub failure_rate: f64,
+    /// Calls in the window before rates count.
+    pub min_calls: u32,
+    /// Window over the last N calls (default 100) ...
+    pub window_calls: Option<u32>,
+    /// ... or over the last N seconds.
+    pub window_secs: Option<u32>,
+    /// A call slower than this (ms, to the response head) is slow.
+    pub slow_call_ms: Option<u64>,
+    /// Trip at this slow-call rate.
+    pub slow_call_rate: f64,
+    /// First open period, s.
+    pub open_secs: u64,
+    /// Growth per repeated trip.
+    pub open_backoff: f64,
+    /// Largest open period, s.
+    pub max_open_secs: u64,
+    /// Probes admitted while half-open.
+    pub half_open_probes: u32,
+    /// Successful probes that close it.
+    pub half_open_successes: u32,
+    /// Hold open at least as long as a failure's `retry-after`.
+    pub honor_retry_after: bool,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            key: BreakerKey::Provider,
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_calls: 20,
+            window_calls: None,
+            window_secs: None,
+            slow_call_ms: None,
+            slow_call_rate: 0.8,
+            open_secs: 60,
+            open_backoff: 2.0,
+            max_open_secs: 600,
+            half_open_probes: 3,
+            half_open_successes: 3,
+            honor_retry_after: true,
+        }
+    }
+}
+
+impl BreakerSection {
+    fn check(&self, at: &dyn Fn(&str) -> String, err: &mut dyn FnMut(String, String)) {
+        let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
+        if !rate_ok(self.failure_rate) {
+            err(at("circuit_breaker.failure_rate"), "must be between 0 and 1".into());
+        }
+        if !rate_ok(self.slow_call_rate) || self.slow_call_rate == 0.0 {
+            err(at("circuit_breaker.slow_call_rate"), "must be greater than 0 and at most 1".into());
+        }
+        if self.window_calls.is_some() && self.window_secs.is_some() {
+            err(at("circuit_breaker.window_secs"), "set window_calls or window_secs, not both".into());
+        }
+        if self.window_calls == Some(0) || self.window_secs == Some(0) {
+            err(at("circuit_breaker.window_calls"), "the window must not be empty".into());
+        }
+        if self.half_open_probes == 0 {
+            err(at("circuit_breaker.half_open_probes"), "must be at least 1".into());
+        }
+        if self.half_open_successes == 0 || self.half_open_successes > self.half_open_probes {
+            err(at("circuit_breaker.half_open_successes"), "must be between 1 and half_open_probes".into());
+        }
+        if !(self.open_backoff >= 1.0 && self.open_backoff.is_finite()) {
+            err(at("circuit_breaker.open_backoff"), "must be a number >= 1".into());
+        }
+    }
+
+    /// The breaker configuration this section describes (never trips when disabled).
+    pub fn to_config(&self) -> CircuitConfig {
+        let window = match (self.window_calls, self.window_secs) {
+            (_, Some(s)) => Window::Time { buckets: s.clamp(1, 600), bucket: Duration::from_secs(1) },
+            (n, None) => Window::Count(n.unwrap_or(100)),
+        };
+        let on = self.enabled;
+        CircuitConfig::default()
+            .consecutive_failures((on && self.consecutive_failures > 0).then_some(self.consecutive_failures))
+            .failure_rate(
+                (on && self.failure_rate > 0.0)
+                    .then_some(RateRule { threshold: self.failure_rate, min_calls: self.min_calls }),
+            )
+            .slow_calls(self.slow_call_ms.filter(|_| on).map(|ms| SlowRule {
+                slower_than: Duration::from_millis(ms),
+                threshold: self.slow_call_rate,
+                min_calls: self.min_calls,
+            }))
+            .window(window)
+            .open_duration(Duration::from_secs(self.open_secs))
+            .open_backoff(self.open_backoff)
+            .max_open_duration(Duration::from_secs(self.max_open_secs.max(self.open_secs)))
+            .half_open_probes(self.half_open_probes.max(1))
+            .half_open_successes(self.half_open_successes.clamp(1, self.half_open_probes.max(1)))
+            .honor_retry_after(self.honor_retry_after)
+    }
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -256,6 +534,12 @@ pub struct ResolvedProvider {
     pub aliases: BTreeMap<String, String>,
     /// Its name.
     pub name: String,
+    /// Its retry policy.
+    pub retry: RetryPolicy,
+    /// Its breaker configuration.
+    pub breaker: CircuitConfig,
+    /// One breaker per model (else one for the provider).
+    pub breaker_per_model: bool,
 }
 
 impl GatewayConfig {
@@ -338,6 +622,8 @@ impl GatewayConfig {
                     err(at(&format!("headers.{k}")), "not a valid header value".into());
                 }
             }
+            p.retry.check(&at, &mut err);
+            p.circuit_breaker.check(&at, &mut err);
             if p.mock.is_some() && p.kind != ProviderKindConfig::Mock {
                 err(at("mock"), "only allowed with kind = \"mock\"".into());
             }
@@ -455,6 +741,9 @@ impl GatewayConfig {
                 mock: (p.kind == K::Mock).then(|| p.mock.clone().unwrap_or_default()),
                 aliases: p.aliases.clone(),
                 name: p.name.clone(),
+                retry: p.retry.to_policy(),
+                breaker: p.circuit_breaker.to_config(),
+                breaker_per_model: p.circuit_breaker.key == BreakerKey::Model,
             });
         }
         if errors.is_empty() { Ok(out) } else { Err(errors) }
@@ -542,6 +831,31 @@ mod tests {
         let resolved = cfg.validate_with_env(&|k| (k == "SET_KEY").then(|| "sk-env".to_string())).unwrap();
         let dump = format!("{cfg:?} {resolved:?}");
         assert!(!dump.contains("sk-env") && !dump.contains("sk-inline"), "{dump}");
+    }
+
+    #[test]
+    fn retry_and_breaker_sections_map_to_policies() {
+        let cfg = GatewayConfig::from_toml(
+            "[[providers]]\nname='a'\nkind='mock'\nmodels=['m']\n[providers.retry]\nmax_attempts=5\nbackoff='fixed'\nbase_ms=250\njitter='none'\ndeadline_ms=9000\n[providers.circuit_breaker]\nkey='model'\nconsecutive_failures=0\nwindow_secs=30\nopen_secs=5",
+        )
+        .unwrap();
+        let r = &cfg.validate().unwrap()[0];
+        assert_eq!(r.retry.max_attempts, 5);
+        assert_eq!(r.retry.backoff, Backoff::Fixed(Duration::from_millis(250)));
+        assert_eq!(r.retry.jitter, Jitter::None);
+        assert_eq!(r.retry.deadline, Some(Duration::from_secs(9)));
+        assert!(r.breaker_per_model);
+        assert_eq!(r.breaker.consecutive_failures, None);
+        assert_eq!(r.breaker.window, Window::Time { buckets: 30, bucket: Duration::from_secs(1) });
+        assert_eq!(r.breaker.open_duration, Duration::from_secs(5));
+        let off = RetrySection { enabled: false, ..Default::default() }.to_policy();
+        assert_eq!(off.max_attempts, 1);
+        let never = BreakerSection { enabled: false, ..Default::default() }.to_config();
+        assert!(
+            never.consecutive_failures.is_none()
+                && never.failure_rate.is_none()
+                && never.slow_calls.is_none()
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// let layer = llm_tower_retry::RetryLayer::new(Default::default());
 /// assert_eq!(layer.stats().requests, 0);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RetryStats {
     /// Requests received.

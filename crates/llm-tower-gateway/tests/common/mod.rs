@@ -25,7 +25,17 @@ pub struct Harness {
     pub server: JoinHandle<std::io::Result<()>>,
 }
 
+/// The harness config with retries and the breaker off (tests of plain mapping).
 pub fn config_for(mock: &MockServer, extra: &str) -> String {
+    config_with(
+        mock,
+        "[providers.retry]\nenabled = false\n[providers.circuit_breaker]\nenabled = false\n",
+        extra,
+    )
+}
+
+/// The harness config; `sections` are TOML sections for the "up" provider.
+pub fn config_with(mock: &MockServer, sections: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -41,6 +51,7 @@ aliases = {{ fast = "gpt-4o-mini" }}
 [providers.timeouts]
 headers_ms = 5000
 idle_ms = 2000
+{sections}
 
 [[providers]]
 name = "claude"
