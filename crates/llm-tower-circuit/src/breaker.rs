@@ -118,10 +118,10 @@ impl Win {
     }
 
     fn epoch(width: Duration, since: Duration) -> u64 {
-        (since.as_nanos() / width.as_nanos()) as u64 + 1
+        since.as_nanos() as u64 / width.as_nanos() as u64 + 1
     }
 
-    fn record(&self, failed: bool, slow: bool, since: Duration) {
+    fn record(&self, failed: bool, slow: bool, since: impl FnOnce() -> Duration) {
         match self {
             Win::Count { slots, cursor, calls, failures, slow: slows } => {
                 let i = (cursor.fetch_add(1, Relaxed) % slots.len() as u64) as usize;
@@ -134,7 +134,7 @@ impl Win {
                 adjust(slows, old & SLOW != 0, slow);
             }
             Win::Time { width, buckets } => {
-                let e = Self::epoch(*width, since);
+                let e = Self::epoch(*width, since());
                 let b = &buckets[(e % buckets.len() as u64) as usize];
                 let seen = b.epoch.load(Acquire);
                 if seen != e && b.epoch.compare_exchange(seen, e, AcqRel, Acquire).is_ok() {
@@ -154,13 +154,13 @@ impl Win {
     }
 
     /// (calls, failures, slow) in the window.
-    fn totals(&self, since: Duration) -> (u32, u32, u32) {
+    fn totals(&self, since: impl FnOnce() -> Duration) -> (u32, u32, u32) {
         match self {
             Win::Count { calls, failures, slow, .. } => {
                 (calls.load(Relaxed), failures.load(Relaxed), slow.load(Relaxed))
             }
             Win::Time { width, buckets } => {
-                let e = Self::epoch(*width, since);
+                let e = Self::epoch(*width, since());
                 let n = buckets.len() as u64;
                 buckets
                     .iter()
@@ -203,6 +203,22 @@ fn adjust(counter: &AtomicU32, was: bool, is: bool) {
             counter.fetch_sub(1, Relaxed);
         }
         _ => {}
+    }
+}
+
+/// A clock read at most once, and only if something needs the time.
+pub(crate) struct Clock(Option<Instant>);
+
+impl Clock {
+    pub(crate) fn lazy() -> Self {
+        Clock(None)
+    }
+    #[cfg(test)]
+    pub(crate) fn at(now: Instant) -> Self {
+        Clock(Some(now))
+    }
+    pub(crate) fn now(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
     }
 }
 
@@ -290,7 +306,7 @@ impl Breaker {
     }
 
     pub(crate) fn failure_rate(&self, now: Instant) -> f64 {
-        let (calls, failures, _) = self.window.totals(self.since(now));
+        let (calls, failures, _) = self.window.totals(|| self.since(now));
         if calls == 0 { 0.0 } else { f64::from(failures) / f64::from(calls) }
     }
 
@@ -312,10 +328,13 @@ impl Breaker {
     pub(crate) fn acquire(
         &self,
         cfg: &CircuitConfig,
-        now: Instant,
+        clock: &mut Clock,
+        track_use: bool,
         notify: Notify<'_>,
     ) -> Result<bool, Refused> {
-        self.last_used.store(self.nanos(now), Relaxed);
+        if track_use {
+            self.last_used.store(self.nanos(clock.now()), Relaxed);
+        }
         loop {
             match self.state() {
                 CircuitState::Closed | CircuitState::ForcedClosed => return Ok(false),
@@ -325,6 +344,7 @@ impl Breaker {
                 }
                 CircuitState::Open => {
                     let until = self.open_until.load(Acquire);
+                    let now = clock.now();
                     let t = self.nanos(now);
                     if t < until {
                         self.rejections.fetch_add(1, Relaxed);
@@ -354,16 +374,20 @@ impl Breaker {
     }
 
     /// Records an outcome of an admitted call.
+    /// `start` is when the call began (needed only by the slow-call rule).
     pub(crate) fn record(
         &self,
         cfg: &CircuitConfig,
         probe: bool,
         class: &Classification,
-        elapsed: Duration,
-        now: Instant,
+        start: Option<Instant>,
+        clock: &mut Clock,
         notify: Notify<'_>,
     ) {
-        let slow = cfg.slow_calls.is_some_and(|r| elapsed >= r.slower_than);
+        let slow = match (cfg.slow_calls, start) {
+            (Some(r), Some(s)) => clock.now().saturating_duration_since(s) >= r.slower_than,
+            _ => false,
+        };
         let failed = match class.class {
             OutcomeClass::UpstreamFailure => true,
             OutcomeClass::Success | OutcomeClass::ClientError => false,
@@ -384,7 +408,7 @@ impl Breaker {
         }
         if failed && cfg.honor_retry_after {
             if let Some(after) = class.retry_after() {
-                let until = self.nanos(now + after.min(cfg.max_retry_after));
+                let until = self.nanos(clock.now() + after.min(cfg.max_retry_after));
                 self.hint_until.fetch_max(until, AcqRel);
             }
         }
@@ -392,25 +416,33 @@ impl Breaker {
         match self.state() {
             CircuitState::HalfOpen if probe => {
                 if bad {
-                    self.trip(cfg, CircuitState::HalfOpen, now, notify);
+                    self.trip(cfg, CircuitState::HalfOpen, clock.now(), notify);
                 } else if self.probe_successes.fetch_add(1, AcqRel) + 1 >= cfg.half_open_successes {
-                    self.move_to(CircuitState::HalfOpen, CircuitState::Closed, now, notify, |b| b.clear());
+                    self.move_to(CircuitState::HalfOpen, CircuitState::Closed, clock.now(), notify, |b| {
+                        b.clear()
+                    });
                 }
             }
             CircuitState::Closed => {
-                // Client errors prove the upstream answered: they reset the run
-                // of failures but are not counted in the rates.
-                if class.class == OutcomeClass::ClientError {
-                    self.consecutive.store(0, Relaxed);
-                    return;
-                }
+                // Client errors prove the upstream answered: they end a run of
+                // failures but are not counted in the rates.
                 let run = if failed {
                     self.consecutive.fetch_add(1, AcqRel) + 1
                 } else {
-                    self.consecutive.store(0, Relaxed);
+                    // Load first: a store per success would bounce the cache line between cores.
+                    if self.consecutive.load(Relaxed) != 0 {
+                        self.consecutive.store(0, Relaxed);
+                    }
                     0
                 };
-                let since = self.since(now);
+                if class.class == OutcomeClass::ClientError {
+                    return;
+                }
+                let since = match self.window {
+                    Win::Time { .. } => Some(self.since(clock.now())),
+                    Win::Count { .. } => None,
+                };
+                let since = || since.unwrap_or_default();
                 self.window.record(failed, slow, since);
                 let (calls, failures, slows) = self.window.totals(since);
                 let ratio = |n: u32| if calls == 0 { 0.0 } else { f64::from(n) / f64::from(calls) };
@@ -420,7 +452,7 @@ impl Breaker {
                         .is_some_and(|r| calls >= r.min_calls && ratio(failures) >= r.threshold)
                     || cfg.slow_calls.is_some_and(|r| calls >= r.min_calls && ratio(slows) >= r.threshold);
                 if trip {
-                    self.trip(cfg, CircuitState::Closed, now, notify);
+                    self.trip(cfg, CircuitState::Closed, clock.now(), notify);
                 }
             }
             _ => {}
@@ -510,27 +542,27 @@ mod tests {
     fn count_window_is_a_ring() {
         let w = Win::new(Window::Count(4));
         for f in [true, true, true, true] {
-            w.record(f, false, Duration::ZERO);
+            w.record(f, false, || Duration::ZERO);
         }
-        assert_eq!(w.totals(Duration::ZERO), (4, 4, 0));
+        assert_eq!(w.totals(|| Duration::ZERO), (4, 4, 0));
         for _ in 0..4 {
-            w.record(false, false, Duration::ZERO);
+            w.record(false, false, || Duration::ZERO);
         }
-        assert_eq!(w.totals(Duration::ZERO), (4, 0, 0), "only the last 4 outcomes count");
-        w.record(true, true, Duration::ZERO);
-        assert_eq!(w.totals(Duration::ZERO), (4, 1, 1));
+        assert_eq!(w.totals(|| Duration::ZERO), (4, 0, 0), "only the last 4 outcomes count");
+        w.record(true, true, || Duration::ZERO);
+        assert_eq!(w.totals(|| Duration::ZERO), (4, 1, 1));
     }
 
     #[test]
     fn time_window_forgets_old_buckets() {
         let w = Win::new(Window::Time { buckets: 3, bucket: Duration::from_secs(1) });
-        w.record(true, false, Duration::from_millis(100));
-        w.record(true, false, Duration::from_millis(1100));
-        assert_eq!(w.totals(Duration::from_millis(1200)), (2, 2, 0));
-        assert_eq!(w.totals(Duration::from_millis(3100)), (1, 1, 0), "the first second left the window");
-        assert_eq!(w.totals(Duration::from_millis(4100)), (0, 0, 0));
-        w.record(false, false, Duration::from_millis(4100));
-        assert_eq!(w.totals(Duration::from_millis(4100)), (1, 0, 0));
+        w.record(true, false, || Duration::from_millis(100));
+        w.record(true, false, || Duration::from_millis(1100));
+        assert_eq!(w.totals(|| Duration::from_millis(1200)), (2, 2, 0));
+        assert_eq!(w.totals(|| Duration::from_millis(3100)), (1, 1, 0), "the first second left the window");
+        assert_eq!(w.totals(|| Duration::from_millis(4100)), (0, 0, 0));
+        w.record(false, false, || Duration::from_millis(4100));
+        assert_eq!(w.totals(|| Duration::from_millis(4100)), (1, 0, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -547,15 +579,18 @@ mod tests {
         let fail = Classification::upstream_failure(true);
         let mut periods = Vec::new();
         let now = Instant::now();
-        assert!(!b.acquire(&cfg, now, &none).unwrap());
-        b.record(&cfg, false, &fail, Duration::ZERO, now, &none);
+        assert!(!b.acquire(&cfg, &mut Clock::at(now), true, &none).unwrap());
+        b.record(&cfg, false, &fail, None, &mut Clock::at(now), &none);
         for _ in 0..4 {
             let left = b.open_remaining(Instant::now()).unwrap();
             periods.push(left.as_secs());
             tokio::time::advance(left).await;
             let now = Instant::now();
-            assert!(b.acquire(&cfg, now, &none).unwrap(), "a probe after the open period");
-            b.record(&cfg, true, &fail, Duration::ZERO, now, &none);
+            assert!(
+                b.acquire(&cfg, &mut Clock::at(now), true, &none).unwrap(),
+                "a probe after the open period"
+            );
+            b.record(&cfg, true, &fail, None, &mut Clock::at(now), &none);
         }
         assert_eq!(periods, vec![10, 20, 30, 30]);
     }
@@ -659,12 +694,12 @@ mod tests {
             for (gap, failed) in steps {
                 t += gap;
                 let now = base + Duration::from_millis(t);
-                let admitted = b.acquire(&cfg, now, &none);
+                let admitted = b.acquire(&cfg, &mut Clock::at(now), true, &none);
                 let expect = model.call(t, failed);
                 proptest::prop_assert_eq!(admitted.is_ok(), expect, "admission at {}ms", t);
                 if let Ok(probe) = admitted {
                     let class = if failed { Classification::upstream_failure(true) } else { Classification::success() };
-                    b.record(&cfg, probe, &class, Duration::ZERO, now, &none);
+                    b.record(&cfg, probe, &class, None, &mut Clock::at(now), &none);
                 }
                 proptest::prop_assert_eq!(b.effective_state(now), model.state_at(t), "state at {}ms", t);
             }

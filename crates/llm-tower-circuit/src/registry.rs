@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::{Arc, RwLock};
@@ -18,6 +18,8 @@ use crate::config::CircuitConfig;
 
 const SHARDS: usize = 16;
 
+type Shard = RwLock<HashMap<Key, Arc<Breaker>>>;
+
 /// A user-supplied check run while a circuit is open; `true` closes it early.
 pub type ProbeFn = Arc<dyn Fn(Key) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
@@ -26,7 +28,7 @@ pub(crate) struct Registry {
     base: Instant,
     /// The breaker of an unkeyed layer (no map lookup on the call path).
     pub(crate) single: Arc<Breaker>,
-    shards: Box<[RwLock<HashMap<Key, Arc<Breaker>>>]>,
+    shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
     len: AtomicUsize,
     tx: watch::Sender<Option<Transition>>,
@@ -50,10 +52,8 @@ impl Registry {
         }
     }
 
-    fn shard(&self, key: &str) -> &RwLock<HashMap<Key, Arc<Breaker>>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+    fn shard(&self, key: &str) -> &Shard {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// The breaker for `key`, created on first use.

@@ -15,7 +15,7 @@ use llm_tower_core::{
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Clock};
 use crate::config::CircuitConfig;
 use crate::registry::{CircuitHandle, ProbeFn, Registry};
 
@@ -168,7 +168,8 @@ struct Permit {
     /// `None`: the registry's single breaker.
     breaker: Option<Arc<Breaker>>,
     probe: bool,
-    start: Instant,
+    /// When the call began, if the slow-call rule needs it.
+    start: Option<Instant>,
     done: bool,
 }
 
@@ -179,17 +180,11 @@ impl Permit {
 
     fn record(mut self, class: &Classification) {
         self.done = true;
-        let now = Instant::now();
         let b = self.breaker();
         let reg = &self.reg;
-        b.record(
-            &reg.cfg,
-            self.probe,
-            class,
-            now.saturating_duration_since(self.start),
-            now,
-            &|_, from, to| reg.on_transition(b, from, to),
-        );
+        b.record(&reg.cfg, self.probe, class, self.start, &mut Clock::lazy(), &|_, from, to| {
+            reg.on_transition(b, from, to)
+        });
     }
 }
 
@@ -216,11 +211,12 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let now = Instant::now();
-        let breaker = self.key_fn.as_ref().map(|f| self.reg.get(f.key(&req), now));
+        let mut clock = Clock::lazy();
+        let breaker = self.key_fn.as_ref().map(|f| self.reg.get(f.key(&req), clock.now()));
         let b = breaker.as_ref().unwrap_or(&self.reg.single);
         let reg = &self.reg;
-        match b.acquire(&reg.cfg, now, &|_, from, to| reg.on_transition(b, from, to)) {
+        let keyed = breaker.is_some();
+        match b.acquire(&reg.cfg, &mut clock, keyed, &|_, from, to| reg.on_transition(b, from, to)) {
             Err(refused) => ResponseFuture {
                 state: State::Refused {
                     err: Some(CircuitOpen { key: b.key.to_string(), retry_after: refused.retry_after }),
@@ -229,7 +225,13 @@ where
             Ok(probe) => ResponseFuture {
                 state: State::Calling {
                     fut: self.inner.call(req),
-                    permit: Some(Permit { reg: self.reg.clone(), breaker, probe, start: now, done: false }),
+                    permit: Some(Permit {
+                        reg: self.reg.clone(),
+                        breaker,
+                        probe,
+                        start: reg.cfg.slow_calls.is_some().then(|| clock.now()),
+                        done: false,
+                    }),
                     classifier: self.classifier.clone(),
                 },
             },

@@ -42,16 +42,26 @@ pub use key::{Key, KeyFn};
 pub use secret::Secret;
 pub use usage::{Usage, UsageReport};
 
-/// The attempt number of a request (1 for the first call), set by a retry
-/// layer in the request's extensions so inner layers and logs can see it.
+/// The attempt number of a request, set by a retry layer in the request's
+/// extensions on retries (2, 3, ...) so inner layers and logs can see it. A
+/// request without it is a first attempt: read it with [`Attempt::of`].
 ///
 /// ```
+/// use llm_tower_core::Attempt;
 /// let mut req = http::Request::new(());
-/// req.extensions_mut().insert(llm_tower_core::Attempt(2));
-/// assert_eq!(req.extensions().get::<llm_tower_core::Attempt>(), Some(&llm_tower_core::Attempt(2)));
+/// assert_eq!(Attempt::of(&req), 1);
+/// req.extensions_mut().insert(Attempt(2));
+/// assert_eq!(Attempt::of(&req), 2);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Attempt(pub u32);
+
+impl Attempt {
+    /// The attempt number of `req` (1 when no retry layer marked it).
+    pub fn of<B>(req: &http::Request<B>) -> u32 {
+        req.extensions().get::<Attempt>().map_or(1, |a| a.0)
+    }
+}
 
 /// The boxed error every layer returns (tower's).
 pub type BoxError = tower::BoxError;

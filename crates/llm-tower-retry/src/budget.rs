@@ -47,14 +47,23 @@ impl RetryBudget {
         Self { cfg, start: Instant::now(), bucket_len, buckets: Default::default() }
     }
 
-    fn epoch(&self) -> u64 {
+    fn epoch_at(&self, now: Instant) -> u64 {
         // Epochs start at 1 so that a fresh bucket (epoch 0) is never current.
-        (Instant::now().saturating_duration_since(self.start).as_nanos() / self.bucket_len.as_nanos()) as u64
-            + 1
+        // 64-bit arithmetic: a 128-bit division costs more than the rest of a deposit.
+        let since = now.saturating_duration_since(self.start).as_nanos() as u64;
+        since / (self.bucket_len.as_nanos() as u64) + 1
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch_at(Instant::now())
     }
 
     fn current(&self) -> &Bucket {
-        let e = self.epoch();
+        self.current_at(Instant::now())
+    }
+
+    fn current_at(&self, now: Instant) -> &Bucket {
+        let e = self.epoch_at(now);
         let b = &self.buckets[(e % BUCKETS) as usize];
         let seen = b.epoch.load(Ordering::Acquire);
         if seen != e && b.epoch.compare_exchange(seen, e, Ordering::AcqRel, Ordering::Acquire).is_ok() {
@@ -67,6 +76,11 @@ impl RetryBudget {
     /// Records a request.
     pub fn deposit(&self) {
         self.current().requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a request seen at `now` (saves a clock read when the caller has one).
+    pub fn deposit_at(&self, now: Instant) {
+        self.current_at(now).requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Asks for one retry; `false` when the budget is spent.

@@ -33,6 +33,8 @@ pub(crate) struct Shared<C> {
     latency: Option<LatencyTracker>,
     rng: Arc<dyn RandomSource>,
     counters: Counters,
+    /// Whether calls need the time (budget, deadline, attempt timeouts).
+    needs_clock: bool,
 }
 
 impl<C> Shared<C> {
@@ -41,6 +43,8 @@ impl<C> Shared<C> {
             Some(AttemptTimeout::Adaptive { quantile, .. }) => Some(LatencyTracker::new(quantile)),
             _ => None,
         };
+        let needs_clock =
+            policy.budget.is_some() || policy.deadline.is_some() || policy.attempt_timeout.is_some();
         Shared {
             policy,
             classifier,
@@ -48,6 +52,7 @@ impl<C> Shared<C> {
             latency,
             rng,
             counters: Counters::default(),
+            needs_clock,
         }
     }
 
@@ -74,7 +79,8 @@ impl<C> Shared<C> {
 /// retryable are retried; client errors never are. A success is returned as
 /// soon as its head arrives, so a streamed answer that has started is never
 /// retried. The request body is replayed by cloning (`B: Clone`; cheap for
-/// `LlmBody`). Each attempt carries its number as an [`Attempt`] extension.
+/// `LlmBody`). Retries carry their number as an [`Attempt`] extension (read
+/// it with [`Attempt::of`], which gives 1 for a first attempt).
 ///
 /// When it gives up it returns the last response (with its `retry-after`), or
 /// [`RetriesExhausted`] wrapping the last error.
@@ -206,18 +212,19 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         Counters::bump(&shared.counters.requests);
-        if let Some(b) = &shared.budget {
-            b.deposit();
+        // Read the clock only if something needs the time.
+        let start = shared.needs_clock.then(Instant::now);
+        if let (Some(b), Some(now)) = (&shared.budget, start) {
+            b.deposit_at(now);
         }
-        let start = Instant::now();
-        let deadline = shared.policy.deadline.map(|d| start + d);
+        let deadline = shared.policy.deadline.zip(start).map(|(d, s)| s + d);
         // Call the instance that was polled ready; keep a clone for retries.
         let clone = self.inner.clone();
         let mut svc = std::mem::replace(&mut self.inner, clone);
-        let mut first = req.clone();
-        first.extensions_mut().insert(Attempt(1));
-        let fut = svc.call(first);
-        let timer = AttemptTimer::new(&shared, deadline, start);
+        // The first attempt carries no `Attempt` extension (absent means 1):
+        // an extension insert on every request is measurable.
+        let fut = svc.call(req.clone());
+        let timer = start.map_or(AttemptTimer::Off, |now| AttemptTimer::new(&shared, deadline, now));
         ResponseFuture {
             svc,
             req,
@@ -234,12 +241,13 @@ where
 pin_project! {
     /// An attempt's timer: unarmed (never registered) unless a per-attempt
     /// timeout or a deadline applies.
+    // Boxed: timers are the exception, and an inline `Sleep` would make every
+    // future larger (and every move of it costlier).
     #[project = TimerProj]
     enum AttemptTimer {
         Off,
         On {
-            #[pin]
-            sleep: Sleep,
+            sleep: Pin<Box<Sleep>>,
             phase: TimeoutPhase,
             after: Duration,
         },
@@ -255,7 +263,7 @@ impl AttemptTimer {
             (a, t) => a.or(t),
         };
         match pick {
-            Some((at, phase, after)) => AttemptTimer::On { sleep: sleep_until(at), phase, after },
+            Some((at, phase, after)) => AttemptTimer::On { sleep: Box::pin(sleep_until(at)), phase, after },
             None => AttemptTimer::Off,
         }
     }
@@ -264,7 +272,7 @@ impl AttemptTimer {
         match self.project() {
             TimerProj::Off => None,
             TimerProj::On { sleep, phase, after } => {
-                sleep.poll(cx).is_ready().then_some(Timeout { phase: *phase, after: *after })
+                sleep.as_mut().poll(cx).is_ready().then_some(Timeout { phase: *phase, after: *after })
             }
         }
     }
@@ -283,15 +291,14 @@ pin_project! {
             #[pin]
             timer: AttemptTimer,
         },
+        // Cold states are boxed to keep the future small.
         Peeking {
-            #[pin]
-            collect: Collect<Limited<R>>,
-            parts: Option<http::response::Parts>,
+            collect: Pin<Box<Collect<Limited<R>>>>,
+            parts: Option<Box<http::response::Parts>>,
             class: Classification,
         },
         Sleeping {
-            #[pin]
-            sleep: Sleep,
+            sleep: Pin<Box<Sleep>>,
         },
         Ready,
     }
@@ -311,7 +318,7 @@ pin_project! {
         attempt: u32,
         prev_delay: Duration,
         deadline: Option<Instant>,
-        attempt_start: Instant,
+        attempt_start: Option<Instant>,
         #[pin]
         state: State<S::Future, R>,
     }
@@ -366,8 +373,8 @@ where
                                 Classified::AtEnd => Classification::success(),
                             };
                             if class.class == OutcomeClass::Success {
-                                if let Some(t) = &shared.latency {
-                                    t.record(this.attempt_start.elapsed());
+                                if let (Some(t), Some(s)) = (&shared.latency, *this.attempt_start) {
+                                    t.record(s.elapsed());
                                 }
                                 if *this.attempt > 1 {
                                     Counters::bump(&shared.counters.recovered);
@@ -381,8 +388,12 @@ where
                                 && res.status() == http::StatusCode::TOO_MANY_REQUESTS
                             {
                                 let (parts, body) = res.into_parts();
-                                let collect = Limited::new(body, QUOTA_PEEK_LIMIT).collect();
-                                this.state.set(State::Peeking { collect, parts: Some(parts), class });
+                                let collect = Box::pin(Limited::new(body, QUOTA_PEEK_LIMIT).collect());
+                                this.state.set(State::Peeking {
+                                    collect,
+                                    parts: Some(Box::new(parts)),
+                                    class,
+                                });
                                 continue;
                             }
                             let reason = format!("status_{}", res.status().as_u16());
@@ -394,7 +405,9 @@ where
                                 &class,
                                 &reason,
                             ) {
-                                Some(delay) => this.state.set(State::Sleeping { sleep: sleep(delay) }),
+                                Some(delay) => {
+                                    this.state.set(State::Sleeping { sleep: Box::pin(sleep(delay)) })
+                                }
                                 None => return Poll::Ready(Ok(give_up_response(shared, *this.attempt, res))),
                             }
                         }
@@ -419,15 +432,17 @@ where
                                 )
                             };
                             match delay {
-                                Some(delay) => this.state.set(State::Sleeping { sleep: sleep(delay) }),
+                                Some(delay) => {
+                                    this.state.set(State::Sleeping { sleep: Box::pin(sleep(delay)) })
+                                }
                                 None => return Poll::Ready(Err(give_up_error(shared, *this.attempt, err))),
                             }
                         }
                     }
                 }
                 StateProj::Peeking { collect, parts, class } => {
-                    let body = ready!(collect.poll(cx)).map(|c| c.to_bytes()).unwrap_or_default();
-                    let parts = parts.take().expect("peeked once");
+                    let body = ready!(collect.as_mut().poll(cx)).map(|c| c.to_bytes()).unwrap_or_default();
+                    let parts = *parts.take().expect("peeked once");
                     let shared = &**this.shared;
                     let exhausted_quota = body.windows(18).any(|w| w == b"insufficient_quota");
                     let class = *class;
@@ -438,7 +453,7 @@ where
                         plan(shared, *this.attempt, this.prev_delay, *this.deadline, &class, "status_429")
                     };
                     match delay {
-                        Some(delay) => this.state.set(State::Sleeping { sleep: sleep(delay) }),
+                        Some(delay) => this.state.set(State::Sleeping { sleep: Box::pin(sleep(delay)) }),
                         None => {
                             let res = Response::from_parts(parts, RetryBody::buffered(body));
                             if *this.attempt > 1 {
@@ -449,7 +464,7 @@ where
                     }
                 }
                 StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
@@ -461,7 +476,7 @@ where
                     let mut req = this.req.clone();
                     req.extensions_mut().insert(Attempt(*this.attempt));
                     let now = Instant::now();
-                    *this.attempt_start = now;
+                    *this.attempt_start = Some(now);
                     let timer = AttemptTimer::new(this.shared, *this.deadline, now);
                     let fut = this.svc.call(req);
                     this.state.set(State::Calling { fut, timer });
