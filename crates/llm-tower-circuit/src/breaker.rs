@@ -257,7 +257,9 @@ pub(crate) type Notify<'a> = &'a dyn Fn(&Breaker, CircuitState, CircuitState);
 impl Breaker {
     pub(crate) fn new(key: Key, cfg: &CircuitConfig, base: Instant) -> Self {
         let seed = {
-            use std::hash::{BuildHasher, Hash, Hasher};
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one(&key) | 1
+        };
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
             key.hash(&mut h);
             h.finish() | 1
