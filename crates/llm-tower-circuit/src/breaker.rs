@@ -260,10 +260,6 @@ impl Breaker {
             use std::hash::BuildHasher;
             std::collections::hash_map::RandomState::new().hash_one(&key) | 1
         };
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            key.hash(&mut h);
-            h.finish() | 1
-        };
         Breaker {
             key,
             base,
