@@ -6,6 +6,8 @@
 //! - [`core`]: the shared vocabulary ([`LlmBody`], [`RequestInfo`], usage
 //!   extraction, classification, typed errors, [`Secret`]).
 //! - [`http`]: the hyper-based LLM service ([`LlmHttpService`], [`Provider`]).
+//! - [`retry`]: retry with jitter, server hints, budget and deadline.
+//! - [`circuit`]: keyed circuit breaker.
 //! - [`mock`]: the fault-injecting mock provider used by tests and demos.
 //!
 //! ```
@@ -32,10 +34,22 @@ pub mod http {
     pub use llm_tower_http::*;
 }
 
+/// Retry with jitter, server hints, a retry budget and a deadline (`llm-tower-retry`).
+pub mod retry {
+    pub use llm_tower_retry::*;
+}
+
+/// The keyed circuit breaker (`llm-tower-circuit`).
+pub mod circuit {
+    pub use llm_tower_circuit::*;
+}
+
 /// The fault-injecting mock provider (`llm-tower-mock`).
 pub mod mock {
     pub use llm_tower_mock::*;
 }
 
+pub use llm_tower_circuit::CircuitBreakerLayer;
 pub use llm_tower_core::{LlmBody, RequestInfo, Secret, Usage};
 pub use llm_tower_http::{LlmHttpService, Provider};
+pub use llm_tower_retry::RetryLayer;
