@@ -20,8 +20,12 @@ struct Bucket {
 /// window stay within `ratio × requests + min_per_sec × window`.
 ///
 /// Lock-free: ten buckets over the window, each stamped with its epoch and
-/// reset when reused. Concurrent withdrawals can overshoot by at most the
-/// number of racing retries.
+/// reset when reused. A deposit is one atomic increment (no clock read): the
+/// pending deposits are folded into the current bucket when the budget is
+/// next consulted, which happens on every failure. If that is longer than a
+/// window after the previous fold, only the share of the window (at the
+/// average rate since) is counted. Concurrent withdrawals can overshoot by at
+/// most the number of racing retries.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -38,13 +42,24 @@ pub struct RetryBudget {
     start: Instant,
     bucket_len: Duration,
     buckets: [Bucket; BUCKETS as usize],
+    deposited: AtomicU64,
+    folded: AtomicU64,
+    last_fold: AtomicU64,
 }
 
 impl RetryBudget {
     /// A budget with `cfg`.
     pub fn new(cfg: BudgetConfig) -> Self {
         let bucket_len = (cfg.window / BUCKETS as u32).max(Duration::from_millis(1));
-        Self { cfg, start: Instant::now(), bucket_len, buckets: Default::default() }
+        Self {
+            cfg,
+            start: Instant::now(),
+            bucket_len,
+            buckets: Default::default(),
+            deposited: AtomicU64::new(0),
+            folded: AtomicU64::new(0),
+            last_fold: AtomicU64::new(0),
+        }
     }
 
     fn epoch_at(&self, now: Instant) -> u64 {
@@ -52,14 +67,6 @@ impl RetryBudget {
         // 64-bit arithmetic: a 128-bit division costs more than the rest of a deposit.
         let since = now.saturating_duration_since(self.start).as_nanos() as u64;
         since / (self.bucket_len.as_nanos() as u64) + 1
-    }
-
-    fn epoch(&self) -> u64 {
-        self.epoch_at(Instant::now())
-    }
-
-    fn current(&self) -> &Bucket {
-        self.current_at(Instant::now())
     }
 
     fn current_at(&self, now: Instant) -> &Bucket {
@@ -73,19 +80,45 @@ impl RetryBudget {
         b
     }
 
-    /// Records a request.
+    /// Records a request: one atomic increment.
     pub fn deposit(&self) {
-        self.current().requests.fetch_add(1, Ordering::Relaxed);
+        self.deposited.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a request seen at `now` (saves a clock read when the caller has one).
-    pub fn deposit_at(&self, now: Instant) {
-        self.current_at(now).requests.fetch_add(1, Ordering::Relaxed);
+    /// Requests deposited since the budget was created.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let b = llm_tower_retry::RetryBudget::new(Default::default());
+    /// b.deposit();
+    /// assert_eq!(b.deposited(), 1);
+    /// # }
+    /// ```
+    pub fn deposited(&self) -> u64 {
+        self.deposited.load(Ordering::Relaxed)
+    }
+
+    /// Folds pending deposits into the bucket of `now`.
+    fn fold(&self, now: Instant) {
+        let total = self.deposited.load(Ordering::Acquire);
+        let n = total.saturating_sub(self.folded.swap(total, Ordering::AcqRel));
+        let now_ns = now.saturating_duration_since(self.start).as_nanos() as u64;
+        let last = self.last_fold.swap(now_ns, Ordering::AcqRel);
+        if n == 0 {
+            return;
+        }
+        let span = now_ns.saturating_sub(last);
+        let window = self.cfg.window.as_nanos() as u64;
+        let counted =
+            if span <= window { n } else { (n as f64 * window as f64 / span as f64).round() as u64 };
+        self.current_at(now).requests.fetch_add(counted, Ordering::Relaxed);
     }
 
     /// Asks for one retry; `false` when the budget is spent.
     pub fn withdraw(&self) -> bool {
-        let e = self.epoch();
+        let now = Instant::now();
+        self.fold(now);
+        let e = self.epoch_at(now);
         let (mut requests, mut retries) = (0u64, 0u64);
         for b in &self.buckets {
             let be = b.epoch.load(Ordering::Acquire);
@@ -97,7 +130,7 @@ impl RetryBudget {
         let allowed = requests as f64 * self.cfg.ratio
             + f64::from(self.cfg.min_per_sec) * self.cfg.window.as_secs_f64();
         if (retries + 1) as f64 <= allowed {
-            self.current().retries.fetch_add(1, Ordering::Relaxed);
+            self.current_at(now).retries.fetch_add(1, Ordering::Relaxed);
             true
         } else {
             false
@@ -119,6 +152,19 @@ mod tests {
         assert!(!b.withdraw(), "still inside the window");
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!((0..100).filter(|_| b.withdraw()).count(), 10, "the old retries left the window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deposits_long_before_count_only_their_share_of_the_window() {
+        let b =
+            RetryBudget::new(BudgetConfig { ratio: 1.0, min_per_sec: 0, window: Duration::from_secs(10) });
+        assert!(!b.withdraw(), "nothing deposited yet");
+        for _ in 0..100 {
+            b.deposit();
+        }
+        // 100 requests over the 40 s since the last look: a quarter fall in the window.
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!((0..100).filter(|_| b.withdraw()).count(), 25);
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,7 +33,7 @@ pub(crate) struct Shared<C> {
     latency: Option<LatencyTracker>,
     rng: Arc<dyn RandomSource>,
     counters: Counters,
-    /// Whether calls need the time (budget, deadline, attempt timeouts).
+    /// Whether calls need the time (deadline, attempt timeouts).
     needs_clock: bool,
 }
 
@@ -54,6 +54,12 @@ impl<C> Shared<C> {
             counters: Counters::default(),
             needs_clock,
         }
+    }
+
+    fn stats(&self) -> RetryStats {
+        let mut s = self.counters.snapshot();
+        s.requests += self.budget.as_ref().map_or(0, RetryBudget::deposited);
+        s
     }
 
     /// The per-attempt limit now, if any.
@@ -155,7 +161,7 @@ impl<C: Classify> RetryLayer<C> {
 
     /// A snapshot of the counters (shared by every service this layer made).
     pub fn stats(&self) -> RetryStats {
-        self.shared.counters.snapshot()
+        self.shared.stats()
     }
 }
 
@@ -182,7 +188,7 @@ impl<S: Clone, C> Clone for Retry<S, C> {
 impl<S, C> Retry<S, C> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> RetryStats {
-        self.shared.counters.snapshot()
+        self.shared.stats()
     }
 }
 
@@ -211,12 +217,13 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
-        Counters::bump(&shared.counters.requests);
-        // Read the clock only if something needs the time.
-        let start = shared.needs_clock.then(Instant::now);
-        if let (Some(b), Some(now)) = (&shared.budget, start) {
-            b.deposit_at(now);
+        // One atomic per request: with a budget, its deposit count is the request count.
+        match &shared.budget {
+            Some(b) => b.deposit(),
+            None => Counters::bump(&shared.counters.requests),
         }
+        // Read the clock only if something needs the time (the budget does not).
+        let start = shared.needs_clock.then(Instant::now);
         let deadline = shared.policy.deadline.zip(start).map(|(d, s)| s + d);
         // Call the instance that was polled ready; keep a clone for retries.
         let clone = self.inner.clone();
