@@ -17,7 +17,8 @@ use http::{HeaderMap, Response, StatusCode};
 use tower_http::classify::{ClassifiedResponse, ClassifyEos, ClassifyResponse};
 
 use crate::error::{
-    CircuitOpen, Connect, InvalidRequest, ModelNotFound, PayloadTooLarge, StreamAborted, Timeout, Transport,
+    CircuitOpen, Connect, InvalidRequest, ModelNotFound, PayloadTooLarge, RateLimited, StreamAborted,
+    Timeout, Transport,
 };
 use crate::hint::{RetryHint, retry_hint};
 
@@ -224,6 +225,14 @@ fn classify_error_chain(err: &(dyn StdError + 'static)) -> Classification {
         }
         if e.is::<InvalidRequest>() || e.is::<ModelNotFound>() || e.is::<PayloadTooLarge>() {
             return Classification::client_error();
+        }
+        if let Some(limited) = e.downcast_ref::<RateLimited>() {
+            // Our own limiter refused: never an upstream failure.
+            let mut c = Classification::rejected();
+            c.hint = limited
+                .retry_after
+                .map(|after| RetryHint { after, source: crate::hint::HintSource::RetryAfter });
+            return c;
         }
         if let Some(open) = e.downcast_ref::<CircuitOpen>() {
             // Our own breaker refused: not the upstream's fault, nothing to retry now.
@@ -526,6 +535,8 @@ mod tests {
         let rejected = Classify::classify_error(&c, &open);
         assert_eq!((rejected.class, rejected.retryable), (OutcomeClass::Rejected, false));
         assert_eq!(rejected.retry_after(), Some(Duration::from_secs(3)));
+        let limited = RateLimited::new("k", "requests_per_minute", Some(Duration::from_secs(1)));
+        assert_eq!(Classify::classify_error(&c, &limited).class, OutcomeClass::Rejected);
         let last = Box::new(Timeout { phase: crate::TimeoutPhase::Total, after: Duration::ZERO });
         assert!(Classify::classify_error(&c, &crate::RetriesExhausted::new(2, last)).is_upstream_failure());
         let other: Box<dyn StdError + Send + Sync> = "boom".into();

@@ -352,6 +352,47 @@ impl fmt::Display for CircuitOpen {
 }
 impl StdError for CircuitOpen {}
 
+/// One of our own rate limits refused the call (HTTP 429, `rate_limit_error`).
+///
+/// The upstream was not called. `retry_after` is when the limit will have
+/// room again (`None` when the request can never fit, e.g. more tokens than
+/// the per-minute limit, or when the wait queue is full).
+///
+/// ```
+/// use std::time::Duration;
+/// let e = llm_tower_core::RateLimited::new("tenant-a", "requests_per_minute", Some(Duration::from_secs(1)));
+/// let res = llm_tower_core::error_response(&e);
+/// assert_eq!(res.status(), 429);
+/// assert_eq!(res.headers()["retry-after"], "1");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimited {
+    /// The limiter's key (tenant, model, ...).
+    pub key: String,
+    /// Which limit refused (`requests_per_minute`, `tokens_per_minute`, `concurrency`, ...).
+    pub limit: &'static str,
+    /// When there will be room again, if ever.
+    pub retry_after: Option<Duration>,
+}
+
+impl RateLimited {
+    /// The error for `key`'s `limit`.
+    pub fn new(key: impl Into<String>, limit: &'static str, retry_after: Option<Duration>) -> Self {
+        Self { key: key.into(), limit, retry_after }
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limit {} reached for {}", self.limit, self.key)?;
+        if let Some(d) = self.retry_after {
+            write!(f, "; retry after {:.3}s", d.as_secs_f64())?;
+        }
+        Ok(())
+    }
+}
+impl StdError for RateLimited {}
+
 /// A retry layer gave up after `attempts` attempts; `last` is the last error.
 ///
 /// Mapped to a response as its last error is (its `source()`).
@@ -519,6 +560,13 @@ impl ErrorInfo {
                 ErrorInfo::new(StatusCode::BAD_GATEWAY, "api_error", "upstream response ended abnormally")
                     .code("upstream_stream_aborted"),
             );
+        }
+        if let Some(e) = e.downcast_ref::<RateLimited>() {
+            let mut i = ErrorInfo::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", e.to_string())
+                .code("rate_limit_exceeded");
+            i.retry_after = e.retry_after;
+            i.should_retry = Some(e.retry_after.is_some());
+            return Some(i);
         }
         if let Some(e) = e.downcast_ref::<CircuitOpen>() {
             let mut i = ErrorInfo::new(

@@ -98,6 +98,9 @@ pub struct RequestInfo {
     pub tenant: Option<Arc<str>>,
     /// Estimated input tokens, once a token-counting layer has computed them.
     pub estimated_input_tokens: Option<u32>,
+    /// Size of the request body in bytes (a coarse size signal before any
+    /// token counting: about 4 bytes a token for English JSON).
+    pub body_bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +201,7 @@ impl RequestInfo {
             message_count: raw.messages.or(raw.input).unwrap_or(0),
             tenant: None,
             estimated_input_tokens: None,
+            body_bytes: body.len(),
         })
     }
 

@@ -1,0 +1,596 @@
+//! [`RateLimitLayer`], the [`RateLimit`] service, its future and body.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
+use llm_tower_core::{BoxError, Key, KeyFn, RateLimited, RequestInfo};
+use pin_project_lite::pin_project;
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+
+use crate::limits::{LimitKind, Limits, Mode, Rates};
+use crate::store::{Adjustment, Decision, Demand, Grant, KeyStats, MemoryStore, Quota, RateLimitStore};
+
+/// A rate limiter's counters.
+///
+/// ```
+/// let layer = llm_tower_ratelimit::RateLimitLayer::new(Default::default());
+/// assert_eq!(layer.stats().allowed, 0);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RateLimitStats {
+    /// Requests let through.
+    pub allowed: u64,
+    /// Requests refused.
+    pub rejected: u64,
+    /// Requests that waited before going through.
+    pub waited: u64,
+    /// Total time spent waiting, ms.
+    pub wait_ms: u64,
+    /// Per key (from the store).
+    pub keys: Vec<KeyStats>,
+}
+
+#[derive(Default)]
+struct Counters {
+    allowed: AtomicU64,
+    rejected: AtomicU64,
+    waited: AtomicU64,
+    wait_ns: AtomicU64,
+}
+
+struct Shared<St> {
+    limits: Limits,
+    rates: Rates,
+    store: St,
+    key_fn: Option<KeyFn>,
+    semaphores: Option<Mutex<HashMap<Key, Arc<Semaphore>>>>,
+    counters: Counters,
+}
+
+impl<St> Shared<St> {
+    fn semaphore(&self, key: &Key) -> Option<Arc<Semaphore>> {
+        let map = self.semaphores.as_ref()?;
+        let max = self.limits.max_concurrent? as usize;
+        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            // Bounded: drop idle semaphores (no permit out).
+            map.retain(|_, s| s.available_permits() < max);
+        }
+        Some(map.entry(key.clone()).or_insert_with(|| Arc::new(Semaphore::new(max))).clone())
+    }
+}
+
+/// Keyed rate limits: requests per minute and per day, **tokens per minute**
+/// (weighted by each request's estimate and reconciled with real usage),
+/// concurrency, a minimum interval. See [`Limits`].
+///
+/// All limits of a request are taken atomically or not at all. At a limit the
+/// request is refused with [`RateLimited`] (429 with `retry-after`), or in
+/// [`Mode::Wait`] waits its turn (FIFO) up to `max_wait`; a waiter that is
+/// dropped gives its reservation back. With `adaptive` on, the provider's
+/// `x-ratelimit-remaining-*`/`reset-*` and 429 `retry-after` make the limiter
+/// hold or pace the key before the provider refuses.
+///
+/// The token estimate is `RequestInfo::estimated_input_tokens` (a token
+/// counting layer fills it), else the body size / 4, plus `max_tokens × n`
+/// (or `default_output_tokens`). Real usage, read from the response as it
+/// passes, is charged or refunded when the body ends; a failed call's tokens
+/// are refunded.
+///
+/// `poll_ready` forwards to the inner service: limits are taken in `call`,
+/// so a breaker outside this layer that refuses a call spends no quota.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::KeyFn;
+/// use llm_tower_ratelimit::{Limits, Mode, RateLimitLayer};
+/// let limiter = RateLimitLayer::new(
+///     Limits::default()
+///         .requests_per_minute(500)
+///         .tokens_per_minute(150_000)
+///         .mode(Mode::Wait { max_wait: Duration::from_secs(5), max_queue: 256 }),
+/// )
+/// .keyed(KeyFn::header("x-tenant"));
+/// let stack = tower::ServiceBuilder::new().layer(limiter.clone());
+/// # let _ = stack;
+/// ```
+pub struct RateLimitLayer<St = MemoryStore> {
+    shared: Arc<Shared<St>>,
+}
+
+impl<St> Clone for RateLimitLayer<St> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<St> std::fmt::Debug for RateLimitLayer<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitLayer").field("limits", &self.shared.limits).finish()
+    }
+}
+
+impl RateLimitLayer<MemoryStore> {
+    /// Limits kept in memory (this process only).
+    pub fn new(limits: Limits) -> Self {
+        Self::with_store(limits, MemoryStore::default())
+    }
+}
+
+impl<St: RateLimitStore> RateLimitLayer<St> {
+    /// Limits kept in `store` (e.g. shared by several gateways).
+    pub fn with_store(limits: Limits, store: St) -> Self {
+        let semaphores = limits.max_concurrent.map(|_| Mutex::new(HashMap::new()));
+        Self {
+            shared: Arc::new(Shared {
+                rates: limits.rates(),
+                limits,
+                store,
+                key_fn: None,
+                semaphores,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// One set of limits per key (tenant, model, ...). Call before cloning the layer.
+    pub fn keyed(self, key_fn: KeyFn) -> Self {
+        match Arc::try_unwrap(self.shared) {
+            Ok(mut s) => {
+                s.key_fn = Some(key_fn);
+                Self { shared: Arc::new(s) }
+            }
+            Err(_) => panic!("RateLimitLayer::keyed must be called before the layer is cloned"),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> RateLimitStats {
+        let c = &self.shared.counters;
+        RateLimitStats {
+            allowed: c.allowed.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            waited: c.waited.load(Ordering::Relaxed),
+            wait_ms: c.wait_ns.load(Ordering::Relaxed) / 1_000_000,
+            keys: self.shared.store.key_stats(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &St {
+        &self.shared.store
+    }
+}
+
+impl<S, St> tower::Layer<S> for RateLimitLayer<St> {
+    type Service = RateLimit<S, St>;
+
+    fn layer(&self, inner: S) -> RateLimit<S, St> {
+        RateLimit { inner, shared: self.shared.clone() }
+    }
+}
+
+/// The rate-limiting service. See [`RateLimitLayer`].
+pub struct RateLimit<S, St = MemoryStore> {
+    inner: S,
+    shared: Arc<Shared<St>>,
+}
+
+impl<S: Clone, St> Clone for RateLimit<S, St> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), shared: self.shared.clone() }
+    }
+}
+
+impl<S: std::fmt::Debug, St> std::fmt::Debug for RateLimit<S, St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit").field("inner", &self.inner).finish()
+    }
+}
+
+const GLOBAL: Key = Key::from_static("*");
+
+fn estimate_tokens<B>(req: &Request<B>, limits: &Limits) -> u64 {
+    let Some(info) = RequestInfo::get(req) else { return u64::from(limits.default_output_tokens) };
+    let input = info.estimated_input_tokens.map_or((info.body_bytes as u64).div_ceil(4), u64::from);
+    let output =
+        u64::from(info.max_tokens.unwrap_or(limits.default_output_tokens)) * u64::from(info.n.max(1));
+    input + output
+}
+
+impl<S, B, R, St> tower::Service<Request<B>> for RateLimit<S, St>
+where
+    S: tower::Service<Request<B>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    R: Body<Data = Bytes>,
+    St: RateLimitStore,
+{
+    type Response = Response<RateLimitBody<R, St>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B, St>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        let key = shared.key_fn.as_ref().map_or(GLOBAL, |f| f.key(&req));
+        let (max_wait, max_queue) = match shared.limits.mode {
+            Mode::Reject => (None, 0),
+            Mode::Wait { max_wait, max_queue } => (Some(max_wait), max_queue),
+        };
+        let tokens = if shared.rates.tpm.is_some() { estimate_tokens(&req, &shared.limits) } else { 0 };
+        let demand = Demand { requests: 1, tokens, rates: shared.rates, max_wait, max_queue };
+        let reserve = shared.store.reserve(&key, &demand);
+        let clone = self.inner.clone();
+        let svc = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            svc,
+            req: Some(req),
+            ticket: Ticket { shared, key, demand, state: TicketState::Pending },
+            grant: None,
+            permit: None,
+            state: State::Reserving { reserve },
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TicketState {
+    /// Nothing reserved yet.
+    Pending,
+    /// Reserved and waiting in the queue.
+    Queued,
+    /// Reserved, not yet sent.
+    Reserved,
+    /// Sent upstream (or given back): nothing to undo.
+    Done,
+}
+
+/// A demand's reservation, given back if the request never goes out.
+struct Ticket<St: RateLimitStore> {
+    shared: Arc<Shared<St>>,
+    key: Key,
+    demand: Demand,
+    state: TicketState,
+}
+
+impl<St: RateLimitStore> Ticket<St> {
+    fn cancel(&mut self) {
+        if matches!(self.state, TicketState::Queued | TicketState::Reserved) {
+            let queued = self.state == TicketState::Queued;
+            self.shared.store.adjust(&self.key, Adjustment::Cancel { demand: self.demand, queued });
+        }
+        self.state = TicketState::Done;
+    }
+
+    fn refused(&mut self, limit: LimitKind, retry_after: Option<Duration>) -> BoxError {
+        self.cancel();
+        self.shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(key = %self.key, limit = limit.name(), "rate limited");
+        Box::new(RateLimited::new(self.key.as_str(), limit.name(), retry_after))
+    }
+}
+
+impl<St: RateLimitStore> Drop for Ticket<St> {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, Res> {
+        Reserving { #[pin] reserve: Res },
+        Waiting { sleep: Pin<Box<Sleep>> },
+        Permit { acquire: Pin<Box<dyn Future<Output = Result<Result<OwnedSemaphorePermit, tokio::sync::AcquireError>, tokio::time::error::Elapsed>> + Send>> },
+        Ready,
+        Calling { #[pin] fut: F },
+    }
+}
+
+pin_project! {
+    /// Response future of [`RateLimit`].
+    pub struct ResponseFuture<S, B, St>
+    where
+        S: tower::Service<Request<B>>,
+        St: RateLimitStore,
+    {
+        svc: S,
+        req: Option<Request<B>>,
+        ticket: Ticket<St>,
+        grant: Option<Grant>,
+        permit: Option<OwnedSemaphorePermit>,
+        #[pin]
+        state: State<S::Future, St::Reserve>,
+    }
+}
+
+impl<S, B, R, St> Future for ResponseFuture<S, B, St>
+where
+    S: tower::Service<Request<B>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    R: Body<Data = Bytes>,
+    St: RateLimitStore,
+{
+    type Output = Result<Response<RateLimitBody<R, St>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Reserving { reserve } => match ready!(reserve.poll(cx)) {
+                    Err(e) => {
+                        this.ticket.state = TicketState::Done;
+                        return Poll::Ready(Err(e));
+                    }
+                    Ok(Decision::Denied { limit, retry_after }) => {
+                        return Poll::Ready(Err(this.ticket.refused(limit, retry_after)));
+                    }
+                    Ok(Decision::Granted(g)) => {
+                        *this.grant = Some(g);
+                        if g.wait.is_zero() {
+                            this.ticket.state = TicketState::Reserved;
+                            this.state.set(State::Ready);
+                        } else {
+                            this.ticket.state = TicketState::Queued;
+                            let c = &this.ticket.shared.counters;
+                            c.waited.fetch_add(1, Ordering::Relaxed);
+                            c.wait_ns.fetch_add(g.wait.as_nanos() as u64, Ordering::Relaxed);
+                            this.state.set(State::Waiting { sleep: Box::pin(tokio::time::sleep(g.wait)) });
+                        }
+                    }
+                },
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    let t = &mut *this.ticket;
+                    t.shared.store.adjust(&t.key, Adjustment::Dequeue);
+                    t.state = TicketState::Reserved;
+                    this.state.set(State::Ready);
+                }
+                StateProj::Permit { acquire } => match ready!(acquire.as_mut().poll(cx)) {
+                    Ok(Ok(p)) => {
+                        *this.permit = Some(p);
+                        this.state.set(State::Ready);
+                    }
+                    _ => return Poll::Ready(Err(this.ticket.refused(LimitKind::Concurrency, None))),
+                },
+                StateProj::Ready => {
+                    if this.permit.is_none() {
+                        if let Some(sem) = this.ticket.shared.semaphore(&this.ticket.key) {
+                            match sem.clone().try_acquire_owned() {
+                                Ok(p) => *this.permit = Some(p),
+                                Err(_) => match this.ticket.shared.limits.mode {
+                                    Mode::Wait { max_wait, .. } => {
+                                        let acquire = tokio::time::timeout(max_wait, sem.acquire_owned());
+                                        this.state.set(State::Permit { acquire: Box::pin(acquire) });
+                                        continue;
+                                    }
+                                    Mode::Reject => {
+                                        return Poll::Ready(Err(this
+                                            .ticket
+                                            .refused(LimitKind::Concurrency, None)));
+                                    }
+                                },
+                            }
+                        }
+                    }
+                    let req = this.req.take().expect("sent once");
+                    this.ticket.state = TicketState::Done;
+                    this.ticket.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
+                    let fut = this.svc.call(req);
+                    this.state.set(State::Calling { fut });
+                }
+                StateProj::Calling { fut } => {
+                    let t = &*this.ticket;
+                    let shared = &t.shared;
+                    return Poll::Ready(match ready!(fut.poll(cx)) {
+                        Err(e) => {
+                            refund_tokens(shared, &t.key, t.demand.tokens);
+                            Err(e.into())
+                        }
+                        Ok(res) => {
+                            let (mut parts, body) = res.into_parts();
+                            if shared.limits.adaptive {
+                                adapt(shared, &t.key, parts.status, &parts.headers);
+                            }
+                            if shared.limits.emit_headers {
+                                if let Some(g) = this.grant {
+                                    set_headers(&mut parts.headers, g);
+                                }
+                            }
+                            let metered = shared.rates.tpm.is_some().then(|| Meter {
+                                shared: shared.clone(),
+                                key: t.key.clone(),
+                                reserved: t.demand.tokens,
+                                success: parts.status.is_success(),
+                                extractor: Some(UsageExtractor::new(BodyKind::from_headers(&parts.headers))),
+                            });
+                            Ok(Response::from_parts(
+                                parts,
+                                RateLimitBody { inner: body, meter: metered, permit: this.permit.take() },
+                            ))
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn refund_tokens<St: RateLimitStore>(shared: &Shared<St>, key: &Key, tokens: u64) {
+    if tokens > 0 && shared.rates.tpm.is_some() {
+        shared.store.adjust(key, Adjustment::Tokens { delta: -(tokens as i64), rates: shared.rates });
+    }
+}
+
+fn header_num(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn header_reset(h: &HeaderMap, name: &str) -> Option<Duration> {
+    llm_tower_core::hint::parse_reset(h.get(name)?.to_str().ok()?).ok()
+}
+
+/// Learns from the provider's own limit headers.
+fn adapt<St: RateLimitStore>(shared: &Shared<St>, key: &Key, status: http::StatusCode, h: &HeaderMap) {
+    if status == http::StatusCode::TOO_MANY_REQUESTS {
+        if let Some(hint) = llm_tower_core::hint::retry_hint(h, SystemTime::now()) {
+            shared.store.adjust(key, Adjustment::Hold(hint.after));
+            return;
+        }
+    }
+    for kind in ["requests", "tokens"] {
+        let remaining = header_num(h, &format!("x-ratelimit-remaining-{kind}"));
+        let reset = header_reset(h, &format!("x-ratelimit-reset-{kind}"));
+        let limit = header_num(h, &format!("x-ratelimit-limit-{kind}"));
+        match (remaining, reset) {
+            (Some(0), Some(reset)) => shared.store.adjust(key, Adjustment::Hold(reset)),
+            // Nearly out (under 10 % left): spread what remains over the time to reset.
+            (Some(r), Some(reset)) if kind == "requests" && limit.is_some_and(|l| r * 10 < l) => {
+                shared.store.adjust(key, Adjustment::Pace { interval: reset / r as u32, period: reset });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn set_headers(h: &mut HeaderMap, g: &Grant) {
+    let mut put = |kind: &str, q: &Quota| {
+        h.insert(
+            format!("x-ratelimit-limit-{kind}").parse::<http::HeaderName>().expect("valid"),
+            HeaderValue::from(q.limit),
+        );
+        h.insert(
+            format!("x-ratelimit-remaining-{kind}").parse::<http::HeaderName>().expect("valid"),
+            HeaderValue::from(q.remaining),
+        );
+        let reset = format!("{}ms", q.reset.as_millis());
+        if let Ok(v) = HeaderValue::from_str(&reset) {
+            h.insert(format!("x-ratelimit-reset-{kind}").parse::<http::HeaderName>().expect("valid"), v);
+        }
+    };
+    if let Some(q) = &g.requests {
+        put("requests", q);
+    }
+    if let Some(q) = &g.tokens {
+        put("tokens", q);
+    }
+}
+
+/// Reconciles a request's token reservation with what the response reports.
+struct Meter<St: RateLimitStore> {
+    shared: Arc<Shared<St>>,
+    key: Key,
+    reserved: u64,
+    success: bool,
+    extractor: Option<UsageExtractor>,
+}
+
+impl<St: RateLimitStore> Meter<St> {
+    fn settle(&mut self, end: StreamEnd) {
+        let Some(x) = self.extractor.take() else { return };
+        if !self.success {
+            refund_tokens(&self.shared, &self.key, self.reserved);
+            return;
+        }
+        if let Some(u) = x.finish(end).usage {
+            let delta = u.total() as i64 - self.reserved as i64;
+            if delta != 0 {
+                self.shared.store.adjust(&self.key, Adjustment::Tokens { delta, rates: self.shared.rates });
+            }
+        }
+    }
+}
+
+impl<St: RateLimitStore> Drop for Meter<St> {
+    fn drop(&mut self) {
+        self.settle(StreamEnd::EndedEarly);
+    }
+}
+
+pin_project! {
+    /// The inner body, holding the concurrency permit until it ends and
+    /// reconciling the token reservation with the usage it reports.
+    pub struct RateLimitBody<R, St>
+    where
+        St: RateLimitStore,
+    {
+        #[pin]
+        inner: R,
+        meter: Option<Meter<St>>,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<R, St: RateLimitStore> std::fmt::Debug for RateLimitBody<R, St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitBody").field("holds_permit", &self.permit.is_some()).finish()
+    }
+}
+
+impl<R, St> Body for RateLimitBody<R, St>
+where
+    R: Body<Data = Bytes>,
+    St: RateLimitStore,
+{
+    type Data = Bytes;
+    type Error = R::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, R::Error>>> {
+        let mut this = self.project();
+        let out = ready!(this.inner.as_mut().poll_frame(cx));
+        match &out {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(m)) = (frame.data_ref(), this.meter.as_mut()) {
+                    if let Some(x) = m.extractor.as_mut() {
+                        x.feed(data);
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    if let Some(mut m) = this.meter.take() {
+                        m.settle(StreamEnd::Complete);
+                    }
+                    this.permit.take();
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(mut m) = this.meter.take() {
+                    m.settle(StreamEnd::Failed);
+                }
+                this.permit.take();
+            }
+            None => {
+                if let Some(mut m) = this.meter.take() {
+                    m.settle(StreamEnd::Complete);
+                }
+                this.permit.take();
+            }
+        }
+        Poll::Ready(out)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,446 @@
+//! Where limit state lives: the [`RateLimitStore`] trait and the in-memory store.
+
+use std::collections::HashMap;
+use std::future::{Future, Ready, ready};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use llm_tower_core::{BoxError, Key};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::limits::{LimitKind, Rate, Rates};
+
+/// What one request asks of its key's limits.
+///
+/// ```
+/// let d = llm_tower_ratelimit::Demand {
+///     requests: 1, tokens: 500, rates: llm_tower_ratelimit::Limits::default().rates(), max_wait: None, max_queue: 0,
+/// };
+/// assert_eq!(d.tokens, 500);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Demand {
+    /// Requests (1).
+    pub requests: u32,
+    /// Estimated tokens (input + expected output).
+    pub tokens: u64,
+    /// The rates to check.
+    pub rates: Rates,
+    /// `Some`: the request may wait this long (FIFO); `None`: reject at once.
+    pub max_wait: Option<Duration>,
+    /// Most requests of the key waiting at once.
+    pub max_queue: u32,
+}
+
+/// A limit's state after a decision, for `x-ratelimit-*` headers.
+///
+/// ```
+/// let q = llm_tower_ratelimit::Quota { limit: 60, remaining: 59, reset: std::time::Duration::from_secs(1) };
+/// assert_eq!(q.remaining, 59);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Quota {
+    /// Units per period.
+    pub limit: u64,
+    /// Units available now.
+    pub remaining: u64,
+    /// Time until fully replenished.
+    pub reset: Duration,
+}
+
+/// A granted demand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Grant {
+    /// How long to wait before sending (zero: at once). The capacity is
+    /// already reserved: a waiter that gives up must cancel it.
+    pub wait: Duration,
+    /// Requests-per-minute state.
+    pub requests: Option<Quota>,
+    /// Tokens-per-minute state.
+    pub tokens: Option<Quota>,
+}
+
+/// The store's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// All limits taken.
+    Granted(Grant),
+    /// Nothing taken.
+    Denied {
+        /// The limit that refused (the one needing the longest wait).
+        limit: LimitKind,
+        /// When it would have room; `None` if it never can (the demand exceeds the burst).
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A change to a key's state after a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adjustment {
+    /// Real usage differed from the estimate: positive charges, negative refunds.
+    Tokens {
+        /// Token difference.
+        delta: i64,
+        /// The rates.
+        rates: Rates,
+    },
+    /// Undo a grant that was never used (a waiter gave up, another limit refused).
+    Cancel {
+        /// The demand to give back.
+        demand: Demand,
+        /// Whether it was waiting.
+        queued: bool,
+    },
+    /// A waiter's time came: it leaves the queue.
+    Dequeue,
+    /// Refuse everything until this long from now (the provider said so).
+    Hold(Duration),
+    /// Space requests by `interval` for the next `period` (the provider is nearly out).
+    Pace {
+        /// Gap between requests.
+        interval: Duration,
+        /// How long to keep pacing.
+        period: Duration,
+    },
+}
+
+/// Where per-key limit state lives. Decisions are atomic per key: every limit
+/// of a demand is taken, or none.
+///
+/// The in-memory [`MemoryStore`] answers at once (`Ready`); a shared store
+/// (Redis) answers over the network through the same trait, so the layer does
+/// not change. Adjustments are fire-and-forget.
+pub trait RateLimitStore: Send + Sync + 'static {
+    /// The decision future.
+    type Reserve: Future<Output = Result<Decision, BoxError>> + Send + 'static;
+
+    /// Decides `demand` for `key`, reserving on a grant.
+    fn reserve(&self, key: &Key, demand: &Demand) -> Self::Reserve;
+
+    /// Applies an adjustment to `key`.
+    fn adjust(&self, key: &Key, adjustment: Adjustment);
+
+    /// Per-key counters, for stats (a store that cannot list keys returns none).
+    fn key_stats(&self) -> Vec<KeyStats> {
+        Vec::new()
+    }
+}
+
+/// One key's counters and state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct KeyStats {
+    /// The key.
+    pub key: String,
+    /// Demands granted.
+    pub allowed: u64,
+    /// Demands refused.
+    pub rejected: u64,
+    /// Grants that had to wait.
+    pub waited: u64,
+    /// Requests waiting now.
+    pub queued: u32,
+    /// Requests-per-minute state.
+    pub requests: Option<Quota>,
+    /// Tokens-per-minute state.
+    pub tokens: Option<Quota>,
+}
+
+const RPM: usize = 0;
+const RPD: usize = 1;
+const TPM: usize = 2;
+const INTERVAL: usize = 3;
+
+#[derive(Debug, Default)]
+struct KeyState {
+    /// Theoretical arrival time per limit, ns since the store's base.
+    tat: [u64; 4],
+    blocked_until: u64,
+    pace_interval: u64,
+    pace_until: u64,
+    pace_tat: u64,
+    queued: u32,
+    last_used: u64,
+    allowed: u64,
+    rejected: u64,
+    waited: u64,
+    last_rates: Rates,
+}
+
+fn quota(rate: Option<Rate>, tat: u64, now: u64) -> Option<Quota> {
+    let r = rate?;
+    let unit = r.cost_ns(1).max(1);
+    let used = tat.saturating_sub(now);
+    Some(Quota {
+        limit: r.limit,
+        remaining: r.capacity_ns().saturating_sub(used) / unit,
+        reset: Duration::from_nanos(used),
+    })
+}
+
+impl KeyState {
+    fn limits(rates: &Rates, demand: &Demand) -> [(usize, Option<Rate>, u64, LimitKind); 4] {
+        let req = u64::from(demand.requests);
+        [
+            (RPM, rates.rpm, req, LimitKind::RequestsPerMinute),
+            (RPD, rates.rpd, req, LimitKind::RequestsPerDay),
+            (TPM, rates.tpm, demand.tokens, LimitKind::TokensPerMinute),
+            (INTERVAL, rates.interval, req, LimitKind::MinInterval),
+        ]
+    }
+
+    fn decide(&mut self, demand: &Demand, now: u64) -> Decision {
+        self.last_used = now;
+        self.last_rates = demand.rates;
+        let mut next = self.tat;
+        let mut wait = 0u64;
+        let mut by = LimitKind::RequestsPerMinute;
+        for (i, rate, units, kind) in Self::limits(&demand.rates, demand) {
+            let Some(r) = rate else { continue };
+            if units == 0 {
+                continue;
+            }
+            if units > r.burst {
+                self.rejected += 1;
+                return Decision::Denied { limit: kind, retry_after: None };
+            }
+            let new = self.tat[i].max(now) + r.cost_ns(units);
+            let w = new.saturating_sub(now + r.capacity_ns());
+            if w > wait {
+                wait = w;
+                by = kind;
+            }
+            next[i] = new;
+        }
+        if self.blocked_until > now && self.blocked_until - now > wait {
+            wait = self.blocked_until - now;
+            by = LimitKind::Adaptive;
+        }
+        let mut pace_next = self.pace_tat;
+        if self.pace_until > now && self.pace_interval > 0 {
+            let start = self.pace_tat.max(now);
+            pace_next = start + self.pace_interval;
+            if start - now > wait {
+                wait = start - now;
+                by = LimitKind::Adaptive;
+            }
+        }
+        let granted_wait = match demand.max_wait {
+            _ if wait == 0 => Some(0),
+            Some(max) if wait <= max.as_nanos() as u64 && self.queued < demand.max_queue => Some(wait),
+            _ => None,
+        };
+        let Some(w) = granted_wait else {
+            self.rejected += 1;
+            return Decision::Denied { limit: by, retry_after: Some(Duration::from_nanos(wait)) };
+        };
+        self.tat = next;
+        self.pace_tat = pace_next;
+        self.allowed += 1;
+        if w > 0 {
+            self.queued += 1;
+            self.waited += 1;
+        }
+        Decision::Granted(Grant {
+            wait: Duration::from_nanos(w),
+            requests: quota(demand.rates.rpm, self.tat[RPM], now),
+            tokens: quota(demand.rates.tpm, self.tat[TPM], now),
+        })
+    }
+
+    fn give_back(&mut self, i: usize, rate: Option<Rate>, units: u64, now: u64) {
+        if let Some(r) = rate {
+            self.tat[i] = self.tat[i].saturating_sub(r.cost_ns(units)).max(now.min(self.tat[i]));
+        }
+    }
+
+    fn apply(&mut self, adj: Adjustment, now: u64) {
+        match adj {
+            Adjustment::Tokens { delta, rates } => {
+                if let Some(r) = rates.tpm {
+                    if delta >= 0 {
+                        self.tat[TPM] = self.tat[TPM].max(now) + r.cost_ns(delta as u64);
+                    } else {
+                        self.give_back(TPM, rates.tpm, delta.unsigned_abs(), now);
+                    }
+                }
+            }
+            Adjustment::Cancel { demand, queued } => {
+                for (i, rate, units, _) in Self::limits(&demand.rates, &demand) {
+                    self.give_back(i, rate, units, now);
+                }
+                if queued {
+                    self.queued = self.queued.saturating_sub(1);
+                }
+                self.allowed = self.allowed.saturating_sub(1);
+            }
+            Adjustment::Dequeue => self.queued = self.queued.saturating_sub(1),
+            Adjustment::Hold(d) => self.blocked_until = self.blocked_until.max(now + d.as_nanos() as u64),
+            Adjustment::Pace { interval, period } => {
+                self.pace_interval = interval.as_nanos() as u64;
+                self.pace_until = now + period.as_nanos() as u64;
+            }
+        }
+    }
+}
+
+const SHARDS: usize = 16;
+type Shard = RwLock<HashMap<Key, Mutex<KeyState>>>;
+
+/// The in-memory store: 16 shards of keys, one short lock per decision,
+/// bounded (`max_keys`) with idle keys evicted first (tokio time).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+/// use llm_tower_core::Key;
+/// use llm_tower_ratelimit::{Decision, Demand, Limits, MemoryStore, RateLimitStore};
+/// let store = MemoryStore::new(10_000, std::time::Duration::from_secs(600));
+/// let demand = Demand { requests: 1, tokens: 0, rates: Limits::default().requests_per_minute(1).rates(), max_wait: None, max_queue: 0 };
+/// let key = Key::from_static("k");
+/// assert!(matches!(store.reserve(&key, &demand).await?, Decision::Granted(_)));
+/// assert!(matches!(store.reserve(&key, &demand).await?, Decision::Denied { .. }));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct MemoryStore {
+    base: Instant,
+    shards: Box<[Shard]>,
+    hasher: std::collections::hash_map::RandomState,
+    len: AtomicUsize,
+    max_keys: usize,
+    idle_ttl: Duration,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(100_000, Duration::from_secs(3600))
+    }
+}
+
+impl MemoryStore {
+    /// A store keeping at most `max_keys` keys; keys idle for `idle_ttl` go first.
+    pub fn new(max_keys: usize, idle_ttl: Duration) -> Self {
+        Self {
+            base: Instant::now(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            len: AtomicUsize::new(0),
+            max_keys: max_keys.max(1),
+            idle_ttl,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        // Offset by a second so that "zero" never means "now".
+        Instant::now().saturating_duration_since(self.base).as_nanos() as u64 + 1_000_000_000
+    }
+
+    fn shard(&self, key: &str) -> &Shard {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    fn with_key<T>(&self, key: &Key, f: impl FnOnce(&mut KeyState) -> T) -> T {
+        let shard = self.shard(key.as_str());
+        if let Some(st) = shard.read().unwrap_or_else(|e| e.into_inner()).get(key.as_str()) {
+            return f(&mut st.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        let out = {
+            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
+            let created = !map.contains_key(key.as_str());
+            let st = map.entry(key.clone()).or_default();
+            let out = f(st.get_mut().unwrap_or_else(|e| e.into_inner()));
+            if created {
+                self.len.fetch_add(1, Ordering::AcqRel);
+            }
+            out
+        };
+        if self.len.load(Ordering::Acquire) > self.max_keys {
+            self.evict();
+        }
+        out
+    }
+
+    /// Drops idle keys (none waiting); if still over the bound, the least recently used.
+    fn evict(&self) {
+        let now = self.now();
+        let ttl = self.idle_ttl.as_nanos() as u64;
+        let mut oldest: Vec<(u64, Key)> = Vec::new();
+        for s in self.shards.iter() {
+            let mut map = s.write().unwrap_or_else(|e| e.into_inner());
+            let before = map.len();
+            map.retain(|_, st| {
+                let st = st.get_mut().unwrap_or_else(|e| e.into_inner());
+                st.queued > 0 || now.saturating_sub(st.last_used) < ttl
+            });
+            self.len.fetch_sub(before - map.len(), Ordering::AcqRel);
+            oldest.extend(map.iter_mut().filter_map(|(k, st)| {
+                let st = st.get_mut().unwrap_or_else(|e| e.into_inner());
+                (st.queued == 0).then(|| (st.last_used, k.clone()))
+            }));
+        }
+        let over = self.len.load(Ordering::Acquire).saturating_sub(self.max_keys);
+        if over > 0 {
+            oldest.sort_unstable_by_key(|(t, _)| *t);
+            for (_, k) in oldest.into_iter().take(over) {
+                if self
+                    .shard(k.as_str())
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(k.as_str())
+                    .is_some()
+                {
+                    self.len.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl RateLimitStore for MemoryStore {
+    type Reserve = Ready<Result<Decision, BoxError>>;
+
+    fn reserve(&self, key: &Key, demand: &Demand) -> Self::Reserve {
+        let now = self.now();
+        ready(Ok(self.with_key(key, |st| st.decide(demand, now))))
+    }
+
+    fn adjust(&self, key: &Key, adjustment: Adjustment) {
+        let now = self.now();
+        self.with_key(key, |st| st.apply(adjustment, now));
+    }
+
+    fn key_stats(&self) -> Vec<KeyStats> {
+        let now = self.now();
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            for (k, st) in s.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                let st = st.lock().unwrap_or_else(|e| e.into_inner());
+                out.push(KeyStats {
+                    key: k.to_string(),
+                    allowed: st.allowed,
+                    rejected: st.rejected,
+                    waited: st.waited,
+                    queued: st.queued,
+                    requests: quota(st.last_rates.rpm, st.tat[RPM], now),
+                    tokens: quota(st.last_rates.tpm, st.tat[TPM], now),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+}

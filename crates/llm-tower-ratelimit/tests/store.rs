@@ -1,0 +1,182 @@
+//! The store contract, written against `RateLimitStore` (run here on the
+//! in-memory store; a shared store must pass the same suite). Paused time.
+
+use std::time::Duration;
+
+use llm_tower_core::Key;
+use llm_tower_ratelimit::{Adjustment, Decision, Demand, Limits, MemoryStore, RateLimitStore, Rates};
+use proptest::prelude::*;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn demand(rates: Rates, tokens: u64) -> Demand {
+    Demand { requests: 1, tokens, rates, max_wait: None, max_queue: 0 }
+}
+
+async fn decide<St: RateLimitStore>(store: &St, key: &str, d: &Demand) -> Decision {
+    store.reserve(&Key::from(key), d).await.unwrap()
+}
+
+fn granted(d: &Decision) -> bool {
+    matches!(d, Decision::Granted(_))
+}
+
+fn retry_after(d: &Decision) -> Option<Duration> {
+    match d {
+        Decision::Denied { retry_after, .. } => *retry_after,
+        Decision::Granted(_) => panic!("expected a refusal"),
+    }
+}
+
+async fn suite<St: RateLimitStore>(make: impl Fn() -> St) {
+    // 60 RPM: 60 pass, the 61st is refused with retry-after 1 s.
+    let s = make();
+    let rpm = Limits::default().requests_per_minute(60).rates();
+    for i in 0..60 {
+        assert!(granted(&decide(&s, "k", &demand(rpm, 0)).await), "request {i}");
+    }
+    let d = decide(&s, "k", &demand(rpm, 0)).await;
+    assert_eq!(retry_after(&d), Some(secs(1)));
+    tokio::time::advance(secs(1)).await;
+    assert!(granted(&decide(&s, "k", &demand(rpm, 0)).await), "one more after a second");
+
+    // TPM with reservation and refund.
+    let s = make();
+    let tpm = Limits::default().tokens_per_minute(1000).rates();
+    assert!(granted(&decide(&s, "k", &demand(tpm, 600)).await));
+    let d = decide(&s, "k", &demand(tpm, 600)).await;
+    assert_eq!(retry_after(&d), Some(secs(12)), "200 tokens short at 1000/min");
+    s.adjust(&Key::from("k"), Adjustment::Tokens { delta: -300, rates: tpm });
+    assert!(granted(&decide(&s, "k", &demand(tpm, 600)).await), "the refund made room");
+    s.adjust(&Key::from("k"), Adjustment::Tokens { delta: 400, rates: tpm });
+    assert!(!granted(&decide(&s, "k", &demand(tpm, 1)).await), "a charge over the estimate is debt");
+
+    // All or nothing: TPM refuses, so no RPM quota is spent.
+    let s = make();
+    let both = Limits::default().requests_per_minute(2).tokens_per_minute(100).rates();
+    assert!(granted(&decide(&s, "k", &demand(both, 60)).await));
+    assert!(!granted(&decide(&s, "k", &demand(both, 60)).await), "tpm refuses");
+    assert!(!granted(&decide(&s, "k", &demand(both, 60)).await), "tpm refuses again");
+    tokio::time::advance(secs(60)).await;
+    assert!(granted(&decide(&s, "k", &demand(both, 60)).await));
+    assert!(granted(&decide(&s, "k", &demand(both, 10)).await), "rpm still had its second request");
+
+    // A demand larger than the burst never fits.
+    let s = make();
+    let d = decide(&s, "k", &demand(tpm, 5000)).await;
+    assert_eq!(retry_after(&d), None);
+
+    // Wait mode: reservations of future capacity in FIFO order, bounded queue.
+    let s = make();
+    let paced = Limits::default().requests_per_minute(60).burst(1).rates();
+    let wait = Demand { requests: 1, tokens: 0, rates: paced, max_wait: Some(secs(10)), max_queue: 2 };
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        match decide(&s, "k", &wait).await {
+            Decision::Granted(g) => waits.push(g.wait),
+            d => panic!("{d:?}"),
+        }
+    }
+    assert_eq!(waits, vec![Duration::ZERO, secs(1), secs(2)]);
+    assert!(!granted(&decide(&s, "k", &wait).await), "two already waiting: queue full");
+    // A waiter gives up: its place is free again.
+    s.adjust(&Key::from("k"), Adjustment::Cancel { demand: wait, queued: true });
+    match decide(&s, "k", &wait).await {
+        Decision::Granted(g) => assert_eq!(g.wait, secs(2)),
+        d => panic!("{d:?}"),
+    }
+    let too_long = Demand { max_wait: Some(Duration::from_millis(500)), ..wait };
+    assert!(granted(&decide(&s, "other", &too_long).await), "no wait needed");
+    let d = decide(&s, "other", &too_long).await;
+    assert_eq!(retry_after(&d), Some(secs(1)), "a 1 s wait is over max_wait: refused");
+
+    // Provider holds and paces.
+    let s = make();
+    let none = Limits::default().rates();
+    s.adjust(&Key::from("k"), Adjustment::Hold(secs(5)));
+    assert_eq!(retry_after(&decide(&s, "k", &demand(none, 0)).await), Some(secs(5)));
+    assert!(granted(&decide(&s, "other", &demand(none, 0)).await), "keys are isolated");
+    tokio::time::advance(secs(5)).await;
+    assert!(granted(&decide(&s, "k", &demand(none, 0)).await));
+    s.adjust(&Key::from("k"), Adjustment::Pace { interval: secs(2), period: secs(10) });
+    assert!(granted(&decide(&s, "k", &demand(none, 0)).await));
+    assert_eq!(retry_after(&decide(&s, "k", &demand(none, 0)).await), Some(secs(2)));
+
+    // Per day and minimum interval.
+    let s = make();
+    let day = Limits::default().requests_per_day(2).rates();
+    assert!(granted(&decide(&s, "k", &demand(day, 0)).await));
+    assert!(granted(&decide(&s, "k", &demand(day, 0)).await));
+    assert_eq!(retry_after(&decide(&s, "k", &demand(day, 0)).await), Some(secs(43_200)));
+    let gap = Limits::default().min_interval(Duration::from_millis(250)).rates();
+    assert!(granted(&decide(&s, "g", &demand(gap, 0)).await));
+    assert_eq!(retry_after(&decide(&s, "g", &demand(gap, 0)).await), Some(Duration::from_millis(250)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_store_meets_the_contract() {
+    suite(MemoryStore::default).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_store_is_bounded() {
+    let s = MemoryStore::new(100, secs(60));
+    let rpm = Limits::default().requests_per_minute(10).rates();
+    for i in 0..1000 {
+        decide(&s, &format!("k{i}"), &demand(rpm, 0)).await;
+    }
+    assert!(s.len() <= 101, "{}", s.len());
+}
+
+/// An independent model: a token bucket in floating point.
+struct Bucket {
+    level: f64,
+    capacity: f64,
+    per_sec: f64,
+    at: f64,
+}
+
+impl Bucket {
+    fn take(&mut self, now: f64, cost: f64) -> bool {
+        self.level = (self.level + (now - self.at) * self.per_sec).min(self.capacity);
+        self.at = now;
+        if self.level + 1e-9 >= cost {
+            self.level -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Random demands at random times: the store and a token bucket agree on
+    /// every decision (away from exact boundaries, where rounding may differ).
+    #[test]
+    fn matches_a_token_bucket(steps in prop::collection::vec((0u64..3000, 1u64..400), 1..120)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let s = MemoryStore::default();
+            let rates = Limits::default().tokens_per_minute(1200).rates();
+            let mut model = Bucket { level: 1200.0, capacity: 1200.0, per_sec: 20.0, at: 0.0 };
+            let mut t_ms = 0u64;
+            for (gap, cost) in steps {
+                t_ms += gap;
+                tokio::time::advance(Duration::from_millis(gap)).await;
+                let now = t_ms as f64 / 1000.0;
+                // Skip decisions within a hair of the boundary.
+                let level = (model.level + (now - model.at) * model.per_sec).min(model.capacity);
+                if (level - cost as f64).abs() < 0.01 {
+                    continue;
+                }
+                let expect = model.take(now, cost as f64);
+                let got = granted(&decide(&s, "k", &demand(rates, cost)).await);
+                prop_assert_eq!(got, expect, "at {} ms, cost {}", t_ms, cost);
+            }
+            Ok(())
+        })?;
+    }
+}
