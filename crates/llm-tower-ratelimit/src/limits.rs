@@ -154,11 +154,8 @@ impl Limits {
     /// The rate parameters of these limits.
     pub fn rates(&self) -> Rates {
         let rate = |limit: u32, period: Duration, burst: u32| {
-            (limit > 0).then(|| Rate {
-                period_ns: period.as_nanos() as u64,
-                limit: u64::from(limit),
-                burst: u64::from(burst.max(1)),
-            })
+            (limit > 0)
+                .then(|| Rate::new(period.as_nanos() as u64, u64::from(limit), u64::from(burst.max(1))))
         };
         Rates {
             rpm: self
@@ -166,11 +163,10 @@ impl Limits {
                 .and_then(|l| rate(l, Duration::from_secs(60), self.burst.unwrap_or(l))),
             rpd: self.requests_per_day.and_then(|l| rate(l, Duration::from_secs(86_400), l)),
             tpm: self.tokens_per_minute.and_then(|l| rate(l, Duration::from_secs(60), l)),
-            interval: self.min_interval.filter(|d| !d.is_zero()).map(|d| Rate {
-                period_ns: d.as_nanos() as u64,
-                limit: 1,
-                burst: 1,
-            }),
+            interval: self
+                .min_interval
+                .filter(|d| !d.is_zero())
+                .map(|d| Rate::new(d.as_nanos() as u64, 1, 1)),
         }
     }
 }
@@ -178,29 +174,54 @@ impl Limits {
 /// One GCRA rate: `limit` units per `period`, up to `burst` units at once.
 ///
 /// ```
-/// let r = llm_tower_ratelimit::Rate { period_ns: 60_000_000_000, limit: 60, burst: 60 };
+/// let r = llm_tower_ratelimit::Rate::new(60_000_000_000, 60, 60);
 /// assert_eq!(r.cost_ns(1), 1_000_000_000);
 /// assert_eq!(r.capacity_ns(), 60_000_000_000);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
-    /// The period, in nanoseconds.
-    pub period_ns: u64,
-    /// Units per period.
-    pub limit: u64,
-    /// Units at once.
-    pub burst: u64,
+    period_ns: u64,
+    limit: u64,
+    burst: u64,
+    /// `period / limit` when it divides exactly (the common case): one multiply per cost.
+    unit_ns: Option<u64>,
+    capacity_ns: u64,
 }
 
 impl Rate {
+    /// `limit` units per `period_ns` nanoseconds, `burst` at once.
+    pub fn new(period_ns: u64, limit: u64, burst: u64) -> Self {
+        let limit = limit.max(1);
+        let exact = (period_ns % limit == 0).then_some(period_ns / limit);
+        let mut r = Rate { period_ns, limit, burst: burst.max(1), unit_ns: exact, capacity_ns: 0 };
+        r.capacity_ns = r.cost_ns(r.burst);
+        r
+    }
+
+    /// Units per period.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Units at once.
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
     /// Time `units` take, in nanoseconds (exact integer arithmetic).
     pub fn cost_ns(&self, units: u64) -> u64 {
-        (u128::from(units) * u128::from(self.period_ns) / u128::from(self.limit))
-            .min(u128::from(u64::MAX / 4)) as u64
+        match self.unit_ns {
+            Some(u) => units.saturating_mul(u).min(u64::MAX / 4),
+            None => {
+                let ns = u128::from(units) * u128::from(self.period_ns) / u128::from(self.limit);
+                ns.min(u128::from(u64::MAX / 4)) as u64
+            }
+        }
     }
+
     /// The burst, in nanoseconds.
     pub fn capacity_ns(&self) -> u64 {
-        self.cost_ns(self.burst)
+        self.capacity_ns
     }
 }
 

@@ -202,6 +202,14 @@ impl<S: std::fmt::Debug, St> std::fmt::Debug for RateLimit<S, St> {
 
 const GLOBAL: Key = Key::from_static("*");
 
+fn demand_of<St>(shared: &Shared<St>, tokens: u64) -> Demand {
+    let (max_wait, max_queue) = match shared.limits.mode {
+        Mode::Reject => (None, 0),
+        Mode::Wait { max_wait, max_queue } => (Some(max_wait), max_queue),
+    };
+    Demand { requests: 1, tokens, rates: shared.rates, max_wait, max_queue }
+}
+
 fn estimate_tokens<B>(req: &Request<B>, limits: &Limits) -> u64 {
     let Some(info) = RequestInfo::get(req) else { return u64::from(limits.default_output_tokens) };
     let input = info.estimated_input_tokens.map_or((info.body_bytes as u64).div_ceil(4), u64::from);
@@ -228,19 +236,14 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let key = shared.key_fn.as_ref().map_or(GLOBAL, |f| f.key(&req));
-        let (max_wait, max_queue) = match shared.limits.mode {
-            Mode::Reject => (None, 0),
-            Mode::Wait { max_wait, max_queue } => (Some(max_wait), max_queue),
-        };
         let tokens = if shared.rates.tpm.is_some() { estimate_tokens(&req, &shared.limits) } else { 0 };
-        let demand = Demand { requests: 1, tokens, rates: shared.rates, max_wait, max_queue };
-        let reserve = shared.store.reserve(&key, &demand);
+        let reserve = shared.store.reserve(&key, &demand_of(&shared, tokens));
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
         ResponseFuture {
             svc,
             req: Some(req),
-            ticket: Ticket { shared, key, demand, state: TicketState::Pending },
+            ticket: Ticket { shared, key, tokens, state: TicketState::Pending },
             grant: None,
             permit: None,
             state: State::Reserving { reserve },
@@ -264,7 +267,8 @@ enum TicketState {
 struct Ticket<St: RateLimitStore> {
     shared: Arc<Shared<St>>,
     key: Key,
-    demand: Demand,
+    /// The token estimate reserved (the rest of the demand is in `shared`).
+    tokens: u64,
     state: TicketState,
 }
 
@@ -272,7 +276,8 @@ impl<St: RateLimitStore> Ticket<St> {
     fn cancel(&mut self) {
         if matches!(self.state, TicketState::Queued | TicketState::Reserved) {
             let queued = self.state == TicketState::Queued;
-            self.shared.store.adjust(&self.key, Adjustment::Cancel { demand: self.demand, queued });
+            let demand = demand_of(&self.shared, self.tokens);
+            self.shared.store.adjust(&self.key, Adjustment::Cancel { demand, queued });
         }
         self.state = TicketState::Done;
     }
@@ -399,7 +404,7 @@ where
                     let shared = &t.shared;
                     return Poll::Ready(match ready!(fut.poll(cx)) {
                         Err(e) => {
-                            refund_tokens(shared, &t.key, t.demand.tokens);
+                            refund_tokens(shared, &t.key, t.tokens);
                             Err(e.into())
                         }
                         Ok(res) => {
@@ -409,13 +414,13 @@ where
                             }
                             if shared.limits.emit_headers {
                                 if let Some(g) = this.grant {
-                                    set_headers(&mut parts.headers, g);
+                                    set_headers(&mut parts.headers, g, &shared.rates);
                                 }
                             }
                             let metered = shared.rates.tpm.is_some().then(|| Meter {
                                 shared: shared.clone(),
                                 key: t.key.clone(),
-                                reserved: t.demand.tokens,
+                                reserved: t.tokens,
                                 success: parts.status.is_success(),
                                 extractor: Some(UsageExtractor::new(BodyKind::from_headers(&parts.headers))),
                             });
@@ -468,7 +473,7 @@ fn adapt<St: RateLimitStore>(shared: &Shared<St>, key: &Key, status: http::Statu
     }
 }
 
-fn set_headers(h: &mut HeaderMap, g: &Grant) {
+fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates) {
     let mut put = |kind: &str, q: &Quota| {
         h.insert(
             format!("x-ratelimit-limit-{kind}").parse::<http::HeaderName>().expect("valid"),
@@ -483,10 +488,10 @@ fn set_headers(h: &mut HeaderMap, g: &Grant) {
             h.insert(format!("x-ratelimit-reset-{kind}").parse::<http::HeaderName>().expect("valid"), v);
         }
     };
-    if let Some(q) = &g.requests {
+    if let Some(q) = &g.requests(rates) {
         put("requests", q);
     }
-    if let Some(q) = &g.tokens {
+    if let Some(q) = &g.tokens(rates) {
         put("tokens", q);
     }
 }

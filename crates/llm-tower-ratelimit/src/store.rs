@@ -2,9 +2,8 @@
 
 use std::collections::HashMap;
 use std::future::{Future, Ready, ready};
-use std::hash::BuildHasher;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use llm_tower_core::{BoxError, Key};
@@ -52,16 +51,37 @@ pub struct Quota {
 }
 
 /// A granted demand.
+///
+/// Small on purpose (it travels in every request's future): the limit state
+/// is kept as theoretical arrival times and turned into [`Quota`]s with the
+/// rates only when headers are wanted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Grant {
     /// How long to wait before sending (zero: at once). The capacity is
     /// already reserved: a waiter that gives up must cancel it.
     pub wait: Duration,
-    /// Requests-per-minute state.
-    pub requests: Option<Quota>,
-    /// Tokens-per-minute state.
-    pub tokens: Option<Quota>,
+    rpm_tat: u64,
+    tpm_tat: u64,
+    now: u64,
+}
+
+impl Grant {
+    /// A grant, from the theoretical arrival times (ns) of the per-minute
+    /// request and token limits after it, and `now` on the same clock.
+    pub fn new(wait: Duration, rpm_tat: u64, tpm_tat: u64, now: u64) -> Self {
+        Grant { wait, rpm_tat, tpm_tat, now }
+    }
+
+    /// Requests-per-minute state after the grant.
+    pub fn requests(&self, rates: &Rates) -> Option<Quota> {
+        quota(rates.rpm, self.rpm_tat, self.now)
+    }
+
+    /// Tokens-per-minute state after the grant.
+    pub fn tokens(&self, rates: &Rates) -> Option<Quota> {
+        quota(rates.tpm, self.tpm_tat, self.now)
+    }
 }
 
 /// The store's answer.
@@ -168,7 +188,6 @@ struct KeyState {
     allowed: u64,
     rejected: u64,
     waited: u64,
-    last_rates: Rates,
 }
 
 fn quota(rate: Option<Rate>, tat: u64, now: u64) -> Option<Quota> {
@@ -176,7 +195,7 @@ fn quota(rate: Option<Rate>, tat: u64, now: u64) -> Option<Quota> {
     let unit = r.cost_ns(1).max(1);
     let used = tat.saturating_sub(now);
     Some(Quota {
-        limit: r.limit,
+        limit: r.limit(),
         remaining: r.capacity_ns().saturating_sub(used) / unit,
         reset: Duration::from_nanos(used),
     })
@@ -195,7 +214,6 @@ impl KeyState {
 
     fn decide(&mut self, demand: &Demand, now: u64) -> Decision {
         self.last_used = now;
-        self.last_rates = demand.rates;
         let mut next = self.tat;
         let mut wait = 0u64;
         let mut by = LimitKind::RequestsPerMinute;
@@ -204,7 +222,7 @@ impl KeyState {
             if units == 0 {
                 continue;
             }
-            if units > r.burst {
+            if units > r.burst() {
                 self.rejected += 1;
                 return Decision::Denied { limit: kind, retry_after: None };
             }
@@ -247,8 +265,9 @@ impl KeyState {
         }
         Decision::Granted(Grant {
             wait: Duration::from_nanos(w),
-            requests: quota(demand.rates.rpm, self.tat[RPM], now),
-            tokens: quota(demand.rates.tpm, self.tat[TPM], now),
+            rpm_tat: self.tat[RPM],
+            tpm_tat: self.tat[TPM],
+            now,
         })
     }
 
@@ -289,7 +308,15 @@ impl KeyState {
 }
 
 const SHARDS: usize = 16;
-type Shard = RwLock<HashMap<Key, Mutex<KeyState>>>;
+type Shard = Mutex<HashMap<Key, KeyState>>;
+
+/// Picks a shard with FNV-1a: fast, and the maps inside use a keyed hash, so
+/// a crafted key can at worst crowd one shard, never slow a lookup.
+fn shard_of(key: &str) -> usize {
+    let h =
+        key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (h as usize) % SHARDS
+}
 
 /// The in-memory store: 16 shards of keys, one short lock per decision,
 /// bounded (`max_keys`) with idle keys evicted first (tokio time).
@@ -309,10 +336,12 @@ type Shard = RwLock<HashMap<Key, Mutex<KeyState>>>;
 pub struct MemoryStore {
     base: Instant,
     shards: Box<[Shard]>,
-    hasher: std::collections::hash_map::RandomState,
     len: AtomicUsize,
     max_keys: usize,
     idle_ttl: Duration,
+    /// The rates of the first demand, to report quotas in stats (per-key
+    /// state stays small: 10k keys must fit in cache).
+    rates: std::sync::OnceLock<Rates>,
 }
 
 impl Default for MemoryStore {
@@ -326,37 +355,33 @@ impl MemoryStore {
     pub fn new(max_keys: usize, idle_ttl: Duration) -> Self {
         Self {
             base: Instant::now(),
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: Default::default(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             len: AtomicUsize::new(0),
             max_keys: max_keys.max(1),
             idle_ttl,
+            rates: std::sync::OnceLock::new(),
         }
     }
 
     fn now(&self) -> u64 {
-        // Offset by a second so that "zero" never means "now".
-        Instant::now().saturating_duration_since(self.base).as_nanos() as u64 + 1_000_000_000
+        // Offset by a second so that "zero" never means "now". 64-bit math only.
+        let d = Instant::now().saturating_duration_since(self.base);
+        d.as_secs() * 1_000_000_000 + u64::from(d.subsec_nanos()) + 1_000_000_000
     }
 
     fn shard(&self, key: &str) -> &Shard {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+        &self.shards[shard_of(key)]
     }
 
+    /// Runs `f` on `key`'s state under its shard's lock: one lock per operation.
     fn with_key<T>(&self, key: &Key, f: impl FnOnce(&mut KeyState) -> T) -> T {
-        let shard = self.shard(key.as_str());
-        if let Some(st) = shard.read().unwrap_or_else(|e| e.into_inner()).get(key.as_str()) {
-            return f(&mut st.lock().unwrap_or_else(|e| e.into_inner()));
-        }
         let out = {
-            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
-            let created = !map.contains_key(key.as_str());
-            let st = map.entry(key.clone()).or_default();
-            let out = f(st.get_mut().unwrap_or_else(|e| e.into_inner()));
-            if created {
-                self.len.fetch_add(1, Ordering::AcqRel);
+            let mut map = self.shard(key.as_str()).lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(st) = map.get_mut(key.as_str()) {
+                return f(st);
             }
-            out
+            self.len.fetch_add(1, Ordering::AcqRel);
+            f(map.entry(key.clone()).or_default())
         };
         if self.len.load(Ordering::Acquire) > self.max_keys {
             self.evict();
@@ -370,29 +395,20 @@ impl MemoryStore {
         let ttl = self.idle_ttl.as_nanos() as u64;
         let mut oldest: Vec<(u64, Key)> = Vec::new();
         for s in self.shards.iter() {
-            let mut map = s.write().unwrap_or_else(|e| e.into_inner());
+            let mut map = s.lock().unwrap_or_else(|e| e.into_inner());
             let before = map.len();
-            map.retain(|_, st| {
-                let st = st.get_mut().unwrap_or_else(|e| e.into_inner());
-                st.queued > 0 || now.saturating_sub(st.last_used) < ttl
-            });
+            map.retain(|_, st| st.queued > 0 || now.saturating_sub(st.last_used) < ttl);
             self.len.fetch_sub(before - map.len(), Ordering::AcqRel);
-            oldest.extend(map.iter_mut().filter_map(|(k, st)| {
-                let st = st.get_mut().unwrap_or_else(|e| e.into_inner());
-                (st.queued == 0).then(|| (st.last_used, k.clone()))
-            }));
+            oldest
+                .extend(map.iter().filter(|(_, st)| st.queued == 0).map(|(k, st)| (st.last_used, k.clone())));
         }
         let over = self.len.load(Ordering::Acquire).saturating_sub(self.max_keys);
         if over > 0 {
             oldest.sort_unstable_by_key(|(t, _)| *t);
             for (_, k) in oldest.into_iter().take(over) {
-                if self
-                    .shard(k.as_str())
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(k.as_str())
-                    .is_some()
-                {
+                let removed =
+                    self.shard(k.as_str()).lock().unwrap_or_else(|e| e.into_inner()).remove(k.as_str());
+                if removed.is_some() {
                     self.len.fetch_sub(1, Ordering::AcqRel);
                 }
             }
@@ -414,6 +430,7 @@ impl RateLimitStore for MemoryStore {
     type Reserve = Ready<Result<Decision, BoxError>>;
 
     fn reserve(&self, key: &Key, demand: &Demand) -> Self::Reserve {
+        self.rates.get_or_init(|| demand.rates);
         let now = self.now();
         ready(Ok(self.with_key(key, |st| st.decide(demand, now))))
     }
@@ -425,18 +442,18 @@ impl RateLimitStore for MemoryStore {
 
     fn key_stats(&self) -> Vec<KeyStats> {
         let now = self.now();
+        let rates = self.rates.get().copied().unwrap_or_default();
         let mut out = Vec::new();
         for s in self.shards.iter() {
-            for (k, st) in s.read().unwrap_or_else(|e| e.into_inner()).iter() {
-                let st = st.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, st) in s.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 out.push(KeyStats {
                     key: k.to_string(),
                     allowed: st.allowed,
                     rejected: st.rejected,
                     waited: st.waited,
                     queued: st.queued,
-                    requests: quota(st.last_rates.rpm, st.tat[RPM], now),
-                    tokens: quota(st.last_rates.tpm, st.tat[TPM], now),
+                    requests: quota(rates.rpm, st.tat[RPM], now),
+                    tokens: quota(rates.tpm, st.tat[TPM], now),
                 });
             }
         }

@@ -180,3 +180,36 @@ proptest! {
         })?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The same random demands through our store and through `governor` (the
+    /// ecosystem's GCRA), both on virtual clocks: every decision is the same.
+    #[test]
+    fn agrees_with_governor(steps in prop::collection::vec((0u64..400, 1u32..=20), 1..200)) {
+        use std::num::NonZeroU32;
+        use governor::clock::FakeRelativeClock;
+        use governor::{Quota, RateLimiter};
+
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let clock = FakeRelativeClock::default();
+            let quota = Quota::per_minute(NonZeroU32::new(1200).unwrap()).allow_burst(NonZeroU32::new(100).unwrap());
+            let reference = RateLimiter::direct_with_clock(quota, clock.clone());
+            let s = MemoryStore::default();
+            // 1200 units a minute, 100 at once: as tokens, with a burst-sized limit.
+            let rates = Rates {
+                tpm: Some(llm_tower_ratelimit::Rate::new(60_000_000_000, 1200, 100)),
+                ..Rates::default()
+            };
+            for (gap, cost) in steps {
+                clock.advance(Duration::from_millis(gap));
+                tokio::time::advance(Duration::from_millis(gap)).await;
+                let theirs = matches!(reference.check_n(NonZeroU32::new(cost).unwrap()), Ok(Ok(())));
+                let ours = granted(&decide(&s, "k", &demand(rates, u64::from(cost))).await);
+                prop_assert_eq!(ours, theirs, "cost {} after {} ms", cost, gap);
+            }
+            Ok(())
+        })?;
+    }
+}
