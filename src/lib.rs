@@ -8,6 +8,7 @@
 //! - [`http`]: the hyper-based LLM service ([`LlmHttpService`], [`Provider`]).
 //! - [`retry`]: retry with jitter, server hints, budget and deadline.
 //! - [`circuit`]: keyed circuit breaker.
+//! - [`ratelimit`]: keyed request and token rate limits.
 //! - [`mock`]: the fault-injecting mock provider used by tests and demos.
 //!
 //! ```
@@ -44,6 +45,11 @@ pub mod circuit {
     pub use llm_tower_circuit::*;
 }
 
+/// Keyed request and token rate limits (`llm-tower-ratelimit`).
+pub mod ratelimit {
+    pub use llm_tower_ratelimit::*;
+}
+
 /// The fault-injecting mock provider (`llm-tower-mock`).
 pub mod mock {
     pub use llm_tower_mock::*;
@@ -52,4 +58,5 @@ pub mod mock {
 pub use llm_tower_circuit::CircuitBreakerLayer;
 pub use llm_tower_core::{LlmBody, RequestInfo, Secret, Usage};
 pub use llm_tower_http::{LlmHttpService, Provider};
+pub use llm_tower_ratelimit::RateLimitLayer;
 pub use llm_tower_retry::RetryLayer;

@@ -23,6 +23,7 @@ use llm_tower_core::{
 };
 use llm_tower_http::{HttpClient, LlmHttpService, Provider};
 use llm_tower_mock::MockServer;
+use llm_tower_ratelimit::{RateLimit, RateLimitLayer};
 use llm_tower_retry::{Retry, RetryLayer};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -58,8 +59,16 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// One provider's stack, in the recommended order: Retry -> CircuitBreaker -> LlmHttpService.
-type Stack = Retry<CircuitBreaker<LlmHttpService>>;
+/// One provider's stack, in the recommended order:
+/// Retry -> CircuitBreaker -> RateLimit -> LlmHttpService (timeouts inside).
+type Stack = Retry<CircuitBreaker<RateLimit<LlmHttpService>>>;
+
+/// Per-tenant limiters: each named tenant its own, the rest keyed by the header.
+struct Tenants {
+    header: http::HeaderName,
+    default: Option<RateLimitLayer>,
+    overrides: HashMap<String, RateLimitLayer>,
+}
 
 #[derive(Clone)]
 struct Route {
@@ -72,11 +81,13 @@ struct ProviderRuntime {
     name: Arc<str>,
     retry: RetryLayer,
     breaker: CircuitHandle,
+    limiter: RateLimitLayer,
 }
 
 struct AppState {
     routes: HashMap<String, Route>,
     providers: Vec<ProviderRuntime>,
+    tenants: Tenants,
     models_json: Bytes,
     max_body: usize,
     client: HttpClient,
@@ -136,12 +147,15 @@ impl Gateway {
             if r.breaker_per_model {
                 breaker = breaker.keyed(KeyFn::model());
             }
+            let limiter = RateLimitLayer::new(r.limits);
             providers.push(ProviderRuntime {
                 name: provider.name_arc(),
                 retry: retry.clone(),
                 breaker: breaker.handle(),
+                limiter: limiter.clone(),
             });
-            let service = tower::ServiceBuilder::new().layer(retry).layer(breaker).service(http);
+            let service =
+                tower::ServiceBuilder::new().layer(retry).layer(breaker).layer(limiter).service(http);
             for m in &r.models {
                 routes.insert(m.clone(), Route { provider: provider.name_arc(), service: service.clone() });
                 listing.push(Model::new(m.clone(), provider.name()));
@@ -149,9 +163,26 @@ impl Gateway {
         }
         listing.sort_by(|a, b| a.id.cmp(&b.id));
         let models_json = Bytes::from(serde_json::to_vec(&ModelList::new(listing)).expect("serializable"));
+        let t = &config.tenants;
+        let header = http::HeaderName::from_bytes(t.header.as_bytes()).expect("validated");
+        let tenants = Tenants {
+            default: t.default.as_ref().map(|d| {
+                RateLimitLayer::new(d.to_limits(crate::config::ModeKind::Reject))
+                    .keyed(KeyFn::header(header.as_str()))
+            }),
+            overrides: t
+                .overrides
+                .iter()
+                .map(|(name, l)| {
+                    (name.clone(), RateLimitLayer::new(l.to_limits(crate::config::ModeKind::Reject)))
+                })
+                .collect(),
+            header,
+        };
         let state = Arc::new(AppState {
             routes,
             providers,
+            tenants,
             models_json,
             max_body: config.server.max_body_bytes,
             client,
@@ -244,10 +275,26 @@ async fn stats(State(app): State<Arc<AppState>>) -> Response {
                 "name": &*p.name,
                 "circuit_breaker": p.breaker.stats(),
                 "retry": p.retry.stats(),
+                "rate_limit": p.limiter.stats(),
             })
         })
         .collect();
-    let body = serde_json::json!({ "providers": providers, "upstream_hosts": app.client.stats() });
+    let overrides: serde_json::Map<String, serde_json::Value> = app
+        .tenants
+        .overrides
+        .iter()
+        .map(|(name, l)| (name.clone(), serde_json::to_value(l.stats()).unwrap_or_default()))
+        .collect();
+    let tenants = serde_json::json!({
+        "header": app.tenants.header.as_str(),
+        "default": app.tenants.default.as_ref().map(|l| l.stats()),
+        "overrides": overrides,
+    });
+    let body = serde_json::json!({
+        "providers": providers,
+        "tenants": tenants,
+        "upstream_hosts": app.client.stats(),
+    });
     json(StatusCode::OK, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
 }
 
@@ -301,8 +348,13 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
             return res;
         }
     };
+    let tenant: Option<Arc<str>> =
+        parts.headers.get(&app.tenants.header).and_then(|v| v.to_str().ok()).map(Arc::from);
     let info = match RequestInfo::parse(Api::from_path(&path), &bytes) {
-        Ok(i) => Arc::new(i),
+        Ok(mut i) => {
+            i.tenant = tenant.clone();
+            Arc::new(i)
+        }
         Err(e) => {
             let res = error(&e);
             log_error(&method, &path, None, None, res.status(), start, &e.to_string());
@@ -316,7 +368,15 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     };
     let mut upstream_req = http::Request::from_parts(parts, LlmBody::from(bytes));
     upstream_req.extensions_mut().insert(info.clone());
-    let res = match route.service.oneshot(upstream_req).await {
+    let limiter =
+        tenant.as_deref().and_then(|t| app.tenants.overrides.get(t)).or(app.tenants.default.as_ref());
+    let outcome = match limiter {
+        Some(l) => {
+            tower::Layer::layer(l, route.service).oneshot(upstream_req).await.map(|r| r.map(AxumBody::new))
+        }
+        None => route.service.oneshot(upstream_req).await.map(|r| r.map(AxumBody::new)),
+    };
+    let res = match outcome {
         Ok(res) => res,
         Err(e) => {
             let res = error(&*e);

@@ -9,6 +9,7 @@ use llm_tower_circuit::{CircuitConfig, RateRule, SlowRule, Window};
 use llm_tower_core::Secret;
 use llm_tower_http::{ClientConfig, Provider, ProviderKind, Timeouts};
 use llm_tower_mock::MockConfig;
+use llm_tower_ratelimit::{Limits, Mode};
 use llm_tower_retry::{Backoff, BudgetConfig, Jitter, RetryPolicy};
 use serde::Deserialize;
 
@@ -43,6 +44,9 @@ pub struct GatewayConfig {
     /// The shared upstream connection pool.
     #[serde(default)]
     pub client: ClientSection,
+    /// Per-tenant limits.
+    #[serde(default)]
+    pub tenants: TenantsSection,
     /// Upstream providers and the models each serves.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -177,6 +181,127 @@ pub struct ProviderConfig {
     /// This provider's circuit breaker.
     #[serde(default)]
     pub circuit_breaker: BreakerSection,
+    /// The provider's own limits (what it allows this gateway).
+    #[serde(default)]
+    pub rate_limit: LimitsSection,
+}
+
+/// What to do at a limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeKind {
+    /// Answer 429 with `retry-after` at once.
+    Reject,
+    /// Wait in FIFO order up to `max_wait_ms`, then 429.
+    Wait,
+}
+
+/// Rate limits (`[providers.rate_limit]`, `[tenants.default]`,
+/// `[tenants.overrides.NAME]`). Every limit is off unless set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Requests per minute.
+    pub requests_per_minute: Option<u32>,
+    /// Requests per day.
+    pub requests_per_day: Option<u32>,
+    /// Tokens per minute (input estimate + max output; reconciled with real usage).
+    pub tokens_per_minute: Option<u32>,
+    /// Requests in flight at once.
+    pub max_concurrent: Option<u32>,
+    /// Minimum gap between requests, ms.
+    pub min_interval_ms: Option<u64>,
+    /// Requests at once under the per-minute limit (default: the whole minute).
+    pub burst: Option<u32>,
+    /// Reject or wait. Providers default to wait (smooths bursts), tenants to reject.
+    pub mode: Option<ModeKind>,
+    /// Longest wait, ms (wait mode). Default 2000.
+    pub max_wait_ms: u64,
+    /// Most requests waiting per key (wait mode). Default 1000.
+    pub max_queue: u32,
+    /// Follow the provider's `x-ratelimit-*` and 429 `retry-after`. Default true.
+    pub adaptive: bool,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: None,
+            requests_per_day: None,
+            tokens_per_minute: None,
+            max_concurrent: None,
+            min_interval_ms: None,
+            burst: None,
+            mode: None,
+            max_wait_ms: 2000,
+            max_queue: 1000,
+            adaptive: true,
+        }
+    }
+}
+
+impl LimitsSection {
+    fn check(&self, at: &str, err: &mut dyn FnMut(String, String)) {
+        for (name, v) in [
+            ("requests_per_minute", self.requests_per_minute),
+            ("requests_per_day", self.requests_per_day),
+            ("tokens_per_minute", self.tokens_per_minute),
+            ("max_concurrent", self.max_concurrent),
+            ("burst", self.burst),
+        ] {
+            if v == Some(0) {
+                err(format!("{at}.{name}"), "must be greater than 0 (leave it out for no limit)".into());
+            }
+        }
+    }
+
+    /// The limits this section describes; `default_mode` when `mode` is unset.
+    pub fn to_limits(&self, default_mode: ModeKind) -> Limits {
+        let mode = match self.mode.unwrap_or(default_mode) {
+            ModeKind::Reject => Mode::Reject,
+            ModeKind::Wait => {
+                Mode::Wait { max_wait: Duration::from_millis(self.max_wait_ms), max_queue: self.max_queue }
+            }
+        };
+        let mut l = Limits::default().mode(mode).adaptive(self.adaptive);
+        if let Some(v) = self.requests_per_minute {
+            l = l.requests_per_minute(v);
+        }
+        if let Some(v) = self.requests_per_day {
+            l = l.requests_per_day(v);
+        }
+        if let Some(v) = self.tokens_per_minute {
+            l = l.tokens_per_minute(v);
+        }
+        if let Some(v) = self.max_concurrent {
+            l = l.max_concurrent(v);
+        }
+        if let Some(v) = self.min_interval_ms {
+            l = l.min_interval(Duration::from_millis(v));
+        }
+        if let Some(v) = self.burst {
+            l = l.burst(v);
+        }
+        l
+    }
+}
+
+/// `[tenants]`: limits per tenant, the tenant taken from a request header.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantsSection {
+    /// The header naming the tenant. Default `x-tenant`.
+    pub header: String,
+    /// Limits for every tenant (each its own), when set.
+    pub default: Option<LimitsSection>,
+    /// Limits for named tenants, replacing the default for them.
+    pub overrides: BTreeMap<String, LimitsSection>,
+}
+
+impl Default for TenantsSection {
+    fn default() -> Self {
+        Self { header: "x-tenant".into(), default: None, overrides: BTreeMap::new() }
+    }
 }
 
 /// Backoff schedule names.
@@ -540,6 +665,8 @@ pub struct ResolvedProvider {
     pub breaker: CircuitConfig,
     /// One breaker per model (else one for the provider).
     pub breaker_per_model: bool,
+    /// The provider's limits.
+    pub limits: Limits,
 }
 
 impl GatewayConfig {
@@ -577,6 +704,15 @@ impl GatewayConfig {
         let mut err = |field: String, message: String| errors.push(ConfigError { field, message });
         if self.providers.is_empty() {
             err("providers".into(), "at least one provider is required".into());
+        }
+        if http::HeaderName::from_bytes(self.tenants.header.as_bytes()).is_err() {
+            err("tenants.header".into(), "not a valid header name".into());
+        }
+        if let Some(d) = &self.tenants.default {
+            d.check("tenants.default", &mut err);
+        }
+        for (name, o) in &self.tenants.overrides {
+            o.check(&format!("tenants.overrides.{name}"), &mut err);
         }
         if self.server.max_body_bytes == 0 {
             err("server.max_body_bytes".into(), "must be greater than 0".into());
@@ -623,6 +759,7 @@ impl GatewayConfig {
                 }
             }
             p.retry.check(&at, &mut err);
+            p.rate_limit.check(&at("rate_limit"), &mut err);
             p.circuit_breaker.check(&at, &mut err);
             if p.mock.is_some() && p.kind != ProviderKindConfig::Mock {
                 err(at("mock"), "only allowed with kind = \"mock\"".into());
@@ -744,6 +881,7 @@ impl GatewayConfig {
                 retry: p.retry.to_policy(),
                 breaker: p.circuit_breaker.to_config(),
                 breaker_per_model: p.circuit_breaker.key == BreakerKey::Model,
+                limits: p.rate_limit.to_limits(ModeKind::Wait),
             });
         }
         if errors.is_empty() { Ok(out) } else { Err(errors) }
@@ -808,6 +946,22 @@ mod tests {
             (
                 "[[providers]]\nname='a'\nkind='ollama'\nmodels=['m']\n[providers.mock]\nseed=1",
                 "providers[0].mock",
+            ),
+            (
+                "[[providers]]\nname='a'\nkind='mock'\nmodels=['m']\n[providers.rate_limit]\ntokens_per_minute=0",
+                "providers[0].rate_limit.tokens_per_minute",
+            ),
+            (
+                "[tenants.default]\nrequests_per_minute=0\n[[providers]]\nname='a'\nkind='mock'\nmodels=['m']",
+                "tenants.default.requests_per_minute",
+            ),
+            (
+                "[tenants]\nheader='bad header'\n[[providers]]\nname='a'\nkind='mock'\nmodels=['m']",
+                "tenants.header",
+            ),
+            (
+                "[[providers]]\nname='a'\nkind='mock'\nmodels=['m']\n[providers.rate_limit]\nmode='maybe'",
+                "unknown variant `maybe`",
             ),
         ];
         for (toml, needle) in cases {

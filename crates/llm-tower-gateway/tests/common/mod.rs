@@ -25,11 +25,12 @@ pub struct Harness {
     pub server: JoinHandle<std::io::Result<()>>,
 }
 
-/// The harness config with retries and the breaker off (tests of plain mapping).
+/// The harness config with retries, the breaker and provider-header adaptation off
+/// (tests of plain mapping).
 pub fn config_for(mock: &MockServer, extra: &str) -> String {
     config_with(
         mock,
-        "[providers.retry]\nenabled = false\n[providers.circuit_breaker]\nenabled = false\n",
+        "[providers.retry]\nenabled = false\n[providers.circuit_breaker]\nenabled = false\n[providers.rate_limit]\nadaptive = false\n",
         extra,
     )
 }

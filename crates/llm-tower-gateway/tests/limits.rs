@@ -1,0 +1,81 @@
+//! Provider and tenant rate limits in the gateway, on paused time.
+
+mod common;
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use llm_tower_mock::{MockConfig, MockServer};
+
+use common::*;
+
+const TENANTS: &str = "
+[tenants]
+header = 'x-tenant'
+[tenants.default]
+requests_per_minute = 2
+[tenants.overrides.vip]
+requests_per_minute = 5
+";
+
+async fn as_tenant(h: &Harness, tenant: &str) -> hyper::Response<hyper::body::Incoming> {
+    h.send(Method::POST, "/v1/chat/completions", CHAT, &[("x-tenant", tenant)]).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn tenants_get_their_own_limits_and_headers() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let h = start(&format!("{TENANTS}{}", config_for(&mock, ""))).await;
+    for left in [1, 0] {
+        let res = as_tenant(&h, "acme").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["x-ratelimit-limit-requests"], "2");
+        assert_eq!(res.headers()["x-ratelimit-remaining-requests"], left.to_string().as_str());
+        res.into_body().collect().await.unwrap();
+    }
+    let res = as_tenant(&h, "acme").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "30", "2 per minute: the next in 30 s");
+    assert_eq!(res.headers()["x-should-retry"], "true");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(error_of(&body), ("rate_limit_error".into(), Some("rate_limit_exceeded".into())));
+    // Another tenant has its own budget; a named one its own limits.
+    assert_eq!(as_tenant(&h, "globex").await.status(), StatusCode::OK);
+    for _ in 0..5 {
+        let res = as_tenant(&h, "vip").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(as_tenant(&h, "vip").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(mock.stats().llm_requests, 2 + 1 + 5, "refused requests never reached the provider");
+
+    let (_, _, stats) = h.call(Method::GET, "/stats", "").await;
+    let s = json(&stats);
+    let keys: Vec<&str> = s["tenants"]["default"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["acme", "globex"]);
+    assert_eq!(s["tenants"]["default"]["rejected"], 1);
+    assert_eq!(s["tenants"]["overrides"]["vip"]["allowed"], 5);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn provider_limits_pace_requests_instead_of_failing_them() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let sections = "[providers.retry]\nenabled = false\n[providers.rate_limit]\nrequests_per_minute = 60\nburst = 1\nmax_wait_ms = 5000\n";
+    let h = start(&config_with(&mock, sections, "")).await;
+    let start = tokio::time::Instant::now();
+    for _ in 0..3 {
+        let (status, _, _) = h.call(Method::POST, "/v1/chat/completions", CHAT).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(2), "one a second, waiting rather than refusing");
+    let (_, _, stats) = h.call(Method::GET, "/stats", "").await;
+    assert_eq!(json(&stats)["providers"][0]["rate_limit"]["waited"], 2);
+    h.stop().await;
+}
