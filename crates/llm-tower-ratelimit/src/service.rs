@@ -237,17 +237,43 @@ where
         let shared = self.shared.clone();
         let key = shared.key_fn.as_ref().map_or(GLOBAL, |f| f.key(&req));
         let tokens = if shared.rates.tpm.is_some() { estimate_tokens(&req, &shared.limits) } else { 0 };
-        let reserve = shared.store.reserve(&key, &demand_of(&shared, tokens));
+        let mut reserve = shared.store.reserve(&key, &demand_of(&shared, tokens));
+        let mut ticket = Ticket { shared, key, tokens, state: TicketState::Pending };
+        // A store that decides at once (the in-memory one) is polled here, so
+        // the common case (granted, no wait, no concurrency limit) calls the
+        // inner service now instead of going through the state machine.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let first = Pin::new(&mut reserve).poll(&mut cx);
         let clone = self.inner.clone();
-        let svc = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture {
-            svc,
-            req: Some(req),
-            ticket: Ticket { shared, key, tokens, state: TicketState::Pending },
-            grant: None,
-            permit: None,
-            state: State::Reserving { reserve },
-        }
+        let mut svc = std::mem::replace(&mut self.inner, clone);
+        let (state, req, grant) = match first {
+            Poll::Pending => (State::Reserving { reserve }, Some(req), None),
+            Poll::Ready(Err(e)) => {
+                ticket.state = TicketState::Done;
+                (State::Failed { err: Some(e) }, None, None)
+            }
+            Poll::Ready(Ok(Decision::Denied { limit, retry_after })) => {
+                let err = ticket.refused(limit, retry_after);
+                (State::Failed { err: Some(err) }, None, None)
+            }
+            Poll::Ready(Ok(Decision::Granted(g))) if !g.wait.is_zero() => {
+                ticket.state = TicketState::Queued;
+                let c = &ticket.shared.counters;
+                c.waited.fetch_add(1, Ordering::Relaxed);
+                c.wait_ns.fetch_add(g.wait.as_nanos() as u64, Ordering::Relaxed);
+                (State::Waiting { sleep: Box::pin(tokio::time::sleep(g.wait)) }, Some(req), Some(g))
+            }
+            Poll::Ready(Ok(Decision::Granted(g))) if ticket.shared.semaphores.is_some() => {
+                ticket.state = TicketState::Reserved;
+                (State::Ready, Some(req), Some(g))
+            }
+            Poll::Ready(Ok(Decision::Granted(g))) => {
+                ticket.state = TicketState::Done;
+                ticket.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
+                (State::Calling { fut: svc.call(req) }, None, Some(g))
+            }
+        };
+        ResponseFuture { svc, req, ticket, grant, permit: None, state }
     }
 }
 
@@ -299,6 +325,7 @@ impl<St: RateLimitStore> Drop for Ticket<St> {
 pin_project! {
     #[project = StateProj]
     enum State<F, Res> {
+        Failed { err: Option<BoxError> },
         Reserving { #[pin] reserve: Res },
         Waiting { sleep: Pin<Box<Sleep>> },
         Permit { acquire: Pin<Box<dyn Future<Output = Result<Result<OwnedSemaphorePermit, tokio::sync::AcquireError>, tokio::time::error::Elapsed>> + Send>> },
@@ -337,6 +364,9 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::Failed { err } => {
+                    return Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())));
+                }
                 StateProj::Reserving { reserve } => match ready!(reserve.poll(cx)) {
                     Err(e) => {
                         this.ticket.state = TicketState::Done;

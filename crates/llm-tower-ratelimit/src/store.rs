@@ -135,8 +135,9 @@ pub enum Adjustment {
 /// (Redis) answers over the network through the same trait, so the layer does
 /// not change. Adjustments are fire-and-forget.
 pub trait RateLimitStore: Send + Sync + 'static {
-    /// The decision future.
-    type Reserve: Future<Output = Result<Decision, BoxError>> + Send + 'static;
+    /// The decision future (`Unpin`: the layer polls it once in `call`, so a
+    /// store that decides at once costs no state-machine round trip).
+    type Reserve: Future<Output = Result<Decision, BoxError>> + Send + Unpin + 'static;
 
     /// Decides `demand` for `key`, reserving on a grant.
     fn reserve(&self, key: &Key, demand: &Demand) -> Self::Reserve;
@@ -308,6 +309,9 @@ impl KeyState {
 }
 
 const SHARDS: usize = 16;
+
+/// The key of an unkeyed limiter.
+pub(crate) const GLOBAL: &str = "*";
 type Shard = Mutex<HashMap<Key, KeyState>>;
 
 /// Picks a shard with FNV-1a: fast, and the maps inside use a keyed hash, so
@@ -335,6 +339,8 @@ fn shard_of(key: &str) -> usize {
 #[derive(Debug)]
 pub struct MemoryStore {
     base: Instant,
+    /// The unkeyed layer's key (`*`): no hashing, no map.
+    global: Mutex<KeyState>,
     shards: Box<[Shard]>,
     len: AtomicUsize,
     max_keys: usize,
@@ -355,6 +361,7 @@ impl MemoryStore {
     pub fn new(max_keys: usize, idle_ttl: Duration) -> Self {
         Self {
             base: Instant::now(),
+            global: Mutex::new(KeyState::default()),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             len: AtomicUsize::new(0),
             max_keys: max_keys.max(1),
@@ -375,6 +382,9 @@ impl MemoryStore {
 
     /// Runs `f` on `key`'s state under its shard's lock: one lock per operation.
     fn with_key<T>(&self, key: &Key, f: impl FnOnce(&mut KeyState) -> T) -> T {
+        if key.as_str() == GLOBAL {
+            return f(&mut self.global.lock().unwrap_or_else(|e| e.into_inner()));
+        }
         let out = {
             let mut map = self.shard(key.as_str()).lock().unwrap_or_else(|e| e.into_inner());
             if let Some(st) = map.get_mut(key.as_str()) {
@@ -444,6 +454,20 @@ impl RateLimitStore for MemoryStore {
         let now = self.now();
         let rates = self.rates.get().copied().unwrap_or_default();
         let mut out = Vec::new();
+        {
+            let st = self.global.lock().unwrap_or_else(|e| e.into_inner());
+            if st.allowed + st.rejected > 0 {
+                out.push(KeyStats {
+                    key: GLOBAL.to_owned(),
+                    allowed: st.allowed,
+                    rejected: st.rejected,
+                    waited: st.waited,
+                    queued: st.queued,
+                    requests: quota(rates.rpm, st.tat[RPM], now),
+                    tokens: quota(rates.tpm, st.tat[TPM], now),
+                });
+            }
+        }
         for s in self.shards.iter() {
             for (k, st) in s.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 out.push(KeyStats {
