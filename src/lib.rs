@@ -9,6 +9,7 @@
 //! - [`retry`]: retry with jitter, server hints, budget and deadline.
 //! - [`circuit`]: keyed circuit breaker.
 //! - [`ratelimit`]: keyed request and token rate limits.
+//! - [`tokens`]: token counting, model facts, cost.
 //! - [`mock`]: the fault-injecting mock provider used by tests and demos.
 //!
 //! ```
@@ -48,6 +49,11 @@ pub mod circuit {
 /// Keyed request and token rate limits (`llm-tower-ratelimit`).
 pub mod ratelimit {
     pub use llm_tower_ratelimit::*;
+}
+
+/// Token counting, model facts and cost (`llm-tower-tokens`).
+pub mod tokens {
+    pub use llm_tower_tokens::*;
 }
 
 /// The fault-injecting mock provider (`llm-tower-mock`).
