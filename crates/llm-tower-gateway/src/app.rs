@@ -25,8 +25,10 @@ use llm_tower_http::{HttpClient, LlmHttpService, Provider};
 use llm_tower_mock::MockServer;
 use llm_tower_ratelimit::{RateLimit, RateLimitLayer};
 use llm_tower_retry::{Retry, RetryLayer};
+use llm_tower_tokens::{Preflight, TokenCountLayer};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tower::Layer;
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -88,6 +90,7 @@ struct AppState {
     routes: HashMap<String, Route>,
     providers: Vec<ProviderRuntime>,
     tenants: Tenants,
+    preflight: Preflight,
     models_json: Bytes,
     max_body: usize,
     client: HttpClient,
@@ -183,6 +186,7 @@ impl Gateway {
             routes,
             providers,
             tenants,
+            preflight: config.server.context_preflight.to_preflight(),
             models_json,
             max_body: config.server.max_body_bytes,
             client,
@@ -370,11 +374,13 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     upstream_req.extensions_mut().insert(info.clone());
     let limiter =
         tenant.as_deref().and_then(|t| app.tenants.overrides.get(t)).or(app.tenants.default.as_ref());
+    // Counted first (once), so tenant and provider token limits both reserve the exact count.
+    let count = TokenCountLayer::new(app.preflight);
     let outcome = match limiter {
         Some(l) => {
-            tower::Layer::layer(l, route.service).oneshot(upstream_req).await.map(|r| r.map(AxumBody::new))
+            count.layer(l.layer(route.service)).oneshot(upstream_req).await.map(|r| r.map(AxumBody::new))
         }
-        None => route.service.oneshot(upstream_req).await.map(|r| r.map(AxumBody::new)),
+        None => count.layer(route.service).oneshot(upstream_req).await.map(|r| r.map(AxumBody::new)),
     };
     let res = match outcome {
         Ok(res) => res,

@@ -62,6 +62,33 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests. Default 30 s.
     pub shutdown_grace_secs: u64,
+    /// Requests that cannot fit their model's context window: refused with
+    /// 400 `context_length_exceeded` (`enforce`, default), logged (`warn`), or
+    /// not checked (`off`).
+    pub context_preflight: PreflightKind,
+}
+
+/// `server.context_preflight` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreflightKind {
+    /// Refuse before sending.
+    Enforce,
+    /// Log and send.
+    Warn,
+    /// Do not check.
+    Off,
+}
+
+impl PreflightKind {
+    /// The layer's policy.
+    pub fn to_preflight(self) -> llm_tower_tokens::Preflight {
+        match self {
+            PreflightKind::Enforce => llm_tower_tokens::Preflight::Enforce,
+            PreflightKind::Warn => llm_tower_tokens::Preflight::WarnOnly,
+            PreflightKind::Off => llm_tower_tokens::Preflight::Off,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -70,6 +97,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 4 << 20,
             shutdown_grace_secs: 30,
+            context_preflight: PreflightKind::Enforce,
         }
     }
 }

@@ -79,3 +79,29 @@ async fn provider_limits_pace_requests_instead_of_failing_them() {
     assert_eq!(json(&stats)["providers"][0]["rate_limit"]["waited"], 2);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn requests_over_the_context_window_get_400_before_any_upstream_call() {
+    let mock = MockServer::start(MockConfig { models: vec![], ..Default::default() }).await.unwrap();
+    let toml = |preflight: &str| {
+        format!(
+            "[server]\nmax_body_bytes = 1000000\ncontext_preflight = '{preflight}'\n[[providers]]\nname = 'up'\nkind = 'openai'\nbase_url = '{}/v1'\napi_key = 'k'\nmodels = ['gpt-4']\n[providers.retry]\nenabled = false\n",
+            mock.url()
+        )
+    };
+    let long = serde_json::json!({"model": "gpt-4", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "token ".repeat(9_000)}]})
+    .to_string();
+    let h = start(&toml("enforce")).await;
+    let (status, _, body) = h.call(Method::POST, "/v1/chat/completions", &long).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_of(&body), ("invalid_request_error".into(), Some("context_length_exceeded".into())));
+    assert_eq!(json(&body)["error"]["param"], "messages");
+    assert_eq!(mock.stats().llm_requests, 0);
+    h.stop().await;
+
+    let h = start(&toml("off")).await;
+    assert_eq!(h.call(Method::POST, "/v1/chat/completions", &long).await.0, StatusCode::OK);
+    assert_eq!(mock.stats().llm_requests, 1);
+    h.stop().await;
+}

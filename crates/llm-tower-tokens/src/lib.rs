@@ -8,7 +8,11 @@
 //! - [`ModelInfo`]: a built-in table of context windows and list prices;
 //!   [`Prices::cost_micros`] computes cost in integer micro-dollars.
 //!
-//! The accounting layer (usage capture, ledger, budgets) builds on these.
+//! - [`TokenCountLayer`]: counts each request once into its `RequestInfo`
+//!   (limiters and budgets read it) and enforces the context window before
+//!   anything is sent.
+//!
+//! The accounting layer (usage capture, ledger, budgets) will build on these.
 //!
 //! ```
 //! use llm_tower_core::chat::{ChatCompletionRequest, ChatMessage};
@@ -24,8 +28,10 @@
 #![deny(missing_docs)]
 
 mod counter;
+mod layer;
 mod models;
 
 pub use counter::{Heuristic, Tiktoken, TokenCounter, counter_for};
+pub use layer::{Preflight, ResponseFuture, TokenCount, TokenCountLayer, count_input};
 pub use llm_tower_core::Usage;
 pub use models::{Family, ModelInfo, Prices, UNKNOWN};

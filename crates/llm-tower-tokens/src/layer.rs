@@ -1,0 +1,202 @@
+//! [`TokenCountLayer`]: fills the request's token estimate and checks the context window.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Request;
+use llm_tower_core::chat::{ChatCompletionRequest, EmbeddingsRequest};
+use llm_tower_core::{Api, BoxError, InvalidRequest, LlmBody, RequestInfo};
+use pin_project_lite::pin_project;
+use serde_json::Value;
+
+use crate::{Heuristic, ModelInfo, TokenCounter, counter_for};
+
+/// What to do when a request cannot fit its model's context window.
+///
+/// ```
+/// assert_eq!(llm_tower_tokens::Preflight::default(), llm_tower_tokens::Preflight::Enforce);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Preflight {
+    /// Answer 400 `context_length_exceeded` without calling upstream.
+    #[default]
+    Enforce,
+    /// Log a warning and send it anyway.
+    WarnOnly,
+    /// Do not check.
+    Off,
+}
+
+/// Counts each request's input tokens once, stores the count in its
+/// [`RequestInfo`] (`estimated_input_tokens`, which limiters and budgets
+/// read), and checks input + requested output against the model's context
+/// window before anything is sent.
+///
+/// Chat requests are counted with OpenAI's framing, exactly for OpenAI
+/// models and with the calibrated [`Heuristic`] for others; embeddings count
+/// their inputs; other APIs (Responses, Anthropic Messages) are estimated from
+/// the body's text. The window check applies to models in the built-in table
+/// only (an unknown model's window is not guessed).
+///
+/// ```
+/// use llm_tower_tokens::{Preflight, TokenCountLayer};
+/// let stack = tower::ServiceBuilder::new().layer(TokenCountLayer::new(Preflight::Enforce));
+/// # let _ = stack;
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct TokenCountLayer {
+    preflight: Preflight,
+}
+
+impl TokenCountLayer {
+    /// A layer with the given pre-flight policy.
+    pub fn new(preflight: Preflight) -> Self {
+        Self { preflight }
+    }
+}
+
+impl<S> tower::Layer<S> for TokenCountLayer {
+    type Service = TokenCount<S>;
+
+    fn layer(&self, inner: S) -> TokenCount<S> {
+        TokenCount { inner, preflight: self.preflight }
+    }
+}
+
+/// The service of [`TokenCountLayer`].
+#[derive(Clone, Debug)]
+pub struct TokenCount<S> {
+    inner: S,
+    preflight: Preflight,
+}
+
+/// Counts the input tokens of a request body for `info`'s API and model.
+///
+/// ```
+/// use llm_tower_core::{Api, RequestInfo};
+/// let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there"}]}"#;
+/// let info = RequestInfo::parse(Api::ChatCompletions, body).unwrap();
+/// assert_eq!(llm_tower_tokens::count_input(&info, body), 3 + 1 + 2 + 3);
+/// ```
+pub fn count_input(info: &RequestInfo, body: &[u8]) -> u32 {
+    let counter = counter_for(&info.model);
+    match info.api {
+        Api::ChatCompletions => match serde_json::from_slice::<ChatCompletionRequest>(body) {
+            Ok(req) => counter.count_chat(&req),
+            Err(_) => Heuristic::default().count_text(&String::from_utf8_lossy(body)),
+        },
+        Api::Embeddings => match serde_json::from_slice::<EmbeddingsRequest>(body) {
+            Ok(req) => req
+                .inputs()
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => counter.count_text(s),
+                    Value::Array(ids) => ids.len() as u32,
+                    other => counter.count_text(&other.to_string()),
+                })
+                .sum(),
+            Err(_) => Heuristic::default().count_text(&String::from_utf8_lossy(body)),
+        },
+        _ => counter.count_text(&String::from_utf8_lossy(body)),
+    }
+}
+
+impl<S> tower::Service<Request<LlmBody>> for TokenCount<S>
+where
+    S: tower::Service<Request<LlmBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<LlmBody>) -> Self::Future {
+        let info = match RequestInfo::ensure(&mut req) {
+            Ok(i) => i,
+            Err(e) => return ResponseFuture::failed(e.into()),
+        };
+        let input = match info.estimated_input_tokens {
+            Some(n) => n,
+            None => {
+                let n = count_input(&info, req.body().as_bytes());
+                let mut updated = (*info).clone();
+                updated.estimated_input_tokens = Some(n);
+                req.extensions_mut().insert(Arc::new(updated));
+                n
+            }
+        };
+        if self.preflight != Preflight::Off {
+            let model = ModelInfo::lookup(&info.model);
+            let output = info.max_tokens.unwrap_or(0) * info.n.max(1);
+            let need = u64::from(input) + u64::from(output);
+            if !model.prefix.is_empty() && need > u64::from(model.context_window) {
+                let msg = format!(
+                    "This model's maximum context length is {} tokens. However, you requested {need} tokens \
+                     ({input} in the messages, {output} in the completion). Please reduce the length of the \
+                     messages or completion.",
+                    model.context_window
+                );
+                if self.preflight == Preflight::Enforce {
+                    let err =
+                        InvalidRequest::new(msg).with_param("messages").with_code("context_length_exceeded");
+                    return ResponseFuture::failed(err.into());
+                }
+                tracing::warn!(
+                    gen_ai.request.model = &*info.model,
+                    need,
+                    window = model.context_window,
+                    "request exceeds the context window"
+                );
+            }
+        }
+        ResponseFuture::inner(self.inner.call(req))
+    }
+}
+
+pin_project! {
+    /// Response future of [`TokenCount`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = Proj]
+    enum State<F> {
+        Inner { #[pin] fut: F },
+        Failed { err: Option<BoxError> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn inner(fut: F) -> Self {
+        Self { state: State::Inner { fut } }
+    }
+    fn failed(err: BoxError) -> Self {
+        Self { state: State::Failed { err: Some(err) } }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            Proj::Inner { fut } => fut.poll(cx).map_err(Into::into),
+            Proj::Failed { err } => {
+                Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())))
+            }
+        }
+    }
+}
