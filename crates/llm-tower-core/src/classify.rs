@@ -226,6 +226,10 @@ fn classify_error_chain(err: &(dyn StdError + 'static)) -> Classification {
         if e.is::<InvalidRequest>() || e.is::<ModelNotFound>() || e.is::<PayloadTooLarge>() {
             return Classification::client_error();
         }
+        if e.is::<crate::BudgetExceeded>() {
+            // Our own budget refused: not the upstream's fault, and retrying cannot help.
+            return Classification::rejected();
+        }
         if let Some(limited) = e.downcast_ref::<RateLimited>() {
             // Our own limiter refused: never an upstream failure.
             let mut c = Classification::rejected();

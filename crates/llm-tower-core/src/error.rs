@@ -393,6 +393,41 @@ impl fmt::Display for RateLimited {
 }
 impl StdError for RateLimited {}
 
+/// A spending budget would be exceeded (HTTP 429, `type: insufficient_quota`,
+/// `x-should-retry: false`: SDKs must not retry it).
+///
+/// ```
+/// let e = llm_tower_core::BudgetExceeded { key: "acme".into(), period: "day", limit_micros: 5_000_000, spent_micros: 4_990_000 };
+/// let res = llm_tower_core::error_response(&e);
+/// assert_eq!(res.status(), 429);
+/// assert_eq!(res.headers()["x-should-retry"], "false");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetExceeded {
+    /// The budget's key (tenant, ...).
+    pub key: String,
+    /// The period (`day`, `month`, `total`).
+    pub period: &'static str,
+    /// The budget, micro-dollars.
+    pub limit_micros: u64,
+    /// Spent and reserved so far, micro-dollars.
+    pub spent_micros: u64,
+}
+
+impl fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} budget of ${:.2} for {} is exhausted (${:.2} used)",
+            self.period,
+            self.limit_micros as f64 / 1e6,
+            self.key,
+            self.spent_micros as f64 / 1e6
+        )
+    }
+}
+impl StdError for BudgetExceeded {}
+
 /// A retry layer gave up after `attempts` attempts; `last` is the last error.
 ///
 /// Mapped to a response as its last error is (its `source()`).
@@ -560,6 +595,12 @@ impl ErrorInfo {
                 ErrorInfo::new(StatusCode::BAD_GATEWAY, "api_error", "upstream response ended abnormally")
                     .code("upstream_stream_aborted"),
             );
+        }
+        if let Some(e) = e.downcast_ref::<BudgetExceeded>() {
+            let mut i = ErrorInfo::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", e.to_string())
+                .code("insufficient_quota");
+            i.should_retry = Some(false);
+            return Some(i);
         }
         if let Some(e) = e.downcast_ref::<RateLimited>() {
             let mut i = ErrorInfo::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", e.to_string())

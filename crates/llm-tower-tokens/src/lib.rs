@@ -12,7 +12,9 @@
 //!   (limiters and budgets read it) and enforces the context window before
 //!   anything is sent.
 //!
-//! The accounting layer (usage capture, ledger, budgets) will build on these.
+//! - [`TokenAccountingLayer`]: budgets reserved before a call and settled
+//!   with the real cost after it; usage read from JSON and SSE as it passes;
+//!   a [`Ledger`] per tenant and model; streams asked for usage.
 //!
 //! ```
 //! use llm_tower_core::chat::{ChatCompletionRequest, ChatMessage};
@@ -27,11 +29,17 @@
 //! ```
 #![deny(missing_docs)]
 
+mod accounting;
+mod budget;
 mod counter;
 mod layer;
+mod ledger;
 mod models;
 
+pub use accounting::{AccountingBody, AccountingConfig, TokenAccounting, TokenAccountingLayer};
+pub use budget::{Budget, BudgetStore, MemoryBudgets, Period};
 pub use counter::{Heuristic, Tiktoken, TokenCounter, counter_for};
 pub use layer::{Preflight, ResponseFuture, TokenCount, TokenCountLayer, count_input};
+pub use ledger::{Ledger, LedgerEntry, Totals};
 pub use llm_tower_core::Usage;
 pub use models::{Family, ModelInfo, Prices, UNKNOWN};

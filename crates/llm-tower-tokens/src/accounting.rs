@@ -1,0 +1,457 @@
+//! [`TokenAccountingLayer`]: budgets before the call, usage and cost after it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use llm_tower_core::sse::SseParser;
+use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
+use llm_tower_core::{Api, BoxError, Key, LlmBody, RequestInfo, Usage};
+use pin_project_lite::pin_project;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::budget::{Budget, BudgetStore, MemoryBudgets};
+use crate::ledger::Ledger;
+use crate::{ModelInfo, Prices, count_input};
+
+/// What the accounting layer does.
+///
+/// ```
+/// use llm_tower_tokens::{AccountingConfig, Budget, Period};
+/// let cfg = AccountingConfig {
+///     default_budget: Some(Budget { limit_micros: 20_000_000, period: Period::Day }),
+///     ..Default::default()
+/// };
+/// assert!(cfg.inject_stream_usage);
+/// ```
+#[derive(Clone, Debug)]
+pub struct AccountingConfig {
+    /// Price overrides by exact model name (else the built-in table).
+    pub prices: HashMap<String, Prices>,
+    /// Output tokens assumed for a request without `max_tokens`. Default 256.
+    pub default_output_tokens: u32,
+    /// Ask streams for usage (`stream_options.include_usage`) when the caller
+    /// did not, and remove that extra chunk from what the caller receives.
+    /// Default on.
+    pub inject_stream_usage: bool,
+    /// Every tenant's budget, when set.
+    pub default_budget: Option<Budget>,
+    /// Budgets of named tenants, replacing the default.
+    pub budgets: HashMap<String, Budget>,
+}
+
+impl Default for AccountingConfig {
+    fn default() -> Self {
+        Self {
+            prices: HashMap::new(),
+            default_output_tokens: 256,
+            inject_stream_usage: true,
+            default_budget: None,
+            budgets: HashMap::new(),
+        }
+    }
+}
+
+struct Shared<St> {
+    cfg: AccountingConfig,
+    ledger: Ledger,
+    budgets: St,
+}
+
+/// Token accounting: before a call, reserves its estimated cost against the
+/// tenant's budget (refusing with `BudgetExceeded` when it does not fit);
+/// after it, reads the real usage from the JSON body or the SSE stream as it
+/// passes, prices it, records it in a [`Ledger`] per tenant and model, and
+/// settles the budget with the real cost. A failed call costs nothing.
+///
+/// A streamed chat request without `stream_options.include_usage` is sent
+/// with it, and the extra usage chunk is removed from the caller's stream, so
+/// streams never escape accounting.
+///
+/// The tenant is `RequestInfo::tenant` (`-` when none).
+///
+/// ```
+/// use llm_tower_tokens::{AccountingConfig, TokenAccountingLayer};
+/// let accounting = TokenAccountingLayer::new(AccountingConfig::default());
+/// let stack = tower::ServiceBuilder::new().layer(accounting.clone());
+/// # let _ = stack;
+/// assert!(accounting.ledger().entries().is_empty());
+/// ```
+pub struct TokenAccountingLayer<St = MemoryBudgets> {
+    shared: Arc<Shared<St>>,
+}
+
+impl<St> Clone for TokenAccountingLayer<St> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<St> std::fmt::Debug for TokenAccountingLayer<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAccountingLayer").field("config", &self.shared.cfg).finish()
+    }
+}
+
+impl TokenAccountingLayer<MemoryBudgets> {
+    /// Accounting with budgets kept in memory.
+    pub fn new(cfg: AccountingConfig) -> Self {
+        Self::with_store(cfg, MemoryBudgets::default())
+    }
+}
+
+impl<St: BudgetStore> TokenAccountingLayer<St> {
+    /// Accounting with budgets kept in `store`.
+    pub fn with_store(cfg: AccountingConfig, store: St) -> Self {
+        Self { shared: Arc::new(Shared { cfg, ledger: Ledger::default(), budgets: store }) }
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.shared.ledger
+    }
+
+    /// The budget store.
+    pub fn budgets(&self) -> &St {
+        &self.shared.budgets
+    }
+}
+
+impl<S, St> tower::Layer<S> for TokenAccountingLayer<St> {
+    type Service = TokenAccounting<S, St>;
+
+    fn layer(&self, inner: S) -> TokenAccounting<S, St> {
+        TokenAccounting { inner, shared: self.shared.clone() }
+    }
+}
+
+/// The service of [`TokenAccountingLayer`].
+pub struct TokenAccounting<S, St = MemoryBudgets> {
+    inner: S,
+    shared: Arc<Shared<St>>,
+}
+
+impl<S: Clone, St> Clone for TokenAccounting<S, St> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), shared: self.shared.clone() }
+    }
+}
+
+/// The cost bookkeeping of one call, settled exactly once.
+struct Settle<St: BudgetStore> {
+    shared: Arc<Shared<St>>,
+    tenant: Key,
+    model: Arc<str>,
+    prices: Prices,
+    budget: Option<Budget>,
+    estimate: u64,
+    done: bool,
+}
+
+impl<St: BudgetStore> Settle<St> {
+    fn finish(&mut self, usage: Option<Usage>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let (usage, cost) = match usage {
+            Some(u) => (u, self.prices.cost_micros(&u)),
+            // No usage reported: charge the estimate (conservative).
+            None => (Usage::default(), self.estimate),
+        };
+        if let Some(b) = &self.budget {
+            self.shared.budgets.settle(&self.tenant, b, self.estimate, cost);
+        }
+        self.shared.ledger.record(self.tenant.as_str(), &self.model, &usage, cost);
+        tracing::info!(
+            gen_ai.request.model = &*self.model,
+            gen_ai.usage.input_tokens = usage.input,
+            gen_ai.usage.output_tokens = usage.output,
+            cost_micros = cost,
+            tenant = self.tenant.as_str(),
+            "usage recorded"
+        );
+    }
+
+    /// The call failed before any answer: it costs nothing.
+    fn release(&mut self) {
+        if !self.done {
+            self.done = true;
+            if let Some(b) = &self.budget {
+                self.shared.budgets.settle(&self.tenant, b, self.estimate, 0);
+            }
+        }
+    }
+}
+
+impl<St: BudgetStore> Drop for Settle<St> {
+    fn drop(&mut self) {
+        // Dropped before the call was made or finished without a report.
+        self.release();
+    }
+}
+
+fn with_include_usage(body: &[u8]) -> Option<Bytes> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object_mut()?;
+    let opts = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+    opts.as_object_mut()?.insert("include_usage".into(), true.into());
+    serde_json::to_vec(&v).ok().map(Bytes::from)
+}
+
+impl<S, R, St> tower::Service<Request<LlmBody>> for TokenAccounting<S, St>
+where
+    S: tower::Service<Request<LlmBody>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    R: Body<Data = Bytes>,
+    St: BudgetStore,
+{
+    type Response = Response<AccountingBody<R, St>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, St>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<LlmBody>) -> Self::Future {
+        let info = match RequestInfo::ensure(&mut req) {
+            Ok(i) => i,
+            Err(e) => return ResponseFuture::failed(e.into()),
+        };
+        let cfg = &self.shared.cfg;
+        let prices =
+            cfg.prices.get(&*info.model).copied().unwrap_or_else(|| ModelInfo::lookup(&info.model).prices);
+        let input = info.estimated_input_tokens.unwrap_or_else(|| count_input(&info, req.body().as_bytes()));
+        let output = info.max_tokens.unwrap_or(cfg.default_output_tokens) * info.n.max(1);
+        let estimate = prices.cost_micros(&Usage {
+            input: u64::from(input),
+            output: u64::from(output),
+            ..Default::default()
+        });
+        let tenant = info.tenant.clone().map_or(Key::from_static("-"), Key::from);
+        let budget = cfg.budgets.get(tenant.as_str()).or(cfg.default_budget.as_ref()).copied();
+        let strip =
+            cfg.inject_stream_usage && info.api == Api::ChatCompletions && info.stream && !info.include_usage;
+        if strip {
+            if let Some(b) = with_include_usage(req.body().as_bytes()) {
+                *req.body_mut() = LlmBody::from(b);
+            }
+        }
+        // `done` until the reservation is made: dropping it before then settles nothing.
+        let mut settle = Settle {
+            shared: self.shared.clone(),
+            tenant,
+            model: info.model.clone(),
+            prices,
+            budget,
+            estimate,
+            done: true,
+        };
+        if let Some(b) = budget {
+            let mut reserve = self.shared.budgets.reserve(&settle.tenant, &b, estimate);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match Pin::new(&mut reserve).poll(&mut cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return ResponseFuture::failed(e.into()),
+                // This version reserves only with stores that answer at once (in memory).
+                Poll::Pending => return ResponseFuture::failed("budget store did not answer at once".into()),
+            }
+        }
+        settle.done = false;
+        ResponseFuture { state: State::Calling { fut: self.inner.call(req), settle: Some(settle), strip } }
+    }
+}
+
+pin_project! {
+    /// Response future of [`TokenAccounting`].
+    pub struct ResponseFuture<F, St: BudgetStore> {
+        #[pin]
+        state: State<F, St>,
+    }
+}
+
+pin_project! {
+    #[project = Proj]
+    enum State<F, St: BudgetStore> {
+        Calling { #[pin] fut: F, settle: Option<Settle<St>>, strip: bool },
+        Failed { err: Option<BoxError> },
+    }
+}
+
+impl<F, St: BudgetStore> ResponseFuture<F, St> {
+    fn failed(err: BoxError) -> Self {
+        Self { state: State::Failed { err: Some(err) } }
+    }
+}
+
+impl<F, R, E, St> Future for ResponseFuture<F, St>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    E: Into<BoxError>,
+    R: Body<Data = Bytes>,
+    St: BudgetStore,
+{
+    type Output = Result<Response<AccountingBody<R, St>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            Proj::Failed { err } => {
+                Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())))
+            }
+            Proj::Calling { fut, settle, strip } => {
+                let out = ready!(fut.poll(cx));
+                let mut settle = settle.take().expect("polled after completion");
+                match out {
+                    Err(e) => {
+                        settle.release();
+                        Poll::Ready(Err(e.into()))
+                    }
+                    Ok(res) => {
+                        if !res.status().is_success() {
+                            // Providers do not bill failed calls.
+                            settle.release();
+                        }
+                        let kind = BodyKind::from_headers(res.headers());
+                        let strip = *strip && kind == BodyKind::Sse;
+                        Poll::Ready(Ok(res.map(|inner| AccountingBody {
+                            inner,
+                            extractor: Some(UsageExtractor::new(kind)),
+                            settle: Some(settle),
+                            filter: strip.then(EventFilter::default),
+                        })))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Holds back partial SSE events so the usage-only chunk can be removed.
+#[derive(Default)]
+struct EventFilter {
+    pending: BytesMut,
+}
+
+#[derive(Deserialize)]
+struct UsageOnly {
+    choices: Vec<IgnoredAny>,
+    usage: Option<IgnoredAny>,
+}
+
+fn is_usage_only(event: &[u8]) -> bool {
+    let mut parser = SseParser::default();
+    let mut found = false;
+    parser.feed(event, |ev| {
+        if let Ok(u) = serde_json::from_slice::<UsageOnly>(ev.data) {
+            found = u.choices.is_empty() && u.usage.is_some();
+        }
+    });
+    found
+}
+
+impl EventFilter {
+    /// Appends `data`; returns the complete events to forward.
+    fn push(&mut self, data: &[u8]) -> Bytes {
+        self.pending.extend_from_slice(data);
+        let mut out = BytesMut::new();
+        loop {
+            let p = &self.pending[..];
+            let end = p
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| i + 2)
+                .or_else(|| p.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4));
+            let Some(end) = end else { break };
+            let event = self.pending.split_to(end);
+            if !is_usage_only(&event) {
+                out.extend_from_slice(&event);
+            }
+        }
+        out.freeze()
+    }
+}
+
+pin_project! {
+    /// The upstream body, read for usage as it passes (and, for streams the
+    /// layer asked for usage, without the extra usage chunk).
+    pub struct AccountingBody<R, St: BudgetStore> {
+        #[pin]
+        inner: R,
+        extractor: Option<UsageExtractor>,
+        settle: Option<Settle<St>>,
+        filter: Option<EventFilter>,
+    }
+}
+
+impl<R, St: BudgetStore> AccountingBody<R, St> {
+    fn end(extractor: &mut Option<UsageExtractor>, settle: &mut Option<Settle<St>>, end: StreamEnd) {
+        if let (Some(x), Some(mut s)) = (extractor.take(), settle.take()) {
+            let report = x.finish(end);
+            s.finish(report.usage);
+        }
+    }
+}
+
+impl<R, St> Body for AccountingBody<R, St>
+where
+    R: Body<Data = Bytes>,
+    St: BudgetStore,
+{
+    type Data = Bytes;
+    type Error = R::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, R::Error>>> {
+        let mut this = self.project();
+        loop {
+            let out = ready!(this.inner.as_mut().poll_frame(cx));
+            match out {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if let Some(x) = this.extractor.as_mut() {
+                        x.feed(&data);
+                    }
+                    let data = match this.filter.as_mut() {
+                        Some(f) => f.push(&data),
+                        None => data,
+                    };
+                    if this.inner.is_end_stream() {
+                        Self::end(this.extractor, this.settle, StreamEnd::Complete);
+                    }
+                    if data.is_empty() {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => {
+                    Self::end(this.extractor, this.settle, StreamEnd::Failed);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    Self::end(this.extractor, this.settle, StreamEnd::Complete);
+                    let rest = this.filter.as_mut().map(|f| f.pending.split().freeze()).unwrap_or_default();
+                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.settle.is_none()
+            && self.inner.is_end_stream()
+            && self.filter.as_ref().is_none_or(|f| f.pending.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.filter.is_some() { SizeHint::default() } else { self.inner.size_hint() }
+    }
+}

@@ -1,0 +1,184 @@
+//! Usage and cost per tenant and model, in total and by minute, hour and day.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::Usage;
+
+/// Summed usage and cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Calls.
+    pub requests: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cached input tokens.
+    pub cached_input_tokens: u64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: u64,
+    /// Cost, micro-dollars.
+    pub cost_micros: u64,
+}
+
+impl Totals {
+    fn add(&mut self, u: &Usage, cost: u64) {
+        self.requests += 1;
+        self.input_tokens += u.input;
+        self.output_tokens += u.output;
+        self.cached_input_tokens += u.cached_input;
+        self.reasoning_tokens += u.reasoning;
+        self.cost_micros += cost;
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    epoch: u64,
+    totals: Totals,
+}
+
+#[derive(Debug)]
+struct Entry {
+    totals: Totals,
+    minutes: [Slot; 60],
+    hours: [Slot; 24],
+    days: [Slot; 30],
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            totals: Totals::default(),
+            minutes: [Slot::default(); 60],
+            hours: [Slot::default(); 24],
+            days: [Slot::default(); 30],
+        }
+    }
+}
+
+fn bump(slots: &mut [Slot], epoch: u64, u: &Usage, cost: u64) {
+    let s = &mut slots[(epoch % slots.len() as u64) as usize];
+    if s.epoch != epoch {
+        *s = Slot { epoch, totals: Totals::default() };
+    }
+    s.totals.add(u, cost);
+}
+
+fn window(slots: &[Slot], epoch: u64) -> Totals {
+    let n = slots.len() as u64;
+    let mut t = Totals::default();
+    for s in slots.iter().filter(|s| s.epoch <= epoch && s.epoch + n > epoch && s.epoch != 0) {
+        t.requests += s.totals.requests;
+        t.input_tokens += s.totals.input_tokens;
+        t.output_tokens += s.totals.output_tokens;
+        t.cached_input_tokens += s.totals.cached_input_tokens;
+        t.reasoning_tokens += s.totals.reasoning_tokens;
+        t.cost_micros += s.totals.cost_micros;
+    }
+    t
+}
+
+/// (tenant, model).
+type LineKey = (Arc<str>, Arc<str>);
+
+/// One ledger line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct LedgerEntry {
+    /// Tenant (`-` when none).
+    pub tenant: String,
+    /// Model.
+    pub model: String,
+    /// Since the start.
+    pub total: Totals,
+    /// The last 60 minutes.
+    pub last_hour: Totals,
+    /// The last 24 hours.
+    pub last_day: Totals,
+    /// The last 30 days.
+    pub last_30_days: Totals,
+}
+
+/// Usage and cost per (tenant, model). Cheap to share.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use llm_tower_tokens::{Ledger, Usage};
+/// let ledger = Ledger::default();
+/// ledger.record("acme", "gpt-4o", &Usage { input: 10, output: 5, ..Default::default() }, 75);
+/// assert_eq!(ledger.entries()[0].total.cost_micros, 75);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Ledger {
+    start: Instant,
+    map: Mutex<HashMap<LineKey, Entry>>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger { start: Instant::now(), map: Mutex::default() }
+    }
+}
+
+impl Ledger {
+    fn epochs(&self) -> (u64, u64, u64) {
+        let s = Instant::now().saturating_duration_since(self.start).as_secs();
+        (s / 60 + 1, s / 3600 + 1, s / 86_400 + 1)
+    }
+
+    /// Records one call.
+    pub fn record(&self, tenant: &str, model: &str, usage: &Usage, cost_micros: u64) {
+        let (m, h, d) = self.epochs();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map.entry((tenant.into(), model.into())).or_default();
+        e.totals.add(usage, cost_micros);
+        bump(&mut e.minutes, m, usage, cost_micros);
+        bump(&mut e.hours, h, usage, cost_micros);
+        bump(&mut e.days, d, usage, cost_micros);
+    }
+
+    /// Every line, sorted by tenant then model.
+    pub fn entries(&self) -> Vec<LedgerEntry> {
+        let (m, h, d) = self.epochs();
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<LedgerEntry> = map
+            .iter()
+            .map(|((t, model), e)| LedgerEntry {
+                tenant: t.to_string(),
+                model: model.to_string(),
+                total: e.totals,
+                last_hour: window(&e.minutes, m),
+                last_day: window(&e.hours, h),
+                last_30_days: window(&e.days, d),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.tenant, &a.model).cmp(&(&b.tenant, &b.model)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn windows_forget_old_usage() {
+        let l = Ledger::default();
+        let u = Usage { input: 100, output: 10, ..Default::default() };
+        l.record("a", "m", &u, 5);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        l.record("a", "m", &u, 5);
+        let e = &l.entries()[0];
+        assert_eq!(e.total.requests, 2);
+        assert_eq!(e.last_hour.requests, 1, "the first call is over an hour old");
+        assert_eq!(e.last_day.requests, 2);
+        assert_eq!(e.last_day.cost_micros, 10);
+    }
+}
