@@ -25,7 +25,7 @@ use llm_tower_http::{HttpClient, LlmHttpService, Provider};
 use llm_tower_mock::MockServer;
 use llm_tower_ratelimit::{RateLimit, RateLimitLayer};
 use llm_tower_retry::{Retry, RetryLayer};
-use llm_tower_tokens::{Preflight, TokenCountLayer};
+use llm_tower_tokens::{AccountingConfig, Preflight, TokenAccountingLayer, TokenCountLayer};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::Layer;
@@ -91,6 +91,7 @@ struct AppState {
     providers: Vec<ProviderRuntime>,
     tenants: Tenants,
     preflight: Preflight,
+    accounting: TokenAccountingLayer,
     models_json: Bytes,
     max_body: usize,
     client: HttpClient,
@@ -187,6 +188,12 @@ impl Gateway {
             providers,
             tenants,
             preflight: config.server.context_preflight.to_preflight(),
+            accounting: TokenAccountingLayer::new(AccountingConfig {
+                prices: config.prices.iter().map(|(m, p)| (m.clone(), p.to_prices())).collect(),
+                default_budget: config.tenants.default_budget.map(|b| b.to_budget()),
+                budgets: config.tenants.budgets.iter().map(|(n, b)| (n.clone(), b.to_budget())).collect(),
+                ..AccountingConfig::default()
+            }),
             models_json,
             max_body: config.server.max_body_bytes,
             client,
@@ -297,6 +304,7 @@ async fn stats(State(app): State<Arc<AppState>>) -> Response {
     let body = serde_json::json!({
         "providers": providers,
         "tenants": tenants,
+        "usage": app.accounting.ledger().entries(),
         "upstream_hosts": app.client.stats(),
     });
     json(StatusCode::OK, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
@@ -375,12 +383,17 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let limiter =
         tenant.as_deref().and_then(|t| app.tenants.overrides.get(t)).or(app.tenants.default.as_ref());
     // Counted first (once), so tenant and provider token limits both reserve the exact count.
+    // Then accounting: budgets before, usage and cost after.
     let count = TokenCountLayer::new(app.preflight);
+    let acct = &app.accounting;
     let outcome = match limiter {
         Some(l) => {
-            count.layer(l.layer(route.service)).oneshot(upstream_req).await.map(|r| r.map(AxumBody::new))
+            let svc = count.layer(acct.layer(l.layer(route.service)));
+            svc.oneshot(upstream_req).await.map(|r| r.map(AxumBody::new))
         }
-        None => count.layer(route.service).oneshot(upstream_req).await.map(|r| r.map(AxumBody::new)),
+        None => {
+            count.layer(acct.layer(route.service)).oneshot(upstream_req).await.map(|r| r.map(AxumBody::new))
+        }
     };
     let res = match outcome {
         Ok(res) => res,

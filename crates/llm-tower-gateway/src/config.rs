@@ -44,9 +44,12 @@ pub struct GatewayConfig {
     /// The shared upstream connection pool.
     #[serde(default)]
     pub client: ClientSection,
-    /// Per-tenant limits.
+    /// Per-tenant limits and budgets.
     #[serde(default)]
     pub tenants: TenantsSection,
+    /// Price overrides by exact model name, USD per million tokens.
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceSection>,
     /// Upstream providers and the models each serves.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -324,11 +327,89 @@ pub struct TenantsSection {
     pub default: Option<LimitsSection>,
     /// Limits for named tenants, replacing the default for them.
     pub overrides: BTreeMap<String, LimitsSection>,
+    /// Every tenant's spending budget, when set.
+    pub default_budget: Option<BudgetSection>,
+    /// Budgets of named tenants, replacing the default.
+    pub budgets: BTreeMap<String, BudgetSection>,
+}
+
+/// A spending budget: `usd` per `period`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    /// Dollars per period.
+    pub usd: f64,
+    /// `day` (default), `month` or `total`.
+    #[serde(default = "BudgetSection::default_period")]
+    pub period: PeriodKind,
+}
+
+/// Budget periods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodKind {
+    /// 24 hours.
+    Day,
+    /// 30 days.
+    Month,
+    /// Forever.
+    Total,
+}
+
+impl BudgetSection {
+    fn default_period() -> PeriodKind {
+        PeriodKind::Day
+    }
+
+    /// The budget this section describes.
+    pub fn to_budget(self) -> llm_tower_tokens::Budget {
+        let period = match self.period {
+            PeriodKind::Day => llm_tower_tokens::Period::Day,
+            PeriodKind::Month => llm_tower_tokens::Period::Month,
+            PeriodKind::Total => llm_tower_tokens::Period::Total,
+        };
+        llm_tower_tokens::Budget { limit_micros: (self.usd * 1e6).round() as u64, period }
+    }
+}
+
+/// `[prices.MODEL]`: USD per million tokens.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSection {
+    /// Input.
+    pub input: f64,
+    /// Cached input (default: the input price).
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    /// Output.
+    pub output: f64,
+    /// Reasoning output (default: the output price).
+    #[serde(default)]
+    pub reasoning: Option<f64>,
+}
+
+impl PriceSection {
+    /// The prices in micro-dollars per million tokens.
+    pub fn to_prices(self) -> llm_tower_tokens::Prices {
+        let m = |usd: f64| (usd * 1e6).round() as u64;
+        llm_tower_tokens::Prices {
+            input: m(self.input),
+            cached_input: m(self.cached_input.unwrap_or(self.input)),
+            output: m(self.output),
+            reasoning: m(self.reasoning.unwrap_or(self.output)),
+        }
+    }
 }
 
 impl Default for TenantsSection {
     fn default() -> Self {
-        Self { header: "x-tenant".into(), default: None, overrides: BTreeMap::new() }
+        Self {
+            header: "x-tenant".into(),
+            default: None,
+            overrides: BTreeMap::new(),
+            default_budget: None,
+            budgets: BTreeMap::new(),
+        }
     }
 }
 
@@ -741,6 +822,22 @@ impl GatewayConfig {
         }
         for (name, o) in &self.tenants.overrides {
             o.check(&format!("tenants.overrides.{name}"), &mut err);
+        }
+        let budgets = self.tenants.default_budget.iter().map(|b| ("tenants.default_budget".to_string(), b));
+        let named = self.tenants.budgets.iter().map(|(n, b)| (format!("tenants.budgets.{n}"), b));
+        for (at, b) in budgets.chain(named) {
+            if !(b.usd.is_finite() && b.usd > 0.0) {
+                err(format!("{at}.usd"), "must be a positive number of dollars".into());
+            }
+        }
+        for (model, p) in &self.prices {
+            let all = [Some(p.input), p.cached_input, Some(p.output), p.reasoning];
+            if all.iter().flatten().any(|v| !(v.is_finite() && *v >= 0.0)) {
+                err(
+                    format!("prices.{model}"),
+                    "prices must be non-negative numbers (USD per million tokens)".into(),
+                );
+            }
         }
         if self.server.max_body_bytes == 0 {
             err("server.max_body_bytes".into(), "must be greater than 0".into());

@@ -105,3 +105,41 @@ async fn requests_over_the_context_window_get_400_before_any_upstream_call() {
     assert_eq!(mock.stats().llm_requests, 1);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn tenant_budgets_and_usage_in_stats() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    // gpt-4o-mini priced at $10 / $100 per million: ~11 input and 16 output tokens
+    // cost about 1,700 micro-dollars a call (about 11 at the built-in prices).
+    let toml = format!(
+        "[tenants.budgets.acme]\nusd = 0.05\n[prices.gpt-4o-mini]\ninput = 10.0\noutput = 100.0\n{}",
+        config_for(&mock, "")
+    );
+    let h = start(&toml).await;
+    let mut passed = 0;
+    let last = loop {
+        let res = as_tenant(&h, "acme").await;
+        if res.status() != StatusCode::OK {
+            break res;
+        }
+        res.into_body().collect().await.unwrap();
+        passed += 1;
+        assert!(passed < 50);
+    };
+    assert_eq!(last.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(last.headers()["x-should-retry"], "false");
+    let body = last.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(error_of(&body).0, "insufficient_quota");
+    assert!(passed >= 1);
+    assert_eq!(as_tenant(&h, "globex").await.status(), StatusCode::OK, "no budget for others");
+
+    let (_, _, stats) = h.call(Method::GET, "/stats", "").await;
+    let s = json(&stats);
+    let acme = s["usage"].as_array().unwrap().iter().find(|e| e["tenant"] == "acme").unwrap().clone();
+    assert_eq!(acme["total"]["requests"], passed);
+    let cost = acme["total"]["cost_micros"].as_u64().unwrap();
+    assert!(cost <= 50_000, "never spent past the budget: {cost}");
+    let per_call = cost / passed;
+    assert!((1_500..=2_000).contains(&per_call), "the override prices were used: {per_call}");
+    h.stop().await;
+}
