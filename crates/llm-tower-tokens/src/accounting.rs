@@ -74,7 +74,9 @@ struct Shared<St> {
 /// with it, and the extra usage chunk is removed from the caller's stream, so
 /// streams never escape accounting.
 ///
-/// The tenant is `RequestInfo::tenant` (`-` when none).
+/// The tenant is `RequestInfo::tenant` (`-` when none). Counters go to the
+/// `metrics` facade: `llm_tower_tokens_total{model, kind=input|output}` and
+/// `llm_tower_cost_microusd_total{model}`.
 ///
 /// ```
 /// use llm_tower_tokens::{AccountingConfig, TokenAccountingLayer};
@@ -169,7 +171,14 @@ impl<St: BudgetStore> Settle<St> {
             self.shared.budgets.settle(&self.tenant, b, self.estimate, cost);
         }
         self.shared.ledger.record(self.tenant.as_str(), &self.model, &usage, cost);
-        tracing::info!(
+        let model = self.model.to_string();
+        metrics::counter!("llm_tower_tokens_total", "model" => model.clone(), "kind" => "input")
+            .increment(usage.input);
+        metrics::counter!("llm_tower_tokens_total", "model" => model.clone(), "kind" => "output")
+            .increment(usage.output);
+        metrics::counter!("llm_tower_cost_microusd_total", "model" => model).increment(cost);
+        // Debug: the gateway's access line already carries usage (one info line per request).
+        tracing::debug!(
             gen_ai.request.model = &*self.model,
             gen_ai.usage.input_tokens = usage.input,
             gen_ai.usage.output_tokens = usage.output,
