@@ -389,13 +389,24 @@ impl EventFilter {
 
 pin_project! {
     /// The upstream body, read for usage as it passes (and, for streams the
-    /// layer asked for usage, without the extra usage chunk).
+    /// layer asked for usage, without the extra usage chunk). A body dropped
+    /// before its end (the caller went away) is charged what it reported so
+    /// far, or its estimate: the provider bills the generation either way.
     pub struct AccountingBody<R, St: BudgetStore> {
         #[pin]
         inner: R,
         extractor: Option<UsageExtractor>,
         settle: Option<Settle<St>>,
         filter: Option<EventFilter>,
+    }
+
+    impl<R, St: BudgetStore> PinnedDrop for AccountingBody<R, St> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let (Some(x), Some(mut s)) = (this.extractor.take(), this.settle.take()) {
+                s.finish(x.finish(StreamEnd::EndedEarly).usage);
+            }
+        }
     }
 }
 

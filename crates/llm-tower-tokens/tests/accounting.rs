@@ -153,3 +153,23 @@ async fn failed_calls_cost_nothing() {
     assert_eq!(layer.budgets().balance(&Key::from("-")), Some((0, 0)));
     assert!(layer.ledger().entries().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_goes_away_mid_stream_is_still_charged() {
+    let latency = llm_tower_mock::Latency {
+        headers: std::time::Duration::ZERO,
+        per_token: std::time::Duration::from_millis(100),
+    };
+    let mock = MockServer::start(MockConfig { latency, ..Default::default() }).await.unwrap();
+    let budget = Budget { limit_micros: 1_000_000, period: Period::Day };
+    let layer =
+        TokenAccountingLayer::new(AccountingConfig { default_budget: Some(budget), ..Default::default() });
+    let svc = layer.layer(http(&mock));
+    let res = svc.oneshot(req(STREAM, None)).await.unwrap();
+    let mut body = Box::pin(res.into_body());
+    body.as_mut().frame().await.unwrap().unwrap();
+    drop(body);
+    let estimate = layer.ledger().entries()[0].total.cost_micros;
+    assert!(estimate > 0, "charged, not released");
+    assert_eq!(layer.budgets().balance(&Key::from("-")), Some((estimate, 0)));
+}
