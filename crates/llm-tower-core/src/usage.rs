@@ -124,6 +124,44 @@ pub struct UsageReport {
     pub bytes: u64,
 }
 
+impl UsageReport {
+    /// A report with no usage, for a body that ended as `end`.
+    ///
+    /// ```
+    /// use llm_tower_core::usage::{StreamEnd, UsageReport};
+    /// assert!(UsageReport::ended(StreamEnd::EndedEarly).usage.is_none());
+    /// ```
+    pub fn ended(end: StreamEnd) -> Self {
+        UsageReport { usage: None, finish_reason: None, end, error: None, bytes: 0 }
+    }
+}
+
+/// A usage report published by the layer that read the body, for the layers
+/// outside it: put in the response's extensions so a body is parsed once.
+///
+/// ```
+/// use llm_tower_core::usage::{StreamEnd, UsageReport, UsageSlot};
+/// let slot = UsageSlot::default();
+/// let reader = slot.clone();
+/// assert!(reader.get().is_none());
+/// slot.set(UsageReport::ended(StreamEnd::Complete));
+/// assert_eq!(reader.get().unwrap().end, StreamEnd::Complete);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct UsageSlot(std::sync::Arc<std::sync::OnceLock<UsageReport>>);
+
+impl UsageSlot {
+    /// Publishes the report (the first one wins).
+    pub fn set(&self, report: UsageReport) {
+        let _ = self.0.set(report);
+    }
+
+    /// The report, once the body has ended.
+    pub fn get(&self) -> Option<&UsageReport> {
+        self.0.get()
+    }
+}
+
 /// JSON bodies larger than this are passed through without usage extraction.
 pub const MAX_JSON_BYTES: usize = 16 << 20;
 

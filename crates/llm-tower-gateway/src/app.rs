@@ -17,7 +17,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use llm_tower_circuit::{CircuitBreaker, CircuitBreakerLayer, CircuitHandle};
 use llm_tower_core::chat::{Model, ModelList};
-use llm_tower_core::usage::{BodyKind, UsageBody, UsageReport};
+use llm_tower_core::usage::{BodyKind, UsageBody, UsageReport, UsageSlot};
 use llm_tower_core::{
     Api, ErrorInfo, InvalidRequest, KeyFn, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Upstream,
 };
@@ -32,7 +32,7 @@ use tower::Layer;
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::body::GuardBody;
+use crate::body::{GuardBody, NotifyEnd};
 use crate::config::{ConfigError, GatewayConfig};
 
 /// Why the gateway could not start.
@@ -448,8 +448,17 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
         access_log(&method, &path, &model, &provider, status, headers_at, start, &report)
     };
     let (parts, body) = res.into_parts();
-    let body = GuardBody::new(UsageBody::new(body, kind, log), kind == BodyKind::Sse);
-    Response::from_parts(parts, AxumBody::new(body)).into_response()
+    let sse = kind == BodyKind::Sse;
+    // The accounting layer has read this body's usage: log its report rather
+    // than parse the body a second time.
+    let body = match parts.extensions.get::<UsageSlot>().cloned() {
+        Some(slot) => {
+            let on_end = move |end| log(slot.get().cloned().unwrap_or_else(|| UsageReport::ended(end)));
+            AxumBody::new(GuardBody::new(NotifyEnd::new(body, on_end), sse))
+        }
+        None => AxumBody::new(GuardBody::new(UsageBody::new(body, kind, log), sse)),
+    };
+    Response::from_parts(parts, body).into_response()
 }
 
 #[allow(clippy::too_many_arguments)]

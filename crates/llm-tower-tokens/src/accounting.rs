@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use llm_tower_core::sse::SseParser;
-use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
+use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor, UsageSlot};
 use llm_tower_core::{Api, BoxError, Key, LlmBody, RequestInfo, Usage};
 use pin_project_lite::pin_project;
 use serde::Deserialize;
@@ -329,11 +329,17 @@ where
                         }
                         let kind = BodyKind::from_headers(res.headers());
                         let strip = *strip && kind == BodyKind::Sse;
+                        // Outer layers (the gateway's access log) read the report here
+                        // instead of parsing the body again.
+                        let slot = UsageSlot::default();
+                        let mut res = res;
+                        res.extensions_mut().insert(slot.clone());
                         Poll::Ready(Ok(res.map(|inner| AccountingBody {
                             inner,
                             extractor: Some(UsageExtractor::new(kind)),
                             settle: Some(settle),
                             filter: strip.then(EventFilter::default),
+                            slot,
                         })))
                     }
                 }
@@ -398,23 +404,29 @@ pin_project! {
         extractor: Option<UsageExtractor>,
         settle: Option<Settle<St>>,
         filter: Option<EventFilter>,
+        slot: UsageSlot,
     }
 
     impl<R, St: BudgetStore> PinnedDrop for AccountingBody<R, St> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let (Some(x), Some(mut s)) = (this.extractor.take(), this.settle.take()) {
-                s.finish(x.finish(StreamEnd::EndedEarly).usage);
-            }
+            AccountingBody::<R, St>::end(this.extractor, this.settle, this.slot, StreamEnd::EndedEarly);
         }
     }
 }
 
 impl<R, St: BudgetStore> AccountingBody<R, St> {
-    fn end(extractor: &mut Option<UsageExtractor>, settle: &mut Option<Settle<St>>, end: StreamEnd) {
+    fn end(
+        extractor: &mut Option<UsageExtractor>,
+        settle: &mut Option<Settle<St>>,
+        slot: &UsageSlot,
+        end: StreamEnd,
+    ) {
         if let (Some(x), Some(mut s)) = (extractor.take(), settle.take()) {
             let report = x.finish(end);
-            s.finish(report.usage);
+            let usage = report.usage;
+            slot.set(report);
+            s.finish(usage);
         }
     }
 }
@@ -445,7 +457,7 @@ where
                         None => data,
                     };
                     if this.inner.is_end_stream() {
-                        Self::end(this.extractor, this.settle, StreamEnd::Complete);
+                        Self::end(this.extractor, this.settle, this.slot, StreamEnd::Complete);
                     }
                     if data.is_empty() {
                         continue;
@@ -453,11 +465,11 @@ where
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => {
-                    Self::end(this.extractor, this.settle, StreamEnd::Failed);
+                    Self::end(this.extractor, this.settle, this.slot, StreamEnd::Failed);
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => {
-                    Self::end(this.extractor, this.settle, StreamEnd::Complete);
+                    Self::end(this.extractor, this.settle, this.slot, StreamEnd::Complete);
                     let rest = this.filter.as_mut().map(|f| f.pending.split().freeze()).unwrap_or_default();
                     return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
                 }
