@@ -25,6 +25,32 @@ fn chat(model: &str, text: &str, max_tokens: u32) -> Request<LlmBody> {
     Request::post("/v1/chat/completions").body(LlmBody::from(body.to_string())).unwrap()
 }
 
+/// The estimate the inner service saw.
+type Seen = Arc<Mutex<Option<u32>>>;
+
+/// TokenCountLayer over the mock, recording the estimate the inner service sees.
+fn counted(
+    m: &MockServer,
+) -> (
+    impl tower::Service<
+        Request<LlmBody>,
+        Response = http::Response<llm_tower_http::ResponseBody>,
+        Error = tower::BoxError,
+    > + Clone,
+    Seen,
+) {
+    let seen = Arc::new(Mutex::new(None));
+    let record = seen.clone();
+    let svc = ServiceBuilder::new()
+        .layer(TokenCountLayer::new(Preflight::Enforce))
+        .map_request(move |r: Request<LlmBody>| {
+            *record.lock().unwrap() = RequestInfo::get(&r).and_then(|i| i.estimated_input_tokens);
+            r
+        })
+        .service(http(m));
+    (svc, seen)
+}
+
 #[tokio::test]
 async fn over_the_context_window_is_refused_before_sending() {
     let m = mock().await;
@@ -52,15 +78,7 @@ async fn over_the_context_window_is_refused_before_sending() {
 #[tokio::test]
 async fn the_exact_count_reaches_inner_layers() {
     let m = mock().await;
-    let seen = Arc::new(Mutex::new(None));
-    let record = seen.clone();
-    let svc = ServiceBuilder::new()
-        .layer(TokenCountLayer::new(Preflight::Enforce))
-        .map_request(move |r: Request<LlmBody>| {
-            *record.lock().unwrap() = RequestInfo::get(&r).and_then(|i| i.estimated_input_tokens);
-            r
-        })
-        .service(http(&m));
+    let (svc, seen) = counted(&m);
     let text = "Count me exactly, please: the quick brown fox jumps over the lazy dog.";
     svc.oneshot(chat("gpt-4o-mini", text, 10)).await.unwrap();
     let o200k = Tiktoken::new(Family::O200k).unwrap();
@@ -88,15 +106,7 @@ async fn the_tpm_limiter_reserves_the_counted_tokens() {
 #[tokio::test]
 async fn embeddings_count_their_inputs() {
     let m = mock().await;
-    let seen = Arc::new(Mutex::new(None));
-    let record = seen.clone();
-    let svc = ServiceBuilder::new()
-        .layer(TokenCountLayer::new(Preflight::Enforce))
-        .map_request(move |r: Request<LlmBody>| {
-            *record.lock().unwrap() = RequestInfo::get(&r).and_then(|i| i.estimated_input_tokens);
-            r
-        })
-        .service(http(&m));
+    let (svc, seen) = counted(&m);
     let body = r#"{"model":"text-embedding-3-small","input":["hello world","tiktoken is great!"]}"#;
     let req = Request::post("/v1/embeddings").body(LlmBody::from(body)).unwrap();
     assert_eq!(svc.oneshot(req).await.unwrap().status(), StatusCode::OK);
