@@ -187,8 +187,13 @@ pub struct UsageExtractor {
     acc: Acc,
 }
 
+/// Most output text kept by [`UsageExtractor::with_text`] (4 MiB).
+pub const MAX_TEXT_BYTES: usize = 4 << 20;
+
 #[derive(Debug, Default)]
 struct Acc {
+    /// Generated text, when collecting (`with_text`).
+    text: Option<String>,
     input: Option<u64>,
     output: Option<u64>,
     cached: Option<u64>,
@@ -203,6 +208,24 @@ impl UsageExtractor {
     /// An extractor for a body of the given kind.
     pub fn new(kind: BodyKind) -> Self {
         Self { kind, sse: SseParser::default(), json: Vec::new(), json_len: 0, acc: Acc::default() }
+    }
+
+    /// Also collects the generated text (message content, text deltas, tool
+    /// call arguments; at most [`MAX_TEXT_BYTES`]), so that a caller can count
+    /// the output of a provider that reports no usage. See
+    /// [`finish_with_text`](Self::finish_with_text).
+    ///
+    /// ```
+    /// use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
+    /// let mut x = UsageExtractor::new(BodyKind::Sse).with_text();
+    /// x.feed(&bytes::Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n"));
+    /// let (report, text) = x.finish_with_text(StreamEnd::Complete);
+    /// assert!(report.usage.is_none());
+    /// assert_eq!(text, "Hi");
+    /// ```
+    pub fn with_text(mut self) -> Self {
+        self.acc.text = Some(String::new());
+        self
     }
 
     /// The kind of body this extractor reads.
@@ -258,7 +281,13 @@ impl UsageExtractor {
 
     /// Ends extraction. `end` is how the body itself ended; a stream that ended
     /// cleanly without its terminator or a finish reason is reported `EndedEarly`.
-    pub fn finish(mut self, end: StreamEnd) -> UsageReport {
+    pub fn finish(self, end: StreamEnd) -> UsageReport {
+        self.finish_with_text(end).0
+    }
+
+    /// Like [`finish`](Self::finish), and also returns the generated text
+    /// collected (empty unless [`with_text`](Self::with_text) was asked).
+    pub fn finish_with_text(mut self, end: StreamEnd) -> (UsageReport, String) {
         if self.kind == BodyKind::Json && !self.json.is_empty() && end == StreamEnd::Complete {
             let whole: Cow<'_, [u8]> = if self.json.len() == 1 {
                 Cow::Borrowed(&self.json[0][..])
@@ -277,13 +306,14 @@ impl UsageExtractor {
             }
             (_, end) => end,
         };
-        UsageReport {
+        let report = UsageReport {
             usage: self.acc.usage(),
             finish_reason: self.acc.finish_reason,
             end,
             error: self.acc.error,
             bytes: self.acc.bytes,
-        }
+        };
+        (report, self.acc.text.unwrap_or_default())
     }
 }
 
@@ -317,7 +347,48 @@ impl Acc {
         }
     }
 
+    fn push_text(&mut self, t: Option<&Cow<'_, str>>) {
+        if let (Some(buf), Some(t)) = (self.text.as_mut(), t) {
+            if buf.len() + t.len() <= MAX_TEXT_BYTES {
+                buf.push_str(t);
+            }
+        }
+    }
+
+    /// Collects the generated text of any known shape (only when collecting).
+    fn collect_text(&mut self, p: &Probe<'_>) {
+        for c in p.choices.iter().flatten() {
+            for part in [&c.delta, &c.message].into_iter().flatten() {
+                self.push_text(part.content.as_ref().and_then(Text::str));
+                for call in part.tool_calls.as_ref().and_then(Lenient::get).into_iter().flatten() {
+                    let f = call.function.as_ref();
+                    self.push_text(f.and_then(|f| f.name.as_ref()).and_then(Text::str));
+                    self.push_text(f.and_then(|f| f.arguments.as_ref()).and_then(Text::str));
+                }
+            }
+        }
+        match &p.delta {
+            Some(Delta::Text(t)) => self.push_text(Some(t)),
+            Some(Delta::Object(d)) => {
+                self.push_text(d.text.as_ref());
+                self.push_text(d.partial_json.as_ref());
+                self.push_text(d.thinking.as_ref());
+            }
+            _ => {}
+        }
+        let content = p.content.as_ref().and_then(Lenient::get).into_iter().flatten();
+        let output = p.output.as_ref().and_then(Lenient::get).into_iter().flatten();
+        let blocks = content
+            .chain(output.flat_map(|o| o.content.as_ref().and_then(Lenient::get).into_iter().flatten()));
+        for block in blocks {
+            self.push_text(block.text.as_ref());
+        }
+    }
+
     fn absorb(&mut self, p: &Probe<'_>) {
+        if self.text.is_some() {
+            self.collect_text(p);
+        }
         if let Some(u) = &p.usage {
             self.merge_usage(u);
         }
@@ -420,18 +491,102 @@ struct Probe<'a> {
     incomplete_details: Option<IncompleteDetails>,
     #[serde(default)]
     error: Option<ErrorProbe>,
+    /// Anthropic message content blocks.
+    #[serde(borrow, default)]
+    content: Option<Lenient<Vec<Block<'a>>>>,
+    /// Responses output items.
+    #[serde(borrow, default)]
+    output: Option<Lenient<Vec<OutputItem<'a>>>>,
 }
 
 #[derive(Deserialize)]
 struct ChoiceProbe<'a> {
     #[serde(borrow, default)]
     finish_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    delta: Option<MessagePart<'a>>,
+    #[serde(borrow, default)]
+    message: Option<MessagePart<'a>>,
+}
+
+/// A chat message or delta: its text and tool calls.
+#[derive(Deserialize)]
+struct MessagePart<'a> {
+    #[serde(borrow, default)]
+    content: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Lenient<Vec<ToolCall<'a>>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCall<'a> {
+    #[serde(borrow, default)]
+    function: Option<Function<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Function<'a> {
+    #[serde(borrow, default)]
+    name: Option<Text<'a>>,
+    /// A JSON string (OpenAI) or an object (Ollama).
+    #[serde(borrow, default)]
+    arguments: Option<Text<'a>>,
+}
+
+/// A part of a body whose shape varies by provider: read when it is the
+/// expected one, skipped otherwise (never failing the probe, which carries usage).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Ok(T),
+    #[allow(dead_code)]
+    Other(IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    fn get(&self) -> Option<&T> {
+        match self {
+            Lenient::Ok(t) => Some(t),
+            Lenient::Other(_) => None,
+        }
+    }
+}
+
+impl Text<'_> {
+    fn str(&self) -> Option<&Cow<'_, str>> {
+        match self {
+            Text::Str(t) => Some(t),
+            Text::Other(_) => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Text<'a> {
+    Str(#[serde(borrow)] Cow<'a, str>),
+    #[allow(dead_code)]
+    Other(IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct Block<'a> {
+    /// Anthropic / Responses text blocks; other blocks have none.
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct OutputItem<'a> {
+    #[serde(borrow, default)]
+    content: Option<Lenient<Vec<Block<'a>>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Delta<'a> {
     Object(#[serde(borrow)] DeltaProbe<'a>),
+    Text(#[serde(borrow)] Cow<'a, str>),
     #[allow(dead_code)]
     Other(IgnoredAny),
 }
@@ -440,6 +595,12 @@ enum Delta<'a> {
 struct DeltaProbe<'a> {
     #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -684,6 +845,52 @@ mod tests {
         let embeddings = br#"{"object":"list","data":[],"usage":{"prompt_tokens":9,"total_tokens":9}}"#;
         let r = run(BodyKind::Json, &[embeddings], StreamEnd::Complete);
         assert_eq!(r.usage, Some(Usage { input: 9, ..Default::default() }));
+    }
+
+    fn text_of(kind: BodyKind, body: &str) -> (UsageReport, String) {
+        let mut x = UsageExtractor::new(kind).with_text();
+        // Byte by byte: text spanning chunk boundaries is still whole.
+        for b in body.as_bytes().chunks(7) {
+            x.feed(&Bytes::copy_from_slice(b));
+        }
+        x.finish_with_text(StreamEnd::Complete)
+    }
+
+    #[test]
+    fn collects_generated_text_of_each_shape() {
+        assert_eq!(text_of(BodyKind::Sse, OPENAI_STREAM).1, "Hel\nlo");
+        assert_eq!(text_of(BodyKind::Sse, ANTHROPIC_STREAM).1, "Hi");
+        assert_eq!(text_of(BodyKind::Sse, RESPONSES_STREAM).1, "Hi");
+        let tools = concat!(
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"get\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        assert_eq!(text_of(BodyKind::Sse, tools).1, "get{\"a\":1}");
+        let json = r#"{"choices":[{"message":{"content":"one"}},{"message":{"content":null}}]}"#;
+        assert_eq!(text_of(BodyKind::Json, json).1, "one");
+        let anthropic =
+            r#"{"type":"message","content":[{"type":"text","text":"a"},{"type":"tool_use","input":{}}]}"#;
+        assert_eq!(text_of(BodyKind::Json, anthropic).1, "a");
+        let responses = r#"{"object":"response","output":[{"type":"message","content":[{"type":"output_text","text":"r"}]}]}"#;
+        assert_eq!(text_of(BodyKind::Json, responses).1, "r");
+        // Not asked: nothing collected.
+        let mut x = UsageExtractor::new(BodyKind::Sse);
+        x.feed(&Bytes::from_static(OPENAI_STREAM.as_bytes()));
+        assert_eq!(x.finish_with_text(StreamEnd::Complete).1, "");
+    }
+
+    #[test]
+    fn unexpected_shapes_never_cost_the_usage() {
+        // Ollama sends tool arguments as an object; some servers send content as
+        // parts or a bare string. Usage is still read.
+        let odd = r#"{"choices":[{"message":{"content":[{"type":"text","text":"x"}],
+            "tool_calls":[{"function":{"name":"f","arguments":{"a":1}}}]},"finish_reason":"tool_calls"}],
+            "content":"plain","output":7,"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let (r, text) = text_of(BodyKind::Json, odd);
+        assert_eq!(r.usage, Some(Usage { input: 3, output: 2, ..Default::default() }));
+        assert_eq!(r.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(text, "f");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::de::IgnoredAny;
 
 use crate::budget::{Budget, BudgetStore, MemoryBudgets};
 use crate::ledger::Ledger;
-use crate::{ModelInfo, Prices, count_input};
+use crate::{ModelInfo, Prices, count_input, counter_for};
 
 /// What the accounting layer does.
 ///
@@ -72,7 +72,10 @@ struct Shared<St> {
 ///
 /// A streamed chat request without `stream_options.include_usage` is sent
 /// with it, and the extra usage chunk is removed from the caller's stream, so
-/// streams never escape accounting.
+/// streams never escape accounting. A provider that reports no usage at all
+/// is charged what this layer counts: the request's input tokens and the
+/// generated text (message content, text deltas, tool-call arguments) with
+/// the model's counter (exact for OpenAI models, the heuristic otherwise).
 ///
 /// The tenant is `RequestInfo::tenant` (`-` when none). Counters go to the
 /// `metrics` facade: `llm_tower_tokens_total{model, kind=input|output}` and
@@ -153,20 +156,28 @@ struct Settle<St: BudgetStore> {
     prices: Prices,
     budget: Option<Budget>,
     estimate: u64,
+    /// Input tokens counted here (used when the provider reports no usage).
+    input: u64,
     done: bool,
 }
 
 impl<St: BudgetStore> Settle<St> {
-    fn finish(&mut self, usage: Option<Usage>) {
+    /// Records the call's usage: the reported one, or when the provider
+    /// reported none, the counted input and the counted generated `text`.
+    /// Returns what was recorded.
+    fn finish(&mut self, reported: Option<Usage>, text: &str) -> Option<Usage> {
         if self.done {
-            return;
+            return None;
         }
         self.done = true;
-        let (usage, cost) = match usage {
-            Some(u) => (u, self.prices.cost_micros(&u)),
-            // No usage reported: charge the estimate (conservative).
-            None => (Usage::default(), self.estimate),
+        let (usage, source) = match reported {
+            Some(u) => (u, "reported"),
+            None => {
+                let output = u64::from(counter_for(&self.model).count_text(text));
+                (Usage { input: self.input, output, ..Default::default() }, "counted")
+            }
         };
+        let cost = self.prices.cost_micros(&usage);
         if let Some(b) = &self.budget {
             self.shared.budgets.settle(&self.tenant, b, self.estimate, cost);
         }
@@ -184,8 +195,10 @@ impl<St: BudgetStore> Settle<St> {
             gen_ai.usage.output_tokens = usage.output,
             cost_micros = cost,
             tenant = self.tenant.as_str(),
+            usage_source = source,
             "usage recorded"
         );
+        Some(usage)
     }
 
     /// The call failed before any answer: it costs nothing.
@@ -261,6 +274,7 @@ where
             prices,
             budget,
             estimate,
+            input: u64::from(input),
             done: true,
         };
         if let Some(b) = budget {
@@ -336,7 +350,7 @@ where
                         res.extensions_mut().insert(slot.clone());
                         Poll::Ready(Ok(res.map(|inner| AccountingBody {
                             inner,
-                            extractor: Some(UsageExtractor::new(kind)),
+                            extractor: Some(UsageExtractor::new(kind).with_text()),
                             settle: Some(settle),
                             filter: strip.then(EventFilter::default),
                             slot,
@@ -397,7 +411,8 @@ pin_project! {
     /// The upstream body, read for usage as it passes (and, for streams the
     /// layer asked for usage, without the extra usage chunk). A body dropped
     /// before its end (the caller went away) is charged what it reported so
-    /// far, or its estimate: the provider bills the generation either way.
+    /// far, or the text counted so far: the provider bills the generation
+    /// either way.
     pub struct AccountingBody<R, St: BudgetStore> {
         #[pin]
         inner: R,
@@ -423,10 +438,11 @@ impl<R, St: BudgetStore> AccountingBody<R, St> {
         end: StreamEnd,
     ) {
         if let (Some(x), Some(mut s)) = (extractor.take(), settle.take()) {
-            let report = x.finish(end);
-            let usage = report.usage;
+            let (mut report, text) = x.finish_with_text(end);
+            if let Some(u) = s.finish(report.usage, &text) {
+                report.usage = Some(u);
+            }
             slot.set(report);
-            s.finish(usage);
         }
     }
 }

@@ -173,3 +173,33 @@ async fn a_caller_that_goes_away_mid_stream_is_still_charged() {
     assert!(estimate > 0, "charged, not released");
     assert_eq!(layer.budgets().balance(&Key::from("-")), Some((estimate, 0)));
 }
+
+#[tokio::test]
+async fn a_provider_that_reports_no_usage_is_charged_the_counted_text() {
+    use llm_tower_tokens::{count_input, counter_for};
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    // Not asking for usage: the mock, like many OpenAI-compatible servers, then sends none.
+    let layer =
+        TokenAccountingLayer::new(AccountingConfig { inject_stream_usage: false, ..Default::default() });
+    let svc = layer.layer(http(&mock));
+    let res = svc.oneshot(req(STREAM, Some("t"))).await.unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let stream = String::from_utf8(body.to_vec()).unwrap();
+    assert!(!stream.contains("\"usage\":{"), "the mock sent no usage:\n{stream}");
+    // What the caller saw, counted independently.
+    let mut text = String::new();
+    for line in stream.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]") {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        text.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+    }
+    assert!(!text.is_empty());
+    let output = u64::from(counter_for("gpt-4o").count_text(&text));
+    let info = RequestInfo::parse(llm_tower_core::Api::ChatCompletions, STREAM.as_bytes()).unwrap();
+    let input = u64::from(count_input(&info, STREAM.as_bytes()));
+    let e = &layer.ledger().entries()[0];
+    assert_eq!((e.total.input_tokens, e.total.output_tokens), (input, output));
+    let usage = Usage { input, output, ..Default::default() };
+    assert_eq!(e.total.cost_micros, ModelInfo::lookup("gpt-4o").prices.cost_micros(&usage));
+    // The mock's own count of its reply (16 tokens) agrees with ours to within a token or two.
+    assert!(output.abs_diff(16) <= 2, "counted {output} for {text:?}");
+}
