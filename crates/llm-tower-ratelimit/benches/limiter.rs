@@ -25,6 +25,9 @@ fn decisions(c: &mut Criterion) {
     let quota = Quota::per_minute(NonZeroU32::new(HUGE).unwrap());
 
     let mut g = c.benchmark_group("limiter_decision");
+    // The floor under every decision: one read of tokio's clock (the store's
+    // time base, so that limits can be tested on paused time).
+    g.bench_function("tokio_clock_read", |b| b.iter(|| black_box(tokio::time::Instant::now())));
     let ours = MemoryStore::default();
     let one = Key::from_static("*");
     g.bench_function("llm_tower_store", |b| {

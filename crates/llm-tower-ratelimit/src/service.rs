@@ -53,6 +53,8 @@ struct Counters {
 struct Shared<St> {
     limits: Limits,
     rates: Rates,
+    /// Every request's demand but for its tokens.
+    demand: Demand,
     store: St,
     key_fn: Option<KeyFn>,
     semaphores: Option<Mutex<HashMap<Key, Arc<Semaphore>>>>,
@@ -136,6 +138,7 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
         Self {
             shared: Arc::new(Shared {
                 rates: limits.rates(),
+                demand: base_demand(&limits),
                 limits,
                 store,
                 key_fn: None,
@@ -203,11 +206,15 @@ impl<S: std::fmt::Debug, St> std::fmt::Debug for RateLimit<S, St> {
 const GLOBAL: Key = Key::from_static("*");
 
 fn demand_of<St>(shared: &Shared<St>, tokens: u64) -> Demand {
-    let (max_wait, max_queue) = match shared.limits.mode {
+    Demand { tokens, ..shared.demand }
+}
+
+fn base_demand(limits: &Limits) -> Demand {
+    let (max_wait, max_queue) = match limits.mode {
         Mode::Reject => (None, 0),
         Mode::Wait { max_wait, max_queue } => (Some(max_wait), max_queue),
     };
-    Demand { requests: 1, tokens, rates: shared.rates, max_wait, max_queue }
+    Demand { requests: 1, tokens: 0, rates: limits.rates(), max_wait, max_queue }
 }
 
 fn estimate_tokens<B>(req: &Request<B>, limits: &Limits) -> u64 {
@@ -237,17 +244,27 @@ where
         let shared = self.shared.clone();
         let key = shared.key_fn.as_ref().map_or(GLOBAL, |f| f.key(&req));
         let tokens = if shared.rates.tpm.is_some() { estimate_tokens(&req, &shared.limits) } else { 0 };
-        let mut reserve = shared.store.reserve(&key, &demand_of(&shared, tokens));
+        // Without a token limit every demand is the same: no copy of it per call.
+        let mut reserve = if tokens == 0 {
+            shared.store.reserve(&key, &shared.demand)
+        } else {
+            shared.store.reserve(&key, &demand_of(&shared, tokens))
+        };
         let mut ticket = Ticket { shared, key, tokens, state: TicketState::Pending };
         // A store that decides at once (the in-memory one) is polled here, so
         // the common case (granted, no wait, no concurrency limit) calls the
         // inner service now instead of going through the state machine.
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let first = Pin::new(&mut reserve).poll(&mut cx);
-        let clone = self.inner.clone();
-        let mut svc = std::mem::replace(&mut self.inner, clone);
-        let (state, req, grant) = match first {
-            Poll::Pending => (State::Reserving { reserve }, Some(req), None),
+        // The slow paths (waiting, a concurrency permit, a networked store)
+        // keep the request and a ready service in one box; the fast path
+        // calls the service that was polled ready and keeps neither.
+        let slow = |inner: &mut S, req| {
+            let clone = inner.clone();
+            Some(Box::new(Slow { svc: std::mem::replace(inner, clone), req: Some(req) }))
+        };
+        let (state, slow, grant) = match first {
+            Poll::Pending => (State::Reserving { reserve }, slow(&mut self.inner, req), None),
             Poll::Ready(Err(e)) => {
                 ticket.state = TicketState::Done;
                 (State::Failed { err: Some(e) }, None, None)
@@ -261,19 +278,20 @@ where
                 let c = &ticket.shared.counters;
                 c.waited.fetch_add(1, Ordering::Relaxed);
                 c.wait_ns.fetch_add(g.wait.as_nanos() as u64, Ordering::Relaxed);
-                (State::Waiting { sleep: Box::pin(tokio::time::sleep(g.wait)) }, Some(req), Some(g))
+                let sleep = Box::pin(tokio::time::sleep(g.wait));
+                (State::Waiting { sleep }, slow(&mut self.inner, req), Some(g))
             }
             Poll::Ready(Ok(Decision::Granted(g))) if ticket.shared.semaphores.is_some() => {
                 ticket.state = TicketState::Reserved;
-                (State::Ready, Some(req), Some(g))
+                (State::Ready, slow(&mut self.inner, req), Some(g))
             }
             Poll::Ready(Ok(Decision::Granted(g))) => {
                 ticket.state = TicketState::Done;
                 ticket.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
-                (State::Calling { fut: svc.call(req) }, None, Some(g))
+                (State::Calling { fut: self.inner.call(req) }, None, Some(g))
             }
         };
-        ResponseFuture { svc, req, ticket, grant, permit: None, state }
+        ResponseFuture { slow, ticket, grant, permit: None, state }
     }
 }
 
@@ -334,6 +352,12 @@ pin_project! {
     }
 }
 
+/// What a request that cannot be sent at once keeps until it is.
+struct Slow<S, B> {
+    svc: S,
+    req: Option<Request<B>>,
+}
+
 pin_project! {
     /// Response future of [`RateLimit`].
     pub struct ResponseFuture<S, B, St>
@@ -341,8 +365,7 @@ pin_project! {
         S: tower::Service<Request<B>>,
         St: RateLimitStore,
     {
-        svc: S,
-        req: Option<Request<B>>,
+        slow: Option<Box<Slow<S, B>>>,
         ticket: Ticket<St>,
         grant: Option<Grant>,
         permit: Option<OwnedSemaphorePermit>,
@@ -423,10 +446,11 @@ where
                             }
                         }
                     }
-                    let req = this.req.take().expect("sent once");
+                    let slow = this.slow.as_mut().expect("the slow path keeps the request");
+                    let req = slow.req.take().expect("sent once");
                     this.ticket.state = TicketState::Done;
                     this.ticket.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
-                    let fut = this.svc.call(req);
+                    let fut = slow.svc.call(req);
                     this.state.set(State::Calling { fut });
                 }
                 StateProj::Calling { fut } => {
@@ -447,12 +471,17 @@ where
                                     set_headers(&mut parts.headers, g, &shared.rates);
                                 }
                             }
-                            let metered = shared.rates.tpm.is_some().then(|| Meter {
-                                shared: shared.clone(),
-                                key: t.key.clone(),
-                                reserved: t.tokens,
-                                success: parts.status.is_success(),
-                                extractor: Some(UsageExtractor::new(BodyKind::from_headers(&parts.headers))),
+                            // Boxed: the body stays two words wide when no token limit is set.
+                            let metered = shared.rates.tpm.is_some().then(|| {
+                                Box::new(Meter {
+                                    shared: shared.clone(),
+                                    key: t.key.clone(),
+                                    reserved: t.tokens,
+                                    success: parts.status.is_success(),
+                                    extractor: Some(UsageExtractor::new(BodyKind::from_headers(
+                                        &parts.headers,
+                                    ))),
+                                })
                             });
                             Ok(Response::from_parts(
                                 parts,
@@ -566,7 +595,7 @@ pin_project! {
     {
         #[pin]
         inner: R,
-        meter: Option<Meter<St>>,
+        meter: Option<Box<Meter<St>>>,
         permit: Option<OwnedSemaphorePermit>,
     }
 }

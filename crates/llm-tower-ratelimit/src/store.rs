@@ -1,11 +1,12 @@
 //! Where limit state lives: the [`RateLimitStore`] trait and the in-memory store.
 
-use std::collections::HashMap;
 use std::future::{Future, Ready, ready};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hashbrown::HashTable;
 use llm_tower_core::{BoxError, Key};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -171,23 +172,34 @@ pub struct KeyStats {
     pub tokens: Option<Quota>,
 }
 
+// Even: in the key's own state; odd: in its `Extra`. `i >> 1` is the slot.
 const RPM: usize = 0;
 const RPD: usize = 1;
 const TPM: usize = 2;
 const INTERVAL: usize = 3;
 
+/// One key's state: 40 bytes, so that a key and its state fill one cache line
+/// and 10,000 keys stay in cache. The rarer limits (per day, min interval),
+/// waiting and adaptive limiting live in [`Extra`], allocated on first use.
 #[derive(Debug, Default)]
 struct KeyState {
-    /// Theoretical arrival time per limit, ns since the store's base.
-    tat: [u64; 4],
+    /// Theoretical arrival time (ns since the store's base) of the per-minute
+    /// request and token limits; the others are in `extra.tat`.
+    tat: [u64; 2],
+    allowed: u64,
+    rejected: u64,
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Debug, Default)]
+struct Extra {
+    /// Theoretical arrival times of the per-day and min-interval limits.
+    tat: [u64; 2],
     blocked_until: u64,
     pace_interval: u64,
     pace_until: u64,
     pace_tat: u64,
     queued: u32,
-    last_used: u64,
-    allowed: u64,
-    rejected: u64,
     waited: u64,
 }
 
@@ -203,22 +215,59 @@ fn quota(rate: Option<Rate>, tat: u64, now: u64) -> Option<Quota> {
 }
 
 impl KeyState {
-    fn limits(rates: &Rates, demand: &Demand) -> [(usize, Option<Rate>, u64, LimitKind); 4] {
-        let req = u64::from(demand.requests);
-        [
-            (RPM, rates.rpm, req, LimitKind::RequestsPerMinute),
-            (RPD, rates.rpd, req, LimitKind::RequestsPerDay),
-            (TPM, rates.tpm, demand.tokens, LimitKind::TokensPerMinute),
-            (INTERVAL, rates.interval, req, LimitKind::MinInterval),
-        ]
+    /// Limit `i` of a demand: its rate (if set), the units asked, its kind.
+    /// By reference and one at a time: rates are large, decisions are hot.
+    #[inline]
+    fn limit(demand: &Demand, i: usize) -> (Option<&Rate>, u64, LimitKind) {
+        let (r, req) = (&demand.rates, u64::from(demand.requests));
+        match i {
+            RPM => (r.rpm.as_ref(), req, LimitKind::RequestsPerMinute),
+            RPD => (r.rpd.as_ref(), req, LimitKind::RequestsPerDay),
+            TPM => (r.tpm.as_ref(), demand.tokens, LimitKind::TokensPerMinute),
+            _ => (r.interval.as_ref(), req, LimitKind::MinInterval),
+        }
+    }
+
+    fn queued(&self) -> u32 {
+        self.extra.as_ref().map_or(0, |x| x.queued)
+    }
+
+    fn waited(&self) -> u64 {
+        self.extra.as_ref().map_or(0, |x| x.waited)
+    }
+
+    /// When this key's state becomes the same as a fresh key's (every limit
+    /// recovered, no hold or pacing in effect): evicting it after that loses
+    /// nothing but its counters.
+    fn settles_at(&self) -> u64 {
+        let held = self
+            .extra
+            .as_ref()
+            .map_or(0, |x| x.blocked_until.max(x.pace_until).max(x.pace_tat).max(x.tat[0]).max(x.tat[1]));
+        self.tat.iter().copied().fold(held, u64::max)
+    }
+
+    /// Limit `i`'s theoretical arrival time.
+    fn tat(&self, i: usize) -> u64 {
+        match i {
+            RPM | TPM => self.tat[i >> 1],
+            _ => self.extra.as_ref().map_or(0, |x| x.tat[i >> 1]),
+        }
+    }
+
+    fn tat_mut(&mut self, i: usize) -> &mut u64 {
+        match i {
+            RPM | TPM => &mut self.tat[i >> 1],
+            _ => &mut self.extra.get_or_insert_default().tat[i >> 1],
+        }
     }
 
     fn decide(&mut self, demand: &Demand, now: u64) -> Decision {
-        self.last_used = now;
-        let mut next = self.tat;
+        let mut next = [None; 4];
         let mut wait = 0u64;
         let mut by = LimitKind::RequestsPerMinute;
-        for (i, rate, units, kind) in Self::limits(&demand.rates, demand) {
+        for i in [RPM, TPM, RPD, INTERVAL] {
+            let (rate, units, kind) = Self::limit(demand, i);
             let Some(r) = rate else { continue };
             if units == 0 {
                 continue;
@@ -227,54 +276,70 @@ impl KeyState {
                 self.rejected += 1;
                 return Decision::Denied { limit: kind, retry_after: None };
             }
-            let new = self.tat[i].max(now) + r.cost_ns(units);
+            let new = self.tat(i).max(now) + r.cost_ns(units);
             let w = new.saturating_sub(now + r.capacity_ns());
             if w > wait {
                 wait = w;
                 by = kind;
             }
-            next[i] = new;
+            next[i] = Some(new);
         }
-        if self.blocked_until > now && self.blocked_until - now > wait {
-            wait = self.blocked_until - now;
-            by = LimitKind::Adaptive;
-        }
-        let mut pace_next = self.pace_tat;
-        if self.pace_until > now && self.pace_interval > 0 {
-            let start = self.pace_tat.max(now);
-            pace_next = start + self.pace_interval;
-            if start - now > wait {
-                wait = start - now;
+        let mut pace_next = None;
+        if let Some(x) = &self.extra {
+            if x.blocked_until > now && x.blocked_until - now > wait {
+                wait = x.blocked_until - now;
                 by = LimitKind::Adaptive;
+            }
+            if x.pace_until > now && x.pace_interval > 0 {
+                let start = x.pace_tat.max(now);
+                pace_next = Some(start + x.pace_interval);
+                if start - now > wait {
+                    wait = start - now;
+                    by = LimitKind::Adaptive;
+                }
             }
         }
         let granted_wait = match demand.max_wait {
             _ if wait == 0 => Some(0),
-            Some(max) if wait <= max.as_nanos() as u64 && self.queued < demand.max_queue => Some(wait),
+            Some(max) if wait <= max.as_nanos() as u64 && self.queued() < demand.max_queue => Some(wait),
             _ => None,
         };
         let Some(w) = granted_wait else {
             self.rejected += 1;
             return Decision::Denied { limit: by, retry_after: Some(Duration::from_nanos(wait)) };
         };
-        self.tat = next;
-        self.pace_tat = pace_next;
+        for (i, t) in next.into_iter().enumerate() {
+            if let Some(t) = t {
+                *self.tat_mut(i) = t;
+            }
+        }
+        if let Some(p) = pace_next {
+            self.extra.get_or_insert_default().pace_tat = p;
+        }
         self.allowed += 1;
         if w > 0 {
-            self.queued += 1;
-            self.waited += 1;
+            let x = self.extra.get_or_insert_default();
+            x.queued += 1;
+            x.waited += 1;
         }
         Decision::Granted(Grant {
             wait: Duration::from_nanos(w),
-            rpm_tat: self.tat[RPM],
-            tpm_tat: self.tat[TPM],
+            rpm_tat: self.tat(RPM),
+            tpm_tat: self.tat(TPM),
             now,
         })
     }
 
     fn give_back(&mut self, i: usize, rate: Option<Rate>, units: u64, now: u64) {
         if let Some(r) = rate {
-            self.tat[i] = self.tat[i].saturating_sub(r.cost_ns(units)).max(now.min(self.tat[i]));
+            let t = self.tat_mut(i);
+            *t = t.saturating_sub(r.cost_ns(units)).max(now.min(*t));
+        }
+    }
+
+    fn dequeue(&mut self) {
+        if let Some(x) = &mut self.extra {
+            x.queued = x.queued.saturating_sub(1);
         }
     }
 
@@ -283,26 +348,32 @@ impl KeyState {
             Adjustment::Tokens { delta, rates } => {
                 if let Some(r) = rates.tpm {
                     if delta >= 0 {
-                        self.tat[TPM] = self.tat[TPM].max(now) + r.cost_ns(delta as u64);
+                        let t = self.tat_mut(TPM);
+                        *t = (*t).max(now) + r.cost_ns(delta as u64);
                     } else {
                         self.give_back(TPM, rates.tpm, delta.unsigned_abs(), now);
                     }
                 }
             }
             Adjustment::Cancel { demand, queued } => {
-                for (i, rate, units, _) in Self::limits(&demand.rates, &demand) {
-                    self.give_back(i, rate, units, now);
+                for i in [RPM, TPM, RPD, INTERVAL] {
+                    let (rate, units, _) = Self::limit(&demand, i);
+                    self.give_back(i, rate.copied(), units, now);
                 }
                 if queued {
-                    self.queued = self.queued.saturating_sub(1);
+                    self.dequeue();
                 }
                 self.allowed = self.allowed.saturating_sub(1);
             }
-            Adjustment::Dequeue => self.queued = self.queued.saturating_sub(1),
-            Adjustment::Hold(d) => self.blocked_until = self.blocked_until.max(now + d.as_nanos() as u64),
+            Adjustment::Dequeue => self.dequeue(),
+            Adjustment::Hold(d) => {
+                let x = self.extra.get_or_insert_default();
+                x.blocked_until = x.blocked_until.max(now + d.as_nanos() as u64);
+            }
             Adjustment::Pace { interval, period } => {
-                self.pace_interval = interval.as_nanos() as u64;
-                self.pace_until = now + period.as_nanos() as u64;
+                let x = self.extra.get_or_insert_default();
+                x.pace_interval = interval.as_nanos() as u64;
+                x.pace_until = now + period.as_nanos() as u64;
             }
         }
     }
@@ -312,18 +383,18 @@ const SHARDS: usize = 16;
 
 /// The key of an unkeyed limiter.
 pub(crate) const GLOBAL: &str = "*";
-type Shard = Mutex<HashMap<Key, KeyState>>;
+type Shard = Mutex<HashTable<(Key, KeyState)>>;
 
-/// Picks a shard with FNV-1a: fast, and the maps inside use a keyed hash, so
-/// a crafted key can at worst crowd one shard, never slow a lookup.
-fn shard_of(key: &str) -> usize {
-    let h =
-        key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    (h as usize) % SHARDS
+/// The top bits of a key's hash pick its shard; the table inside uses the same
+/// hash, so a key is hashed once per decision.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 60) as usize % SHARDS
 }
 
 /// The in-memory store: 16 shards of keys, one short lock per decision,
-/// bounded (`max_keys`) with idle keys evicted first (tokio time).
+/// bounded (`max_keys`) with idle keys evicted first (tokio time). A key is
+/// idle once all its limits have fully recovered for `idle_ttl`, so evicting
+/// it never hands out extra quota.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
@@ -342,6 +413,9 @@ pub struct MemoryStore {
     /// The unkeyed layer's key (`*`): no hashing, no map.
     global: Mutex<KeyState>,
     shards: Box<[Shard]>,
+    /// foldhash, seeded per store: a few ns for a short key, and keys an
+    /// attacker picks cannot be aimed at one bucket without knowing the seed.
+    hasher: foldhash::fast::RandomState,
     len: AtomicUsize,
     max_keys: usize,
     idle_ttl: Duration,
@@ -357,12 +431,14 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store keeping at most `max_keys` keys; keys idle for `idle_ttl` go first.
+    /// A store keeping at most `max_keys` keys; keys idle (fully recovered)
+    /// for `idle_ttl` go first.
     pub fn new(max_keys: usize, idle_ttl: Duration) -> Self {
         Self {
             base: Instant::now(),
             global: Mutex::new(KeyState::default()),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
             len: AtomicUsize::new(0),
             max_keys: max_keys.max(1),
             idle_ttl,
@@ -376,22 +452,27 @@ impl MemoryStore {
         d.as_secs() * 1_000_000_000 + u64::from(d.subsec_nanos()) + 1_000_000_000
     }
 
-    fn shard(&self, key: &str) -> &Shard {
-        &self.shards[shard_of(key)]
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// Runs `f` on `key`'s state under its shard's lock: one lock per operation.
     fn with_key<T>(&self, key: &Key, f: impl FnOnce(&mut KeyState) -> T) -> T {
-        if key.as_str() == GLOBAL {
+        let k = key.as_str();
+        if k == GLOBAL {
             return f(&mut self.global.lock().unwrap_or_else(|e| e.into_inner()));
         }
+        let hash = self.hash(k);
         let out = {
-            let mut map = self.shard(key.as_str()).lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(st) = map.get_mut(key.as_str()) {
+            let mut table = self.shards[shard_of(hash)].lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, st)) = table.find_mut(hash, |(x, _)| x.as_str() == k) {
                 return f(st);
             }
             self.len.fetch_add(1, Ordering::AcqRel);
-            f(map.entry(key.clone()).or_default())
+            let entry = table.insert_unique(hash, (key.clone(), KeyState::default()), |(x, _)| {
+                self.hasher.hash_one(x.as_str())
+            });
+            f(&mut entry.into_mut().1)
         };
         if self.len.load(Ordering::Acquire) > self.max_keys {
             self.evict();
@@ -399,26 +480,30 @@ impl MemoryStore {
         out
     }
 
-    /// Drops idle keys (none waiting); if still over the bound, the least recently used.
+    /// Drops idle keys: none waiting, and every limit recovered at least
+    /// `idle_ttl` ago (such a key behaves exactly like a fresh one). If still
+    /// over the bound, the keys that recovered earliest go.
     fn evict(&self) {
         let now = self.now();
         let ttl = self.idle_ttl.as_nanos() as u64;
         let mut oldest: Vec<(u64, Key)> = Vec::new();
         for s in self.shards.iter() {
-            let mut map = s.lock().unwrap_or_else(|e| e.into_inner());
-            let before = map.len();
-            map.retain(|_, st| st.queued > 0 || now.saturating_sub(st.last_used) < ttl);
-            self.len.fetch_sub(before - map.len(), Ordering::AcqRel);
-            oldest
-                .extend(map.iter().filter(|(_, st)| st.queued == 0).map(|(k, st)| (st.last_used, k.clone())));
+            let mut table = s.lock().unwrap_or_else(|e| e.into_inner());
+            let before = table.len();
+            table.retain(|(_, st)| st.queued() > 0 || st.settles_at().saturating_add(ttl) > now);
+            self.len.fetch_sub(before - table.len(), Ordering::AcqRel);
+            oldest.extend(
+                table.iter().filter(|(_, st)| st.queued() == 0).map(|(k, st)| (st.settles_at(), k.clone())),
+            );
         }
         let over = self.len.load(Ordering::Acquire).saturating_sub(self.max_keys);
         if over > 0 {
             oldest.sort_unstable_by_key(|(t, _)| *t);
             for (_, k) in oldest.into_iter().take(over) {
-                let removed =
-                    self.shard(k.as_str()).lock().unwrap_or_else(|e| e.into_inner()).remove(k.as_str());
-                if removed.is_some() {
+                let hash = self.hash(k.as_str());
+                let mut table = self.shards[shard_of(hash)].lock().unwrap_or_else(|e| e.into_inner());
+                if let Ok(entry) = table.find_entry(hash, |(x, _)| x.as_str() == k.as_str()) {
+                    entry.remove();
                     self.len.fetch_sub(1, Ordering::AcqRel);
                 }
             }
@@ -461,10 +546,10 @@ impl RateLimitStore for MemoryStore {
                     key: GLOBAL.to_owned(),
                     allowed: st.allowed,
                     rejected: st.rejected,
-                    waited: st.waited,
-                    queued: st.queued,
-                    requests: quota(rates.rpm, st.tat[RPM], now),
-                    tokens: quota(rates.tpm, st.tat[TPM], now),
+                    waited: st.waited(),
+                    queued: st.queued(),
+                    requests: quota(rates.rpm, st.tat(RPM), now),
+                    tokens: quota(rates.tpm, st.tat(TPM), now),
                 });
             }
         }
@@ -474,10 +559,10 @@ impl RateLimitStore for MemoryStore {
                     key: k.to_string(),
                     allowed: st.allowed,
                     rejected: st.rejected,
-                    waited: st.waited,
-                    queued: st.queued,
-                    requests: quota(rates.rpm, st.tat[RPM], now),
-                    tokens: quota(rates.tpm, st.tat[TPM], now),
+                    waited: st.waited(),
+                    queued: st.queued(),
+                    requests: quota(rates.rpm, st.tat(RPM), now),
+                    tokens: quota(rates.tpm, st.tat(TPM), now),
                 });
             }
         }

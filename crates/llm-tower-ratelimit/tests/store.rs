@@ -130,6 +130,21 @@ async fn memory_store_is_bounded() {
     assert!(s.len() <= 101, "{}", s.len());
 }
 
+#[tokio::test(start_paused = true)]
+async fn eviction_never_frees_a_key_still_limited() {
+    let s = MemoryStore::new(100, secs(60));
+    let slow = Limits::default().requests_per_minute(1).rates();
+    assert!(granted(&decide(&s, "hot", &demand(slow, 0)).await));
+    // A flood of keys that each recover within 6 s: they go first, the key
+    // still limited for a minute stays, and keeps refusing.
+    let fast = Limits::default().requests_per_minute(10).rates();
+    for i in 0..1000 {
+        decide(&s, &format!("k{i}"), &demand(fast, 0)).await;
+    }
+    assert!(s.len() <= 101, "{}", s.len());
+    assert_eq!(retry_after(&decide(&s, "hot", &demand(slow, 0)).await), Some(secs(60)));
+}
+
 /// An independent model: a token bucket in floating point.
 struct Bucket {
     level: f64,
