@@ -63,5 +63,30 @@ impl Attempt {
     }
 }
 
+/// Who answered a request: the provider's name, put in the response's
+/// extensions by the HTTP service (a cache answers as `cache`), so that
+/// accounting, logs and failover's `x-llm-backend` header can name it.
+///
+/// ```
+/// use llm_tower_core::ServedBy;
+/// let mut res = http::Response::new(());
+/// res.extensions_mut().insert(ServedBy::new("openai"));
+/// assert_eq!(ServedBy::of(&res), Some("openai"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServedBy(pub std::sync::Arc<str>);
+
+impl ServedBy {
+    /// A marker for `name`.
+    pub fn new(name: impl Into<std::sync::Arc<str>>) -> Self {
+        ServedBy(name.into())
+    }
+
+    /// The name of who answered `res`, if known.
+    pub fn of<B>(res: &http::Response<B>) -> Option<&str> {
+        res.extensions().get::<ServedBy>().map(|s| &*s.0)
+    }
+}
+
 /// The boxed error every layer returns (tower's).
 pub type BoxError = tower::BoxError;

@@ -137,6 +137,7 @@ async fn tenant_budgets_and_usage_in_stats() {
     let s = json(&stats);
     let acme = s["usage"].as_array().unwrap().iter().find(|e| e["tenant"] == "acme").unwrap().clone();
     assert_eq!(acme["total"]["requests"], passed);
+    assert_eq!(acme["provider"], "up", "usage is kept per provider too");
     let cost = acme["total"]["cost_micros"].as_u64().unwrap();
     assert!(cost <= 50_000, "never spent past the budget: {cost}");
     let per_call = cost / passed;

@@ -215,6 +215,7 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
                     total_deadline,
                     timeouts: t,
                     authority: self.provider.authority().clone(),
+                    served_by: self.provider.name_arc(),
                 }),
             },
         }
@@ -249,6 +250,7 @@ struct Ctx {
     total_deadline: Option<Instant>,
     timeouts: Timeouts,
     authority: Authority,
+    served_by: Arc<str>,
 }
 
 pin_project! {
@@ -308,6 +310,7 @@ impl Future for ResponseFuture {
                     Ok(res) => {
                         let (mut parts, incoming) = res.into_parts();
                         strip_hop_by_hop(&mut parts.headers);
+                        parts.extensions.insert(llm_tower_core::ServedBy(c.served_by));
                         let body =
                             ResponseBody::new(incoming, c.timeouts, c.total_deadline, c.guard, timer.take());
                         Poll::Ready(Ok(Response::from_parts(parts, body)))

@@ -62,6 +62,7 @@ async fn json_passthrough_with_usage() {
     let res = call(&service(&mock), post("/v1/chat/completions", CHAT)).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()["x-request-id"].to_str().unwrap().starts_with("req_mock_"));
+    assert_eq!(llm_tower_core::ServedBy::of(&res), Some("mock"), "the answer names its provider");
     let (bytes, report) = read_with_usage(res.into_body(), BodyKind::Json).await;
     let v: serde_json::Value = serde_json::from_slice(&bytes.unwrap()).unwrap();
     let usage = report.usage.expect("usage read");

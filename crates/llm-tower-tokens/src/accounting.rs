@@ -11,7 +11,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use llm_tower_core::sse::SseParser;
 use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor, UsageSlot};
-use llm_tower_core::{Api, BoxError, Key, LlmBody, RequestInfo, Usage};
+use llm_tower_core::{Api, BoxError, Key, LlmBody, RequestInfo, ServedBy, Usage};
 use pin_project_lite::pin_project;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -158,6 +158,8 @@ struct Settle<St: BudgetStore> {
     estimate: u64,
     /// Input tokens counted here (used when the provider reports no usage).
     input: u64,
+    /// Who answered (core's `ServedBy`), once known.
+    provider: Option<Arc<str>>,
     done: bool,
 }
 
@@ -181,7 +183,8 @@ impl<St: BudgetStore> Settle<St> {
         if let Some(b) = &self.budget {
             self.shared.budgets.settle(&self.tenant, b, self.estimate, cost);
         }
-        self.shared.ledger.record(self.tenant.as_str(), &self.model, &usage, cost);
+        let provider = self.provider.as_deref().unwrap_or("-");
+        self.shared.ledger.record(self.tenant.as_str(), &self.model, provider, &usage, cost);
         let model = self.model.to_string();
         metrics::counter!("llm_tower_tokens_total", "model" => model.clone(), "kind" => "input")
             .increment(usage.input);
@@ -275,6 +278,7 @@ where
             budget,
             estimate,
             input: u64::from(input),
+            provider: None,
             done: true,
         };
         if let Some(b) = budget {
@@ -341,6 +345,7 @@ where
                             // Providers do not bill failed calls.
                             settle.release();
                         }
+                        settle.provider = res.extensions().get::<ServedBy>().map(|s| s.0.clone());
                         let kind = BodyKind::from_headers(res.headers());
                         let strip = *strip && kind == BodyKind::Sse;
                         // Outer layers (the gateway's access log) read the report here

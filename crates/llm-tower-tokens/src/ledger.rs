@@ -1,4 +1,4 @@
-//! Usage and cost per tenant and model, in total and by minute, hour and day.
+//! Usage and cost per tenant, model and provider, in total and by minute, hour and day.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,8 +83,32 @@ fn window(slots: &[Slot], epoch: u64) -> Totals {
     t
 }
 
-/// (tenant, model).
-type LineKey = (Arc<str>, Arc<str>);
+/// (tenant, model, provider).
+type LineKey = (Arc<str>, Arc<str>, Arc<str>);
+
+/// One line's usage bucket by bucket, oldest first (the last bucket is the
+/// current one): for charts and usage insights.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Series {
+    /// The last 60 minutes.
+    pub minutes: Vec<Totals>,
+    /// The last 24 hours.
+    pub hours: Vec<Totals>,
+    /// The last 30 days.
+    pub days: Vec<Totals>,
+}
+
+fn buckets(slots: &[Slot], epoch: u64) -> Vec<Totals> {
+    let n = slots.len() as u64;
+    (0..n)
+        .map(|i| {
+            let e = (epoch + i + 1).saturating_sub(n);
+            let s = &slots[(e % n) as usize];
+            if e != 0 && s.epoch == e { s.totals } else { Totals::default() }
+        })
+        .collect()
+}
 
 /// One ledger line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -94,6 +118,8 @@ pub struct LedgerEntry {
     pub tenant: String,
     /// Model.
     pub model: String,
+    /// Provider that answered (`-` when unknown, `cache` for cache hits).
+    pub provider: String,
     /// Since the start.
     pub total: Totals,
     /// The last 60 minutes.
@@ -104,13 +130,13 @@ pub struct LedgerEntry {
     pub last_30_days: Totals,
 }
 
-/// Usage and cost per (tenant, model). Cheap to share.
+/// Usage and cost per (tenant, model, provider). Cheap to share.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use llm_tower_tokens::{Ledger, Usage};
 /// let ledger = Ledger::default();
-/// ledger.record("acme", "gpt-4o", &Usage { input: 10, output: 5, ..Default::default() }, 75);
+/// ledger.record("acme", "gpt-4o", "openai", &Usage { input: 10, output: 5, ..Default::default() }, 75);
 /// assert_eq!(ledger.entries()[0].total.cost_micros, 75);
 /// # }
 /// ```
@@ -133,10 +159,10 @@ impl Ledger {
     }
 
     /// Records one call.
-    pub fn record(&self, tenant: &str, model: &str, usage: &Usage, cost_micros: u64) {
+    pub fn record(&self, tenant: &str, model: &str, provider: &str, usage: &Usage, cost_micros: u64) {
         let (m, h, d) = self.epochs();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let e = map.entry((tenant.into(), model.into())).or_default();
+        let e = map.entry((tenant.into(), model.into(), provider.into())).or_default();
         e.totals.add(usage, cost_micros);
         bump(&mut e.minutes, m, usage, cost_micros);
         bump(&mut e.hours, h, usage, cost_micros);
@@ -149,17 +175,41 @@ impl Ledger {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<LedgerEntry> = map
             .iter()
-            .map(|((t, model), e)| LedgerEntry {
+            .map(|((t, model, provider), e)| LedgerEntry {
                 tenant: t.to_string(),
                 model: model.to_string(),
+                provider: provider.to_string(),
                 total: e.totals,
                 last_hour: window(&e.minutes, m),
                 last_day: window(&e.hours, h),
                 last_30_days: window(&e.days, d),
             })
             .collect();
-        out.sort_by(|a, b| (&a.tenant, &a.model).cmp(&(&b.tenant, &b.model)));
+        out.sort_by(|a, b| (&a.tenant, &a.model, &a.provider).cmp(&(&b.tenant, &b.model, &b.provider)));
         out
+    }
+
+    /// One line's usage per minute, hour and day.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use llm_tower_tokens::{Ledger, Usage};
+    /// let ledger = Ledger::default();
+    /// ledger.record("acme", "gpt-4o", "openai", &Usage { input: 10, ..Default::default() }, 25);
+    /// let s = ledger.series("acme", "gpt-4o", "openai").unwrap();
+    /// assert_eq!(s.minutes.len(), 60);
+    /// assert_eq!(s.minutes[59].cost_micros, 25);
+    /// # }
+    /// ```
+    pub fn series(&self, tenant: &str, model: &str, provider: &str) -> Option<Series> {
+        let (m, h, d) = self.epochs();
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map.get(&(Arc::from(tenant), Arc::from(model), Arc::from(provider)))?;
+        Some(Series {
+            minutes: buckets(&e.minutes, m),
+            hours: buckets(&e.hours, h),
+            days: buckets(&e.days, d),
+        })
     }
 }
 
@@ -172,13 +222,37 @@ mod tests {
     async fn windows_forget_old_usage() {
         let l = Ledger::default();
         let u = Usage { input: 100, output: 10, ..Default::default() };
-        l.record("a", "m", &u, 5);
+        l.record("a", "m", "p", &u, 5);
         tokio::time::advance(Duration::from_secs(3600)).await;
-        l.record("a", "m", &u, 5);
+        l.record("a", "m", "p", &u, 5);
         let e = &l.entries()[0];
         assert_eq!(e.total.requests, 2);
         assert_eq!(e.last_hour.requests, 1, "the first call is over an hour old");
         assert_eq!(e.last_day.requests, 2);
         assert_eq!(e.last_day.cost_micros, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn series_puts_each_call_in_its_bucket() {
+        let l = Ledger::default();
+        let u = Usage { input: 1, ..Default::default() };
+        l.record("a", "m", "p", &u, 1);
+        tokio::time::advance(Duration::from_secs(120)).await;
+        l.record("a", "m", "p", &u, 2);
+        l.record("a", "m", "q", &u, 4);
+        let s = l.series("a", "m", "p").unwrap();
+        let cost: Vec<u64> = s.minutes.iter().map(|t| t.cost_micros).collect();
+        assert_eq!(&cost[56..], &[0, 1, 0, 2], "two minutes apart, the current one last");
+        assert_eq!(s.hours[23].cost_micros, 3);
+        assert_eq!(s.days[29].requests, 2);
+        assert_eq!(
+            l.series("a", "m", "q").unwrap().minutes[59].cost_micros,
+            4,
+            "providers are separate lines"
+        );
+        assert!(l.series("a", "m", "r").is_none());
+        // An hour later the minute buckets have rolled over.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(l.series("a", "m", "p").unwrap().minutes.iter().all(|t| t.requests == 0));
     }
 }

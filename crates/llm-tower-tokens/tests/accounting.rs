@@ -38,7 +38,7 @@ async fn json_usage_is_priced_and_recorded_per_tenant_and_model() {
     let usage =
         Usage { input: v["usage"]["prompt_tokens"].as_u64().unwrap(), output: 16, ..Default::default() };
     let e = &layer.ledger().entries()[0];
-    assert_eq!((e.tenant.as_str(), e.model.as_str()), ("acme", "gpt-4o"));
+    assert_eq!((e.tenant.as_str(), e.model.as_str(), e.provider.as_str()), ("acme", "gpt-4o", "mock"));
     assert_eq!((e.total.requests, e.total.input_tokens, e.total.output_tokens), (1, usage.input, 16));
     assert_eq!(e.total.cost_micros, ModelInfo::lookup("gpt-4o").prices.cost_micros(&usage));
     assert_eq!(e.last_hour, e.total);
