@@ -82,6 +82,20 @@ impl ServedBy {
         ServedBy(name.into())
     }
 
+    /// The marker of an answer served from a response cache (`cache`).
+    ///
+    /// ```
+    /// assert!(llm_tower_core::ServedBy::cache().is_cache());
+    /// ```
+    pub fn cache() -> Self {
+        ServedBy::new("cache")
+    }
+
+    /// Whether a response cache answered.
+    pub fn is_cache(&self) -> bool {
+        &*self.0 == "cache"
+    }
+
     /// The name of who answered `res`, if known.
     pub fn of<B>(res: &http::Response<B>) -> Option<&str> {
         res.extensions().get::<ServedBy>().map(|s| &*s.0)

@@ -77,6 +77,10 @@ struct Shared<St> {
 /// generated text (message content, text deltas, tool-call arguments) with
 /// the model's counter (exact for OpenAI models, the heuristic otherwise).
 ///
+/// An answer from a response cache below (core's `ServedBy::cache()`) is
+/// recorded with its usage at cost 0, under provider `cache`. The model's
+/// [`Prices`] are put in the request's extensions for the layers below.
+///
 /// The tenant is `RequestInfo::tenant` (`-` when none). Counters go to the
 /// `metrics` facade: `llm_tower_tokens_total{model, kind=input|output}` and
 /// `llm_tower_cost_microusd_total{model}`.
@@ -160,6 +164,8 @@ struct Settle<St: BudgetStore> {
     input: u64,
     /// Who answered (core's `ServedBy`), once known.
     provider: Option<Arc<str>>,
+    /// Answered by a response cache: the usage is recorded, at no cost.
+    free: bool,
     done: bool,
 }
 
@@ -179,7 +185,7 @@ impl<St: BudgetStore> Settle<St> {
                 (Usage { input: self.input, output, ..Default::default() }, "counted")
             }
         };
-        let cost = self.prices.cost_micros(&usage);
+        let cost = if self.free { 0 } else { self.prices.cost_micros(&usage) };
         if let Some(b) = &self.budget {
             self.shared.budgets.settle(&self.tenant, b, self.estimate, cost);
         }
@@ -260,6 +266,8 @@ where
             output: u64::from(output),
             ..Default::default()
         });
+        // For the layers below (a response cache reports the cost it saved).
+        req.extensions_mut().insert(prices);
         let tenant = info.tenant.clone().map_or(Key::from_static("-"), Key::from);
         let budget = cfg.budgets.get(tenant.as_str()).or(cfg.default_budget.as_ref()).copied();
         let strip =
@@ -279,6 +287,7 @@ where
             estimate,
             input: u64::from(input),
             provider: None,
+            free: false,
             done: true,
         };
         if let Some(b) = budget {
@@ -345,7 +354,10 @@ where
                             // Providers do not bill failed calls.
                             settle.release();
                         }
-                        settle.provider = res.extensions().get::<ServedBy>().map(|s| s.0.clone());
+                        if let Some(by) = res.extensions().get::<ServedBy>() {
+                            settle.provider = Some(by.0.clone());
+                            settle.free = by.is_cache();
+                        }
                         let kind = BodyKind::from_headers(res.headers());
                         let strip = *strip && kind == BodyKind::Sse;
                         // Outer layers (the gateway's access log) read the report here

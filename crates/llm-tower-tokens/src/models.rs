@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Usage;
-
 /// A tokenizer family.
 ///
 /// ```
@@ -35,52 +33,7 @@ impl Family {
     }
 }
 
-/// Prices in micro-dollars per million tokens (integers: no float drift).
-///
-/// ```
-/// let p = llm_tower_tokens::Prices { input: 2_500_000, cached_input: 1_250_000, output: 10_000_000, reasoning: 10_000_000 };
-/// assert_eq!(p.input, 2_500_000, "$2.50 per million input tokens");
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Prices {
-    /// Uncached input tokens.
-    pub input: u64,
-    /// Cached input tokens.
-    pub cached_input: u64,
-    /// Output tokens other than reasoning.
-    pub output: u64,
-    /// Reasoning output tokens.
-    pub reasoning: u64,
-}
-
-impl Prices {
-    /// The cost of `usage` in micro-dollars, rounded up (never under-bills).
-    ///
-    /// Cached input is billed at the cached price and the rest of the input
-    /// at the input price; reasoning tokens (part of the output) at the
-    /// reasoning price and the rest of the output at the output price.
-    ///
-    /// ```
-    /// use llm_tower_tokens::{Prices, Usage};
-    /// let p = Prices { input: 2_500_000, cached_input: 1_250_000, output: 10_000_000, reasoning: 10_000_000 };
-    /// // 1,000 input (400 cached) and 500 output tokens:
-    /// let u = Usage { input: 1_000, output: 500, cached_input: 400, reasoning: 0 };
-    /// // 600 × $2.50/M + 400 × $1.25/M + 500 × $10/M = $0.0015 + $0.0005 + $0.005 = $0.007
-    /// assert_eq!(p.cost_micros(&u), 7_000);
-    /// ```
-    pub fn cost_micros(&self, u: &Usage) -> u64 {
-        let cached = u.cached_input.min(u.input);
-        let reasoning = u.reasoning.min(u.output);
-        let parts = [
-            (u.input - cached, self.input),
-            (cached, self.cached_input),
-            (u.output - reasoning, self.output),
-            (reasoning, self.reasoning),
-        ];
-        let total: u128 = parts.iter().map(|&(n, price)| u128::from(n) * u128::from(price)).sum();
-        total.div_ceil(1_000_000) as u64
-    }
-}
+pub use llm_tower_core::usage::Prices;
 
 /// One model's facts.
 ///
@@ -173,6 +126,7 @@ impl ModelInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Usage;
 
     #[test]
     fn longest_prefix_wins() {

@@ -1,0 +1,456 @@
+//! The [`Cache`] service: plan, lookup, single flight, recording.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AGE, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use llm_tower_core::usage::{BodyKind, Prices};
+use llm_tower_core::{Api, BoxError, LlmBody, RequestInfo, ServedBy};
+use pin_project_lite::pin_project;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::body::{CacheBody, Recorder};
+use crate::entry::{Entry, Form};
+use crate::layer::{Shared, log_l2};
+use crate::{CacheKey, Strategy};
+
+/// The response header naming what the cache did.
+pub const X_LLM_CACHE: &str = "x-llm-cache";
+/// The request header giving an entry's TTL in seconds.
+pub const X_LLM_CACHE_TTL: &str = "x-llm-cache-ttl";
+
+/// The caching service. See [`CacheLayer`](crate::CacheLayer).
+pub struct Cache<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for Cache<S> {
+    fn clone(&self) -> Self {
+        Cache { inner: self.inner.clone(), shared: self.shared.clone() }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Cache<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("inner", &self.inner).finish()
+    }
+}
+
+/// What to do with one cacheable request.
+#[derive(Clone)]
+pub(crate) struct Plan {
+    pub(crate) key: CacheKey,
+    pub(crate) scope: Arc<str>,
+    /// Look up (false with `no-cache`: refresh only).
+    read: bool,
+    pub(crate) ttl: Duration,
+    max_age: Option<Duration>,
+    want: Form,
+    include_usage: bool,
+    pub(crate) convertible: bool,
+    prices: Option<Prices>,
+}
+
+fn cache_control(req: &Request<LlmBody>) -> (bool, bool, Option<Duration>) {
+    let (mut no_cache, mut no_store, mut max_age) = (false, false, None);
+    for v in req.headers().get_all(CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()) {
+        for d in v.split(',').map(str::trim) {
+            let lower = d.to_ascii_lowercase();
+            match lower.as_str() {
+                "no-cache" => no_cache = true,
+                "no-store" => no_store = true,
+                _ => {
+                    if let Some(n) =
+                        lower.strip_prefix("max-age=").and_then(|n| n.trim_matches('"').parse().ok())
+                    {
+                        max_age = Some(Duration::from_secs(n));
+                    }
+                }
+            }
+        }
+    }
+    (no_cache, no_store, max_age)
+}
+
+impl Shared {
+    /// Decides whether and how `req` uses the cache (`None`: bypass).
+    fn plan(&self, req: &mut Request<LlmBody>) -> Option<Plan> {
+        let cfg = &self.cfg;
+        if matches!(cfg.strategy, Strategy::Disabled) || req.method() != Method::POST {
+            return None;
+        }
+        let (no_cache, no_store, max_age) = cache_control(req);
+        if no_store {
+            return None;
+        }
+        let info = RequestInfo::ensure(req).ok()?.clone();
+        let cacheable = match &cfg.strategy {
+            Strategy::Aggressive => true,
+            Strategy::Conservative => {
+                info.api == Api::Embeddings || info.temperature == Some(0.0) || info.seed.is_some()
+            }
+            Strategy::Selective(pred) => {
+                let opted =
+                    req.headers().get(X_LLM_CACHE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"on"));
+                opted || pred.as_ref().is_some_and(|p| p(req))
+            }
+            Strategy::Disabled => false,
+        };
+        if !cacheable {
+            return None;
+        }
+        let ttl_header = req
+            .headers()
+            .get(X_LLM_CACHE_TTL)
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+            .map(Duration::from_secs);
+        let ttl = ttl_header.or(max_age).unwrap_or(cfg.ttl).min(cfg.max_ttl);
+        if ttl.is_zero() {
+            return None;
+        }
+        let scope: Arc<str> = Arc::from(cfg.scope.key(req).as_str());
+        let endpoint = match info.api {
+            Api::ChatCompletions => "/v1/chat/completions",
+            Api::Embeddings => "/v1/embeddings",
+            Api::Responses => "/v1/responses",
+            Api::AnthropicMessages => "/v1/messages",
+            _ => return None,
+        };
+        let key = CacheKey::of(&scope, endpoint, req.body().as_bytes(), &cfg.ignored_fields).ok()?;
+        Some(Plan {
+            key,
+            scope,
+            read: !no_cache,
+            ttl,
+            max_age,
+            want: if info.stream { Form::Sse } else { Form::Json },
+            include_usage: info.include_usage,
+            convertible: info.api == Api::ChatCompletions,
+            prices: req.extensions().get::<Prices>().copied(),
+        })
+    }
+
+    fn count(&self, result: &'static str) {
+        let c = &self.counters;
+        match result {
+            "hit" => c.hits.fetch_add(1, Ordering::Relaxed),
+            "miss" => c.misses.fetch_add(1, Ordering::Relaxed),
+            _ => c.bypasses.fetch_add(1, Ordering::Relaxed),
+        };
+        metrics::counter!("llm_tower_cache_requests_total", "result" => result).increment(1);
+    }
+
+    /// A hit's response, if `entry` is fresh and renders in the wanted form.
+    fn serve(&self, plan: &Plan, entry: &Entry, coalesced: bool) -> Option<Response<Bytes>> {
+        let now = Instant::now();
+        if !entry.fresh(now, plan.max_age) {
+            return None;
+        }
+        let body = entry.render(plan.want, plan.include_usage)?;
+        let content_type = match plan.want {
+            Form::Json => "application/json",
+            Form::Sse => "text/event-stream",
+        };
+        let mut res = Response::new(body);
+        let h = res.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(X_LLM_CACHE, HeaderValue::from_static("HIT"));
+        h.insert(AGE, HeaderValue::from(entry.age(now)));
+        res.extensions_mut().insert(ServedBy::cache());
+        self.count("hit");
+        let c = &self.counters;
+        if coalesced {
+            c.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(u) = entry.usage {
+            c.tokens_saved.fetch_add(u.total(), Ordering::Relaxed);
+            if let Some(p) = plan.prices {
+                c.cost_saved.fetch_add(p.cost_micros(&u), Ordering::Relaxed);
+            }
+        }
+        tracing::debug!(key = %plan.key, age = entry.age(now), "cache hit");
+        Some(res)
+    }
+
+    /// The in-memory entry, if fresh. A stale one is removed.
+    fn lookup_now(&self, plan: &Plan) -> Lookup {
+        let mut get = pin!(self.cache.get(&plan.key));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match get.as_mut().poll(&mut cx) {
+            Poll::Pending => Lookup::Later,
+            Poll::Ready(None) => Lookup::Miss,
+            Poll::Ready(Some(e)) => match self.serve(plan, &e, false) {
+                Some(res) => Lookup::Hit(res),
+                None => {
+                    if !e.fresh(Instant::now(), None) {
+                        self.remove(plan.key);
+                    }
+                    Lookup::Miss
+                }
+            },
+        }
+    }
+
+    fn remove(&self, key: CacheKey) {
+        let cache = self.cache.clone();
+        let mut fut = Box::pin(async move { cache.invalidate(&key).await });
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if fut.as_mut().poll(&mut cx).is_pending() {
+            tokio::spawn(fut);
+        }
+    }
+
+    /// Joins the flight for `key`, or starts one.
+    fn join(self: &Arc<Self>, key: CacheKey) -> Role {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = flights.get(&key) {
+            return Role::Wait(rx.clone());
+        }
+        let (tx, rx) = watch::channel(());
+        flights.insert(key, rx.clone());
+        Role::Lead(FlightGuard { shared: self.clone(), key, rx, _tx: tx })
+    }
+}
+
+enum Lookup {
+    Hit(Response<Bytes>),
+    Miss,
+    /// moka did not answer at once: ask again asynchronously.
+    Later,
+}
+
+enum Role {
+    Lead(FlightGuard),
+    Wait(watch::Receiver<()>),
+}
+
+/// The first of identical concurrent misses. Dropped when its answer is
+/// stored (or known not to be): the flight ends and its waiters look again.
+pub(crate) struct FlightGuard {
+    shared: Arc<Shared>,
+    key: CacheKey,
+    rx: watch::Receiver<()>,
+    _tx: watch::Sender<()>,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        let mut flights = self.shared.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if flights.get(&self.key).is_some_and(|rx| rx.same_channel(&self.rx)) {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+fn with_status<B>(mut res: Response<B>, status: &'static str) -> Response<B> {
+    res.headers_mut().insert(X_LLM_CACHE, HeaderValue::from_static(status));
+    res
+}
+
+/// Wraps an upstream answer: recorded for the cache when it may be stored.
+fn on_response<R>(
+    shared: &Arc<Shared>,
+    res: Response<R>,
+    plan: Option<Plan>,
+    flight: Option<FlightGuard>,
+) -> Response<CacheBody<R>> {
+    let Some(plan) = plan else {
+        return with_status(res.map(CacheBody::pass), "BYPASS");
+    };
+    let no_store = res
+        .headers()
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-store")));
+    if res.status() != StatusCode::OK || no_store {
+        shared.counters.not_stored.fetch_add(1, Ordering::Relaxed);
+        return with_status(res.map(CacheBody::pass), "MISS");
+    }
+    let kind = BodyKind::from_headers(res.headers());
+    let rec = Recorder::new(shared.clone(), plan, kind, flight);
+    with_status(res.map(|b| CacheBody::record(b, rec)), "MISS")
+}
+
+impl<S, R> tower::Service<Request<LlmBody>> for Cache<S>
+where
+    S: tower::Service<Request<LlmBody>, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    R: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<CacheBody<R>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<LlmBody>) -> Self::Future {
+        let shared = self.shared.clone();
+        let Some(plan) = shared.plan(&mut req) else {
+            shared.count("bypass");
+            return ResponseFuture::call(self.inner.call(req), shared, None, None);
+        };
+        if plan.read {
+            match shared.lookup_now(&plan) {
+                Lookup::Hit(res) => return ResponseFuture::ready(Ok(res.map(CacheBody::full))),
+                Lookup::Later => return self.slow(req, plan, None),
+                Lookup::Miss => {}
+            }
+        }
+        if !plan.read || !shared.cfg.coalesce {
+            if plan.read && shared.l2.is_some() {
+                return self.slow(req, plan, None);
+            }
+            shared.count("miss");
+            return ResponseFuture::call(self.inner.call(req), shared, Some(plan), None);
+        }
+        match shared.join(plan.key) {
+            Role::Lead(guard) if shared.l2.is_none() => {
+                shared.count("miss");
+                ResponseFuture::call(self.inner.call(req), shared, Some(plan), Some(guard))
+            }
+            role => self.slow(req, plan, Some(role)),
+        }
+    }
+}
+
+impl<S, R> Cache<S>
+where
+    S: tower::Service<Request<LlmBody>, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    R: Body<Data = Bytes> + Send + 'static,
+{
+    /// The paths that wait: a second-level lookup, a coalesced miss, a slow
+    /// moka answer. Boxed: the hit and plain-miss paths are not.
+    fn slow(
+        &mut self,
+        req: Request<LlmBody>,
+        plan: Plan,
+        role: Option<Role>,
+    ) -> ResponseFuture<S::Future, R> {
+        let clone = self.inner.clone();
+        let svc = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        ResponseFuture::boxed(Box::pin(slow(shared, svc, req, plan, role)))
+    }
+}
+
+async fn slow<S, R>(
+    shared: Arc<Shared>,
+    mut svc: S,
+    req: Request<LlmBody>,
+    plan: Plan,
+    mut role: Option<Role>,
+) -> Result<Response<CacheBody<R>>, BoxError>
+where
+    S: tower::Service<Request<LlmBody>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    R: Body<Data = Bytes>,
+{
+    let hit = |e: &Entry, coalesced: bool| shared.serve(&plan, e, coalesced).map(|r| r.map(CacheBody::full));
+    if role.is_none() && plan.read {
+        // moka was busy: ask again, then join the flight.
+        if let Some(res) = shared.cache.get(&plan.key).await.and_then(|e| hit(&e, false)) {
+            return Ok(res);
+        }
+        if shared.cfg.coalesce {
+            role = Some(shared.join(plan.key));
+        }
+    }
+    if let Some(Role::Wait(mut rx)) = role {
+        let wait = shared.cfg.max_coalesce_wait;
+        // Ends when the first request's answer is stored or dropped.
+        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        if let Some(res) = shared.cache.get(&plan.key).await.and_then(|e| hit(&e, true)) {
+            return Ok(res);
+        }
+        role = None;
+    }
+    if plan.read {
+        if let Some(l2) = &shared.l2 {
+            let found = log_l2(l2.get(plan.key).await).flatten().and_then(Entry::decode);
+            if let Some(e) = found.filter(|e| *e.scope == *plan.scope) {
+                let e = Arc::new(e);
+                if let Some(res) = hit(&e, false) {
+                    shared.cache.insert(plan.key, e).await;
+                    return Ok(res);
+                }
+            }
+        }
+    }
+    let guard = match role {
+        Some(Role::Lead(g)) => Some(g),
+        _ => None,
+    };
+    shared.count("miss");
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into)?;
+    let res = svc.call(req).await.map_err(Into::into)?;
+    Ok(on_response(&shared, res, Some(plan), guard))
+}
+
+type BoxedResponse<R> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<R>>, BoxError>> + Send>>;
+
+pin_project! {
+    /// Response future of [`Cache`].
+    pub struct ResponseFuture<F, R> {
+        #[pin]
+        state: State<F, R>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, R> {
+        Ready { res: Option<Result<Response<CacheBody<R>>, BoxError>> },
+        Calling { #[pin] fut: F, shared: Arc<Shared>, plan: Option<Plan>, flight: Option<FlightGuard> },
+        Slow { fut: BoxedResponse<R> },
+    }
+}
+
+impl<F, R> ResponseFuture<F, R> {
+    fn ready(res: Result<Response<CacheBody<R>>, BoxError>) -> Self {
+        ResponseFuture { state: State::Ready { res: Some(res) } }
+    }
+
+    fn call(fut: F, shared: Arc<Shared>, plan: Option<Plan>, flight: Option<FlightGuard>) -> Self {
+        ResponseFuture { state: State::Calling { fut, shared, plan, flight } }
+    }
+
+    fn boxed(fut: BoxedResponse<R>) -> Self {
+        ResponseFuture { state: State::Slow { fut } }
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F, R>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    E: Into<BoxError>,
+    R: Body<Data = Bytes>,
+{
+    type Output = Result<Response<CacheBody<R>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Ready { res } => {
+                Poll::Ready(res.take().unwrap_or_else(|| Err("polled after completion".into())))
+            }
+            StateProj::Slow { fut } => fut.as_mut().poll(cx),
+            StateProj::Calling { fut, shared, plan, flight } => {
+                let res = ready!(fut.poll(cx)).map_err(Into::into)?;
+                Poll::Ready(Ok(on_response(shared, res, plan.take(), flight.take())))
+            }
+        }
+    }
+}
