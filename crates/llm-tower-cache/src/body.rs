@@ -230,7 +230,7 @@ impl Recorder {
         tracing::debug!(key = %p.key, bytes = self.len, "answer cached");
         if let Some(l2) = self.shared.l2.clone() {
             let (key, scope, bytes, ttl) = (p.key, p.scope.clone(), entry.encode(), p.ttl);
-            tokio::spawn(async move { log_l2(l2.put(key, &scope, bytes, ttl).await) });
+            tokio::spawn(async move { log_l2(l2.put(key, scope.as_str(), bytes, ttl).await) });
         }
         // Insert now if moka answers at once (it nearly always does); else in a
         // task that keeps the flight open until the entry is in.

@@ -1,11 +1,10 @@
 //! A stored answer: its body in the form it arrived (compressed above a
 //! threshold), its usage, and when it was stored and expires.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use llm_tower_core::Usage;
+use llm_tower_core::{Key, Usage};
 use tokio::time::Instant;
 
 use crate::convert;
@@ -22,7 +21,7 @@ pub enum Form {
 /// One cached answer. Immutable once stored; shared by every hit.
 #[derive(Debug)]
 pub struct Entry {
-    pub(crate) scope: Arc<str>,
+    pub(crate) scope: Key,
     pub(crate) form: Form,
     /// The body: as received, or lz4-compressed when `compressed`.
     pub(crate) body: Bytes,
@@ -47,7 +46,7 @@ fn unix_ms() -> u64 {
 impl Entry {
     /// A new entry for `raw`, compressed when larger than `compress_above`.
     pub(crate) fn new(
-        scope: Arc<str>,
+        scope: Key,
         form: Form,
         raw: Bytes,
         usage: Option<Usage>,
@@ -80,7 +79,7 @@ impl Entry {
 
     /// Memory it holds, for the byte bound.
     pub(crate) fn weight(&self) -> u32 {
-        (self.body.len() + self.scope.len() + OVERHEAD).min(u32::MAX as usize) as u32
+        (self.body.len() + self.scope.as_str().len() + OVERHEAD).min(u32::MAX as usize) as u32
     }
 
     /// Whether it is still fresh at `now`, and no older than `max_age` if given.
@@ -122,7 +121,8 @@ impl Entry {
     /// usage flag + four u64, raw length u64, stored-at unix ms u64, TTL ms u64,
     /// scope (u32 length + bytes), body (u32 length + bytes).
     pub(crate) fn encode(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(self.body.len() + self.scope.len() + 80);
+        let scope = self.scope.as_str();
+        let mut b = BytesMut::with_capacity(self.body.len() + scope.len() + 80);
         b.put_slice(MAGIC);
         b.put_u8(matches!(self.form, Form::Sse) as u8);
         b.put_u8(self.compressed as u8);
@@ -135,8 +135,8 @@ impl Entry {
         b.put_u64_le(self.raw_len as u64);
         b.put_u64_le(self.stored_at_unix_ms);
         b.put_u64_le(self.ttl.as_millis() as u64);
-        b.put_u32_le(self.scope.len() as u32);
-        b.put_slice(self.scope.as_bytes());
+        b.put_u32_le(scope.len() as u32);
+        b.put_slice(scope.as_bytes());
         b.put_u32_le(self.body.len() as u32);
         b.put_slice(&self.body);
         b.freeze()
@@ -160,7 +160,7 @@ impl Entry {
         let stored_at_unix_ms = b.get_u64_le();
         let ttl = Duration::from_millis(b.get_u64_le());
         let scope = take(&mut b)?;
-        let scope: Arc<str> = std::str::from_utf8(&scope).ok()?.into();
+        let scope = Key::from(std::str::from_utf8(&scope).ok()?.to_owned());
         let body = take(&mut b)?;
         if !b.is_empty() {
             return None;
@@ -200,7 +200,7 @@ mod tests {
     fn entry(raw: &'static [u8], compress_above: Option<usize>) -> Entry {
         let usage = Some(Usage { input: 3, output: 4, cached_input: 1, reasoning: 0 });
         Entry::new(
-            "tenant".into(),
+            Key::from_static("tenant"),
             Form::Json,
             Bytes::from_static(raw),
             usage,
@@ -247,7 +247,7 @@ mod tests {
             (d.form, d.compressed, d.convertible, d.usage, d.ttl),
             (e.form, e.compressed, e.convertible, e.usage, e.ttl)
         );
-        assert_eq!((&*d.scope, &d.body[..]), (&*e.scope, &e.body[..]));
+        assert_eq!((d.scope.as_str(), &d.body[..]), (e.scope.as_str(), &e.body[..]));
         for cut in [0, 4, 10, bytes.len() - 1] {
             assert!(Entry::decode(bytes.slice(..cut)).is_none(), "cut at {cut}");
         }

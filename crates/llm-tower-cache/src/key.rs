@@ -13,10 +13,13 @@
 //!   answers convert into each other), `null` members (the same as absent),
 //!   and the configured ignored fields (`user`, `metadata`, ... by default).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Mutex;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use xxhash_rust::xxh3::{Xxh3, xxh3_128_with_seed};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
 
 /// A cache key: 128 bits, collision-free in practice.
 ///
@@ -66,14 +69,30 @@ impl CacheKey {
     /// canonical hash of its JSON body without the `ignored` top-level fields.
     pub fn of(scope: &str, endpoint: &str, body: &[u8], ignored: &[String]) -> Result<Self, NotJson> {
         let convertible = endpoint.ends_with("/chat/completions");
-        let body = canonical_hash(body, ignored, convertible)?;
-        let mut h = Xxh3::new();
-        h.update(&(scope.len() as u64).to_le_bytes());
-        h.update(scope.as_bytes());
-        h.update(&(endpoint.len() as u64).to_le_bytes());
-        h.update(endpoint.as_bytes());
-        h.update(&body.to_le_bytes());
-        Ok(CacheKey(h.digest128()))
+        Ok(Self::from_parts(scope, endpoint, canonical_hash(body, ignored, convertible)?))
+    }
+
+    /// The key of a body's canonical hash in a scope and endpoint.
+    pub(crate) fn from_parts(scope: &str, endpoint: &str, body: u128) -> Self {
+        let mut buf = [0u8; 256];
+        let need = 16 + scope.len() + endpoint.len() + 16;
+        let mut heap = Vec::new();
+        let out: &mut [u8] = if need <= buf.len() {
+            &mut buf[..need]
+        } else {
+            heap.resize(need, 0);
+            &mut heap
+        };
+        let (a, rest) = out.split_at_mut(8);
+        a.copy_from_slice(&(scope.len() as u64).to_le_bytes());
+        let (b, rest) = rest.split_at_mut(scope.len());
+        b.copy_from_slice(scope.as_bytes());
+        let (c, rest) = rest.split_at_mut(8);
+        c.copy_from_slice(&(endpoint.len() as u64).to_le_bytes());
+        let (d, rest) = rest.split_at_mut(endpoint.len());
+        d.copy_from_slice(endpoint.as_bytes());
+        rest.copy_from_slice(&body.to_le_bytes());
+        CacheKey(xxh3_128(out))
     }
 }
 
@@ -98,11 +117,28 @@ const PAIR: u64 = 9;
 /// assert_eq!(a, b);
 /// ```
 pub fn canonical_hash(body: &[u8], ignored: &[String], skip_stream: bool) -> Result<u128, NotJson> {
+    analyze(body, ignored, skip_stream).map(|(h, _)| h)
+}
+
+/// What the cache needs to know of a request, read in the same pass as its hash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Facts {
+    /// `"stream": true`.
+    pub(crate) stream: bool,
+    /// `"stream_options": {"include_usage": true}`.
+    pub(crate) include_usage: bool,
+    /// `temperature` 0 or a `seed`: one right answer.
+    pub(crate) deterministic: bool,
+}
+
+/// The canonical hash of a JSON object body and its [`Facts`].
+pub(crate) fn analyze(body: &[u8], ignored: &[String], skip_stream: bool) -> Result<(u128, Facts), NotJson> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let top = Top { ignored, skip_stream };
+    let mut facts = Facts::default();
+    let top = Top { ignored, skip_stream, facts: &mut facts };
     let h = de.deserialize_map(top).map_err(NotJson)?;
     de.end().map_err(NotJson)?;
-    Ok(h)
+    Ok((h, facts))
 }
 
 fn leaf(tag: u64, bytes: &[u8]) -> u128 {
@@ -113,75 +149,114 @@ fn int(v: i128) -> u128 {
     leaf(INT, &v.to_le_bytes())
 }
 
-fn pair(key: u128, value: u128) -> u128 {
+/// Hashes two hashes into one (ordered).
+fn join(tag: u64, a: u128, b: u128) -> u128 {
     let mut bytes = [0u8; 32];
-    bytes[..16].copy_from_slice(&key.to_le_bytes());
-    bytes[16..].copy_from_slice(&value.to_le_bytes());
-    leaf(PAIR, &bytes)
+    bytes[..16].copy_from_slice(&a.to_le_bytes());
+    bytes[16..].copy_from_slice(&b.to_le_bytes());
+    leaf(tag, &bytes)
 }
 
-/// A member name: hashed where it lies (no allocation), or `None` when skipped.
+/// A value's hash, and what the top level wants to know of it.
+#[derive(Clone, Copy)]
+struct Out {
+    hash: u128,
+    scalar: Scalar,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scalar {
+    Null,
+    Bool(bool),
+    Num(f64),
+    /// An object, and whether it has `"include_usage": true`.
+    Map {
+        include_usage: bool,
+    },
+    Other,
+}
+
+/// Member names the cache reads facts from.
+#[derive(Clone, Copy, PartialEq)]
+enum Name {
+    Stream,
+    StreamOptions,
+    Temperature,
+    Seed,
+    IncludeUsage,
+    Other,
+}
+
+/// A member name: hashed where it lies (no allocation), `None` when skipped.
 struct KeySeed<F>(F);
 
 impl<'de, F: Fn(&str) -> bool> DeserializeSeed<'de> for KeySeed<F> {
-    type Value = Option<u128>;
+    type Value = (Name, Option<u128>);
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<u128>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
 impl<F: Fn(&str) -> bool> Visitor<'_> for KeySeed<F> {
-    type Value = Option<u128>;
+    type Value = (Name, Option<u128>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a member name")
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Option<u128>, E> {
-        Ok((!(self.0)(v)).then(|| leaf(STR, v.as_bytes())))
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        let name = match v {
+            "stream" => Name::Stream,
+            "stream_options" => Name::StreamOptions,
+            "temperature" => Name::Temperature,
+            "seed" => Name::Seed,
+            "include_usage" => Name::IncludeUsage,
+            _ => Name::Other,
+        };
+        Ok((name, (!(self.0)(v)).then(|| leaf(STR, v.as_bytes()))))
     }
 }
 
 /// An object: its members hashed pair by pair and summed (order-free), with
-/// the member count. `skip` drops members by name; `skip_null` drops `null` ones.
+/// the member count. `skip` drops members by name. At the top (`facts`),
+/// `null` members count as absent and the request's facts are read.
 fn hash_map<'de, A: MapAccess<'de>>(
     mut map: A,
     skip: impl Fn(&str) -> bool,
-    skip_null: bool,
-) -> Result<u128, A::Error> {
-    let null = leaf(NULL, &[]);
+    mut facts: Option<&mut Facts>,
+) -> Result<Out, A::Error> {
     let mut sum = 0u128;
     let mut count = 0u64;
-    while let Some(key) = map.next_key_seed(KeySeed(&skip))? {
-        let Some(key) = key else {
-            map.next_value::<de::IgnoredAny>()?;
-            continue;
-        };
+    let mut include_usage = false;
+    while let Some((name, key)) = map.next_key_seed(KeySeed(&skip))? {
         let v = map.next_value_seed(Node)?;
-        if skip_null && v == null {
+        match (&mut facts, name, v.scalar) {
+            (Some(f), Name::Stream, Scalar::Bool(b)) => f.stream = b,
+            (Some(f), Name::StreamOptions, Scalar::Map { include_usage }) => f.include_usage = include_usage,
+            (Some(f), Name::Temperature, Scalar::Num(t)) => f.deterministic |= t == 0.0,
+            (Some(f), Name::Seed, s) => f.deterministic |= s != Scalar::Null,
+            (None, Name::IncludeUsage, Scalar::Bool(b)) => include_usage = b,
+            _ => {}
+        }
+        let Some(key) = key else { continue };
+        if facts.is_some() && v.scalar == Scalar::Null {
             continue;
         }
-        sum = sum.wrapping_add(pair(key, v));
+        sum = sum.wrapping_add(join(PAIR, key, v.hash));
         count += 1;
     }
     let mut bytes = [0u8; 24];
     bytes[..16].copy_from_slice(&sum.to_le_bytes());
     bytes[16..].copy_from_slice(&count.to_le_bytes());
-    Ok(leaf(MAP, &bytes))
+    Ok(Out { hash: leaf(MAP, &bytes), scalar: Scalar::Map { include_usage } })
 }
 
-/// The top-level object: members may be skipped.
+/// The top-level object: members may be skipped; facts are read.
 struct Top<'a> {
     ignored: &'a [String],
     skip_stream: bool,
-}
-
-impl Top<'_> {
-    fn skips(&self, key: &str) -> bool {
-        (self.skip_stream && (key == "stream" || key == "stream_options"))
-            || self.ignored.iter().any(|i| i == key)
-    }
+    facts: &'a mut Facts,
 }
 
 impl<'de> Visitor<'de> for Top<'_> {
@@ -192,7 +267,11 @@ impl<'de> Visitor<'de> for Top<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<u128, A::Error> {
-        hash_map(map, |k| self.skips(k), true)
+        let (ignored, skip_stream) = (self.ignored, self.skip_stream);
+        let skips = |k: &str| {
+            (skip_stream && (k == "stream" || k == "stream_options")) || ignored.iter().any(|i| i == k)
+        };
+        hash_map(map, skips, Some(self.facts)).map(|o| o.hash)
     }
 }
 
@@ -201,58 +280,128 @@ impl<'de> Visitor<'de> for Top<'_> {
 struct Node;
 
 impl<'de> DeserializeSeed<'de> for Node {
-    type Value = u128;
+    type Value = Out;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u128, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Out, D::Error> {
         d.deserialize_any(self)
     }
 }
 
+fn out(hash: u128, scalar: Scalar) -> Out {
+    Out { hash, scalar }
+}
+
 impl<'de> Visitor<'de> for Node {
-    type Value = u128;
+    type Value = Out;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E>(self) -> Result<u128, E> {
-        Ok(leaf(NULL, &[]))
+    fn visit_unit<E>(self) -> Result<Out, E> {
+        Ok(out(leaf(NULL, &[]), Scalar::Null))
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<u128, E> {
-        Ok(leaf(if v { TRUE } else { FALSE }, &[]))
+    fn visit_bool<E>(self, v: bool) -> Result<Out, E> {
+        Ok(out(leaf(if v { TRUE } else { FALSE }, &[]), Scalar::Bool(v)))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<u128, E> {
-        Ok(int(i128::from(v)))
+    fn visit_i64<E>(self, v: i64) -> Result<Out, E> {
+        Ok(out(int(i128::from(v)), Scalar::Num(v as f64)))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<u128, E> {
-        Ok(int(i128::from(v)))
+    fn visit_u64<E>(self, v: u64) -> Result<Out, E> {
+        Ok(out(int(i128::from(v)), Scalar::Num(v as f64)))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<u128, E> {
+    fn visit_f64<E>(self, v: f64) -> Result<Out, E> {
         // Integral values hash as integers (1.0 == 1); -0.0 == 0.0.
-        if v.fract() == 0.0 && v.abs() < 9.0e18 {
-            return Ok(int(v as i128));
-        }
-        Ok(leaf(FLOAT, &v.to_bits().to_le_bytes()))
+        let hash = if v.fract() == 0.0 && v.abs() < 9.0e18 {
+            int(v as i128)
+        } else {
+            leaf(FLOAT, &v.to_bits().to_le_bytes())
+        };
+        Ok(out(hash, Scalar::Num(v)))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<u128, E> {
-        Ok(leaf(STR, v.as_bytes()))
+    fn visit_str<E>(self, v: &str) -> Result<Out, E> {
+        Ok(out(leaf(STR, v.as_bytes()), Scalar::Other))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u128, A::Error> {
-        let mut h = Xxh3::with_seed(SEQ);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Out, A::Error> {
+        // Chained: each element's hash folded into the running one, in order.
+        let mut h = leaf(SEQ, &[]);
         while let Some(v) = seq.next_element_seed(Node)? {
-            h.update(&v.to_le_bytes());
+            h = join(SEQ, h, v.hash);
         }
-        Ok(h.digest128())
+        Ok(out(h, Scalar::Other))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<u128, A::Error> {
-        hash_map(map, |_| false, false)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Out, A::Error> {
+        hash_map(map, |_| false, None)
+    }
+}
+
+/// Remembers the canonical hash and facts of byte-identical bodies, so that
+/// a repeated request (the usual hit) is keyed by one pass of xxh3 over its
+/// bytes instead of a JSON walk. Bounded: a full shard is cleared.
+pub(crate) struct Memo {
+    shards: Box<[Mutex<MemoShard>]>,
+}
+
+/// Raw body hash -> canonical hash and facts.
+type MemoShard = HashMap<u128, (u128, Facts), BuildHasherDefault<Identity>>;
+
+const MEMO_SHARDS: usize = 16;
+const MEMO_PER_SHARD: usize = 4096;
+
+impl Default for Memo {
+    fn default() -> Self {
+        Memo { shards: (0..MEMO_SHARDS).map(|_| Mutex::default()).collect() }
+    }
+}
+
+impl Memo {
+    /// The canonical hash and facts of `body` sent to endpoint number `tag`.
+    pub(crate) fn analyze(
+        &self,
+        body: &[u8],
+        tag: u64,
+        ignored: &[String],
+        skip_stream: bool,
+    ) -> Result<(u128, Facts), NotJson> {
+        let raw = xxh3_128_with_seed(&[], tag) ^ xxh3_128(body);
+        let shard = &self.shards[(raw >> 124) as usize % MEMO_SHARDS];
+        if let Some(hit) = shard.lock().unwrap_or_else(|e| e.into_inner()).get(&raw) {
+            return Ok(*hit);
+        }
+        let found = analyze(body, ignored, skip_stream)?;
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MEMO_PER_SHARD {
+            map.clear();
+        }
+        map.insert(raw, found);
+        Ok(found)
+    }
+}
+
+/// The memo's keys are hashes already.
+#[derive(Default)]
+pub(crate) struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
     }
 }
 
@@ -322,6 +471,34 @@ mod tests {
         assert_ne!(a, CacheKey::of("b", "/v1/embeddings", body, &[]).unwrap());
         assert_ne!(a, CacheKey::of("a", "/v1/responses", body, &[]).unwrap());
         assert_eq!(a, a.to_string().parse().unwrap());
+    }
+
+    #[test]
+    fn facts_are_read_in_the_same_pass() {
+        let f = |b: &str| analyze(b.as_bytes(), &[], true).unwrap().1;
+        assert_eq!(f("{}"), Facts::default());
+        let streamed = f(r#"{"stream":true,"stream_options":{"include_usage":true},"temperature":0.0}"#);
+        assert_eq!(streamed, Facts { stream: true, include_usage: true, deterministic: true });
+        assert!(f(r#"{"seed":0}"#).deterministic);
+        assert!(!f(r#"{"seed":null,"temperature":0.2}"#).deterministic);
+        // Only the top level's members count.
+        assert_eq!(f(r#"{"x":{"stream":true,"temperature":0},"include_usage":true}"#), Facts::default());
+        assert!(!f(r#"{"stream_options":{"include_usage":false}}"#).include_usage);
+    }
+
+    #[test]
+    fn the_memo_agrees_with_a_fresh_walk() {
+        let memo = Memo::default();
+        for body in [r#"{"a":1,"stream":true}"#, r#"{ "stream" : true, "a" : 1.0 }"#] {
+            for _ in 0..2 {
+                let fresh = analyze(body.as_bytes(), &[], true).unwrap();
+                assert_eq!(memo.analyze(body.as_bytes(), 1, &[], true).unwrap(), fresh);
+            }
+        }
+        // The endpoint is part of the memo's key: the same bytes elsewhere are walked anew.
+        let other = memo.analyze(br#"{"a":1,"stream":true}"#, 2, &[], false).unwrap();
+        assert_eq!(other, analyze(br#"{"a":1,"stream":true}"#, &[], false).unwrap());
+        assert!(memo.analyze(b"[1]", 1, &[], true).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::entry::Entry;
+use crate::key::Memo;
 use crate::{CacheConfig, CacheKey, L2, Strategy};
 
 /// A cache's counters and size.
@@ -66,6 +67,7 @@ pub(crate) struct Shared {
     pub(crate) l2: Option<Arc<dyn L2>>,
     /// Misses in flight: requests for the same key wait for the first.
     pub(crate) flights: Mutex<HashMap<CacheKey, watch::Receiver<()>>>,
+    pub(crate) memo: Memo,
     pub(crate) counters: Counters,
 }
 
@@ -127,7 +129,8 @@ impl CacheLayer {
                 }
             })
             .build();
-        let shared = Shared { cfg, cache, l2: None, flights: Mutex::default(), counters };
+        let shared =
+            Shared { cfg, cache, l2: None, flights: Mutex::default(), memo: Memo::default(), counters };
         CacheLayer { shared: Arc::new(shared) }
     }
 
@@ -188,7 +191,7 @@ impl CacheLayer {
     /// Removes every entry of a scope (a tenant).
     pub async fn invalidate_scope(&self, scope: &str) {
         let s: Arc<str> = scope.into();
-        let pred = move |_: &CacheKey, e: &Arc<Entry>| e.scope == s;
+        let pred = move |_: &CacheKey, e: &Arc<Entry>| e.scope.as_str() == &*s;
         if self.shared.cache.invalidate_entries_if(pred).is_err() {
             // Closures are enabled at build; unreachable, but never leave entries behind.
             self.shared.cache.invalidate_all();

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AGE, CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use llm_tower_core::usage::{BodyKind, Prices};
-use llm_tower_core::{Api, BoxError, LlmBody, RequestInfo, ServedBy};
+use llm_tower_core::{Api, BoxError, Key, LlmBody, RequestInfo, ServedBy};
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -23,9 +23,9 @@ use crate::layer::{Shared, log_l2};
 use crate::{CacheKey, Strategy};
 
 /// The response header naming what the cache did.
-pub const X_LLM_CACHE: &str = "x-llm-cache";
+pub const X_LLM_CACHE: HeaderName = HeaderName::from_static("x-llm-cache");
 /// The request header giving an entry's TTL in seconds.
-pub const X_LLM_CACHE_TTL: &str = "x-llm-cache-ttl";
+pub const X_LLM_CACHE_TTL: HeaderName = HeaderName::from_static("x-llm-cache-ttl");
 
 /// The caching service. See [`CacheLayer`](crate::CacheLayer).
 pub struct Cache<S> {
@@ -49,7 +49,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Cache<S> {
 #[derive(Clone)]
 pub(crate) struct Plan {
     pub(crate) key: CacheKey,
-    pub(crate) scope: Arc<str>,
+    pub(crate) scope: Key,
     /// Look up (false with `no-cache`: refresh only).
     read: bool,
     pub(crate) ttl: Duration,
@@ -83,25 +83,38 @@ fn cache_control(req: &Request<LlmBody>) -> (bool, bool, Option<Duration>) {
 
 impl Shared {
     /// Decides whether and how `req` uses the cache (`None`: bypass).
+    ///
+    /// Reads what it needs of the body in the pass that hashes it (and not
+    /// at all for a byte-identical repeat, see `Memo`); `RequestInfo` is
+    /// used when a layer above parsed it, never required.
     fn plan(&self, req: &mut Request<LlmBody>) -> Option<Plan> {
         let cfg = &self.cfg;
         if matches!(cfg.strategy, Strategy::Disabled) || req.method() != Method::POST {
             return None;
         }
+        let api = RequestInfo::get(req).map_or_else(|| Api::from_path(req.uri().path()), |i| i.api);
+        let (endpoint, tag) = match api {
+            Api::ChatCompletions => ("/v1/chat/completions", 1),
+            Api::Embeddings => ("/v1/embeddings", 2),
+            Api::Responses => ("/v1/responses", 3),
+            Api::AnthropicMessages => ("/v1/messages", 4),
+            _ => return None,
+        };
         let (no_cache, no_store, max_age) = cache_control(req);
         if no_store {
             return None;
         }
-        let info = RequestInfo::ensure(req).ok()?.clone();
+        let convertible = api == Api::ChatCompletions;
+        let (body, facts) =
+            self.memo.analyze(req.body().as_bytes(), tag, &cfg.ignored_fields, convertible).ok()?;
         let cacheable = match &cfg.strategy {
             Strategy::Aggressive => true,
-            Strategy::Conservative => {
-                info.api == Api::Embeddings || info.temperature == Some(0.0) || info.seed.is_some()
-            }
+            Strategy::Conservative => api == Api::Embeddings || facts.deterministic,
             Strategy::Selective(pred) => {
                 let opted =
                     req.headers().get(X_LLM_CACHE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"on"));
-                opted || pred.as_ref().is_some_and(|p| p(req))
+                // The predicate may look at RequestInfo: parse it for it.
+                opted || pred.as_ref().is_some_and(|p| RequestInfo::ensure(req).is_ok() && p(req))
             }
             Strategy::Disabled => false,
         };
@@ -117,24 +130,16 @@ impl Shared {
         if ttl.is_zero() {
             return None;
         }
-        let scope: Arc<str> = Arc::from(cfg.scope.key(req).as_str());
-        let endpoint = match info.api {
-            Api::ChatCompletions => "/v1/chat/completions",
-            Api::Embeddings => "/v1/embeddings",
-            Api::Responses => "/v1/responses",
-            Api::AnthropicMessages => "/v1/messages",
-            _ => return None,
-        };
-        let key = CacheKey::of(&scope, endpoint, req.body().as_bytes(), &cfg.ignored_fields).ok()?;
+        let scope = cfg.scope.key(req);
         Some(Plan {
-            key,
+            key: CacheKey::from_parts(scope.as_str(), endpoint, body),
             scope,
             read: !no_cache,
             ttl,
             max_age,
-            want: if info.stream { Form::Sse } else { Form::Json },
-            include_usage: info.include_usage,
-            convertible: info.api == Api::ChatCompletions,
+            want: if facts.stream { Form::Sse } else { Form::Json },
+            include_usage: facts.include_usage,
+            convertible,
             prices: req.extensions().get::<Prices>().copied(),
         })
     }
@@ -381,7 +386,7 @@ where
     if plan.read {
         if let Some(l2) = &shared.l2 {
             let found = log_l2(l2.get(plan.key).await).flatten().and_then(Entry::decode);
-            if let Some(e) = found.filter(|e| *e.scope == *plan.scope) {
+            if let Some(e) = found.filter(|e| e.scope.as_str() == plan.scope.as_str()) {
                 let e = Arc::new(e);
                 if let Some(res) = hit(&e, false) {
                     shared.cache.insert(plan.key, e).await;

@@ -88,7 +88,8 @@ impl ServedBy {
     /// assert!(llm_tower_core::ServedBy::cache().is_cache());
     /// ```
     pub fn cache() -> Self {
-        ServedBy::new("cache")
+        static CACHE: std::sync::OnceLock<std::sync::Arc<str>> = std::sync::OnceLock::new();
+        ServedBy(CACHE.get_or_init(|| "cache".into()).clone())
     }
 
     /// Whether a response cache answered.
