@@ -9,7 +9,8 @@
 //! - [`retry`]: retry with jitter, server hints, budget and deadline.
 //! - [`circuit`]: keyed circuit breaker.
 //! - [`ratelimit`]: keyed request and token rate limits.
-//! - [`tokens`]: token counting, model facts, cost.
+//! - [`tokens`]: token counting, model facts, cost, budgets, the ledger.
+//! - [`cache`]: exact-match response cache (streams, single flight, tenant scope).
 //! - [`mock`]: the fault-injecting mock provider used by tests and demos.
 //!
 //! ```
@@ -56,13 +57,20 @@ pub mod tokens {
     pub use llm_tower_tokens::*;
 }
 
+/// The exact-match response cache (`llm-tower-cache`).
+pub mod cache {
+    pub use llm_tower_cache::*;
+}
+
 /// The fault-injecting mock provider (`llm-tower-mock`).
 pub mod mock {
     pub use llm_tower_mock::*;
 }
 
+pub use llm_tower_cache::CacheLayer;
 pub use llm_tower_circuit::CircuitBreakerLayer;
 pub use llm_tower_core::{LlmBody, RequestInfo, Secret, Usage};
 pub use llm_tower_http::{LlmHttpService, Provider};
 pub use llm_tower_ratelimit::RateLimitLayer;
 pub use llm_tower_retry::RetryLayer;
+pub use llm_tower_tokens::{TokenAccountingLayer, TokenCountLayer};

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -15,11 +16,13 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
+use llm_tower_cache::{CacheKey, CacheLayer};
 use llm_tower_circuit::{CircuitBreaker, CircuitBreakerLayer, CircuitHandle};
 use llm_tower_core::chat::{Model, ModelList};
 use llm_tower_core::usage::{BodyKind, UsageBody, UsageReport, UsageSlot};
 use llm_tower_core::{
-    Api, ErrorInfo, InvalidRequest, KeyFn, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Upstream,
+    Api, ErrorInfo, InvalidRequest, KeyFn, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Secret,
+    ServedBy, Upstream,
 };
 use llm_tower_http::{HttpClient, LlmHttpService, Provider};
 use llm_tower_mock::MockServer;
@@ -28,8 +31,8 @@ use llm_tower_retry::{Retry, RetryLayer};
 use llm_tower_tokens::{AccountingConfig, Preflight, TokenAccountingLayer, TokenCountLayer};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tower::Layer;
-use tower::ServiceExt;
+use tower::util::BoxCloneService;
+use tower::{Layer, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::body::{GuardBody, NotifyEnd};
@@ -65,6 +68,9 @@ impl std::error::Error for StartError {}
 /// Retry -> CircuitBreaker -> RateLimit -> LlmHttpService (timeouts inside).
 type Stack = Retry<CircuitBreaker<RateLimit<LlmHttpService>>>;
 
+/// What the per-request layers (tenant limits, cache) wrap: one type whichever are on.
+type Inner = BoxCloneService<http::Request<LlmBody>, http::Response<AxumBody>, tower::BoxError>;
+
 /// Per-tenant limiters: each named tenant its own, the rest keyed by the header.
 struct Tenants {
     header: http::HeaderName,
@@ -92,6 +98,8 @@ struct AppState {
     tenants: Tenants,
     preflight: Preflight,
     accounting: TokenAccountingLayer,
+    cache: Option<CacheLayer>,
+    admin_token: Option<Secret>,
     models_json: Bytes,
     max_body: usize,
     client: HttpClient,
@@ -194,12 +202,18 @@ impl Gateway {
                 budgets: config.tenants.budgets.iter().map(|(n, b)| (n.clone(), b.to_budget())).collect(),
                 ..AccountingConfig::default()
             }),
+            cache: config.cache.as_ref().map(|c| CacheLayer::new(c.to_config())),
+            admin_token: config.admin_token(),
             models_json,
             max_body: config.server.max_body_bytes,
             client,
             _mocks: mocks,
         });
-        let router = Router::new()
+        let mut router = Router::new();
+        if state.admin_token.is_some() {
+            router = router.route("/admin/cache/invalidate", post(invalidate_cache));
+        }
+        let router = router
             .route("/v1/chat/completions", post(proxy))
             .route("/v1/embeddings", post(proxy))
             .route("/v1/responses", post(proxy))
@@ -305,9 +319,74 @@ async fn stats(State(app): State<Arc<AppState>>) -> Response {
         "providers": providers,
         "tenants": tenants,
         "usage": app.accounting.ledger().entries(),
+        "cache": app.cache.as_ref().map(|c| c.stats()),
         "upstream_hosts": app.client.stats(),
     });
     json(StatusCode::OK, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+}
+
+/// Constant-time comparison (the token's length is not secret).
+fn same_token(given: &[u8], want: &[u8]) -> bool {
+    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// `POST /admin/cache/invalidate` with `{"key": "<hex>"}`, `{"tenant": "<name>"}`
+/// or `{"all": true}`; `authorization: Bearer <server.admin_token>`.
+async fn invalidate_cache(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    let want = app.admin_token.as_ref().map(|t| t.expose().as_bytes()).unwrap_or_default();
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if want.is_empty() || !same_token(given.as_bytes(), want) {
+        let mut info =
+            ErrorInfo::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid admin token");
+        info.code = Some("invalid_api_key");
+        return info.into_response().map(AxumBody::new);
+    }
+    let Some(cache) = &app.cache else {
+        return error(&InvalidRequest::new("the cache is not configured"));
+    };
+    let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(&InvalidRequest::new("could not read the request body")),
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Invalidate {
+        key: Option<String>,
+        tenant: Option<String>,
+        #[serde(default)]
+        all: bool,
+    }
+    let what = match serde_json::from_slice::<Invalidate>(&body) {
+        Ok(w) => w,
+        Err(e) => return error(&InvalidRequest::new(format!("invalid body: {e}"))),
+    };
+    let done = match (what.key, what.tenant, what.all) {
+        (Some(k), None, false) => match k.parse::<CacheKey>() {
+            Ok(key) => {
+                cache.invalidate(key).await;
+                serde_json::json!({"invalidated": "key", "key": k})
+            }
+            Err(_) => {
+                return error(&InvalidRequest::new("key: not a cache key (32 hex digits)").with_param("key"));
+            }
+        },
+        (None, Some(t), false) => {
+            cache.invalidate_scope(&t).await;
+            serde_json::json!({"invalidated": "tenant", "tenant": t})
+        }
+        (None, None, true) => {
+            cache.invalidate_all().await;
+            serde_json::json!({"invalidated": "all"})
+        }
+        _ => return error(&InvalidRequest::new("give exactly one of key, tenant, all")),
+    };
+    tracing::info!(what = %done, "cache invalidated");
+    json(StatusCode::OK, Bytes::from(done.to_string()))
 }
 
 async fn models(State(app): State<Arc<AppState>>) -> Response {
@@ -382,19 +461,24 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     upstream_req.extensions_mut().insert(info.clone());
     let limiter =
         tenant.as_deref().and_then(|t| app.tenants.overrides.get(t)).or(app.tenants.default.as_ref());
-    // Counted first (once), so tenant and provider token limits both reserve the exact count.
-    // Then accounting: budgets before, usage and cost after.
+    // Outermost first: counted (once, so tenant and provider token limits
+    // reserve the exact count); accounting (budgets before, usage and cost
+    // after; a cache hit costs 0); the cache (a hit skips everything below);
+    // the tenant's limits (a hit spends none); the provider's stack.
+    let mut svc: Inner = BoxCloneService::new(route.service.map_response(|r| r.map(AxumBody::new)));
+    if let Some(l) = limiter {
+        svc = BoxCloneService::new(l.layer(svc).map_response(|r| r.map(AxumBody::new)));
+    }
+    if let Some(c) = &app.cache {
+        svc = BoxCloneService::new(c.layer(svc).map_response(|r| r.map(AxumBody::new)));
+    }
     let count = TokenCountLayer::new(app.preflight);
-    let acct = &app.accounting;
-    let outcome = match limiter {
-        Some(l) => {
-            let svc = count.layer(acct.layer(l.layer(route.service)));
-            svc.oneshot(upstream_req).await.map(|r| r.map(AxumBody::new))
-        }
-        None => {
-            count.layer(acct.layer(route.service)).oneshot(upstream_req).await.map(|r| r.map(AxumBody::new))
-        }
-    };
+    // Boxed here, where its types are concrete: proving an async fn's state
+    // Send through the layers' generic `Into<BoxError>` bounds trips rustc's
+    // lifetime erasure in async bodies (rust-lang/rust#64552).
+    let call: Pin<Box<dyn Future<Output = Result<_, tower::BoxError>> + Send>> =
+        Box::pin(count.layer(app.accounting.layer(svc)).oneshot(upstream_req));
+    let outcome = call.await.map(|r| r.map(AxumBody::new));
     let res = match outcome {
         Ok(res) => res,
         Err(e) => {
@@ -442,7 +526,9 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
         return out;
     }
     let headers_at = start.elapsed();
-    let provider = route.provider.clone();
+    // Who answered: the provider, or the cache.
+    let provider: Arc<str> =
+        res.extensions().get::<ServedBy>().map_or(route.provider.clone(), |s| s.0.clone());
     let model = info.model.clone();
     let log = move |report: UsageReport| {
         access_log(&method, &path, &model, &provider, status, headers_at, start, &report)

@@ -27,6 +27,10 @@ aliases = { fast = "gpt-4o-mini" }
 
 [providers.mock]
 latency = { headers = 20, per_token = 5 }
+
+# Deterministic requests (temperature 0 or a seed) answered from memory.
+[cache]
+strategy = "conservative"
 "#;
 
 /// The whole gateway configuration.
@@ -53,6 +57,123 @@ pub struct GatewayConfig {
     /// Upstream providers and the models each serves.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+    /// The response cache (none when absent).
+    #[serde(default)]
+    pub cache: Option<CacheSection>,
+}
+
+/// `[cache]`: the exact-match response cache, in front of the providers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// `conservative` (default: only temperature 0 or a seed, and embeddings),
+    /// `aggressive` (every request), `selective` (requests with the header
+    /// `x-llm-cache: on`), or `disabled`.
+    pub strategy: StrategyKind,
+    /// Memory bound, MiB. Default 256.
+    pub max_mb: u64,
+    /// Time to live, seconds. Default 3600.
+    pub ttl_secs: u64,
+    /// Longest TTL a request may ask for, seconds. Default 86400.
+    pub max_ttl_secs: u64,
+    /// Largest answer stored, KiB. Default 8192.
+    pub max_entry_kb: u64,
+    /// Answers larger than this are stored compressed, KiB; 0: never. Default 64.
+    pub compress_above_kb: u64,
+    /// Top-level request fields that do not change the answer.
+    pub ignored_fields: Vec<String>,
+    /// Store answers cut at `max_tokens`. Default false.
+    pub store_truncated: bool,
+    /// Identical concurrent misses make one upstream call. Default true.
+    pub coalesce: bool,
+    /// `tenant` (default: tenants never share entries) or `global`.
+    pub scope: ScopeKind,
+}
+
+/// `cache.strategy` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyKind {
+    /// Only requests with one right answer.
+    Conservative,
+    /// Every request.
+    Aggressive,
+    /// Requests that opt in.
+    Selective,
+    /// Nothing.
+    Disabled,
+}
+
+/// `cache.scope` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeKind {
+    /// One partition per tenant.
+    Tenant,
+    /// One partition for everyone.
+    Global,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        let d = llm_tower_cache::CacheConfig::default();
+        CacheSection {
+            strategy: StrategyKind::Conservative,
+            max_mb: d.max_bytes >> 20,
+            ttl_secs: d.ttl.as_secs(),
+            max_ttl_secs: d.max_ttl.as_secs(),
+            max_entry_kb: (d.max_entry_bytes >> 10) as u64,
+            compress_above_kb: d.compress_above.map_or(0, |n| (n >> 10) as u64),
+            ignored_fields: d.ignored_fields,
+            store_truncated: d.store_truncated,
+            coalesce: d.coalesce,
+            scope: ScopeKind::Tenant,
+        }
+    }
+}
+
+impl CacheSection {
+    fn check(&self, err: &mut dyn FnMut(String, String)) {
+        for (field, v) in
+            [("max_mb", self.max_mb), ("ttl_secs", self.ttl_secs), ("max_entry_kb", self.max_entry_kb)]
+        {
+            if v == 0 {
+                err(format!("cache.{field}"), "must be greater than 0".into());
+            }
+        }
+        if self.max_ttl_secs < self.ttl_secs {
+            err("cache.max_ttl_secs".into(), "must be at least cache.ttl_secs".into());
+        }
+        if self.max_entry_kb.saturating_mul(1024) > self.max_mb.saturating_mul(1 << 20) {
+            err("cache.max_entry_kb".into(), "must fit in cache.max_mb".into());
+        }
+    }
+
+    /// The cache layer's configuration.
+    pub fn to_config(&self) -> llm_tower_cache::CacheConfig {
+        use llm_tower_cache::{CacheConfig, Strategy};
+        let strategy = match self.strategy {
+            StrategyKind::Conservative => Strategy::Conservative,
+            StrategyKind::Aggressive => Strategy::Aggressive,
+            StrategyKind::Selective => Strategy::Selective(None),
+            StrategyKind::Disabled => Strategy::Disabled,
+        };
+        let scope = match self.scope {
+            ScopeKind::Tenant => llm_tower_core::KeyFn::tenant(),
+            ScopeKind::Global => llm_tower_core::KeyFn::global(),
+        };
+        CacheConfig::default()
+            .strategy(strategy)
+            .max_bytes(self.max_mb << 20)
+            .ttl(Duration::from_secs(self.ttl_secs))
+            .max_ttl(Duration::from_secs(self.max_ttl_secs))
+            .max_entry_bytes((self.max_entry_kb << 10) as usize)
+            .compress_above((self.compress_above_kb > 0).then_some((self.compress_above_kb << 10) as usize))
+            .ignored_fields(self.ignored_fields.iter().cloned())
+            .store_truncated(self.store_truncated)
+            .coalesce(self.coalesce)
+            .scope(scope)
+    }
 }
 
 /// `[server]`.
@@ -69,6 +190,11 @@ pub struct ServerConfig {
     /// 400 `context_length_exceeded` (`enforce`, default), logged (`warn`), or
     /// not checked (`off`).
     pub context_preflight: PreflightKind,
+    /// Bearer token for the `/admin/...` calls (cache invalidation). Unset:
+    /// the admin calls are not served.
+    pub admin_token: Option<Secret>,
+    /// The environment variable holding the admin token, instead of `admin_token`.
+    pub admin_token_env: Option<String>,
 }
 
 /// `server.context_preflight` values.
@@ -101,6 +227,8 @@ impl Default for ServerConfig {
             max_body_bytes: 4 << 20,
             shutdown_grace_secs: 30,
             context_preflight: PreflightKind::Enforce,
+            admin_token: None,
+            admin_token_env: None,
         }
     }
 }
@@ -793,6 +921,19 @@ impl GatewayConfig {
         })
     }
 
+    /// The admin token: inline, or from the environment.
+    pub fn admin_token(&self) -> Option<Secret> {
+        self.admin_token_with_env(&|k| std::env::var(k).ok())
+    }
+
+    /// [`admin_token`](Self::admin_token) with an explicit environment lookup.
+    pub fn admin_token_with_env(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<Secret> {
+        let s = &self.server;
+        s.admin_token
+            .clone()
+            .or_else(|| s.admin_token_env.as_deref().and_then(env).filter(|v| !v.is_empty()).map(Secret::new))
+    }
+
     /// The embedded default configuration.
     pub fn embedded_default() -> Self {
         Self::from_toml(DEFAULT_CONFIG).expect("the embedded default parses")
@@ -837,6 +978,17 @@ impl GatewayConfig {
                     format!("prices.{model}"),
                     "prices must be non-negative numbers (USD per million tokens)".into(),
                 );
+            }
+        }
+        if let Some(c) = &self.cache {
+            c.check(&mut err);
+        }
+        if self.server.admin_token.is_some() && self.server.admin_token_env.is_some() {
+            err("server.admin_token_env".into(), "set admin_token or admin_token_env, not both".into());
+        }
+        if let Some(var) = &self.server.admin_token_env {
+            if env(var).is_none_or(|v| v.is_empty()) {
+                err("server.admin_token_env".into(), format!("environment variable {var} is not set"));
             }
         }
         if self.server.max_body_bytes == 0 {
