@@ -418,15 +418,29 @@ impl fmt::Display for BudgetExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} budget of ${:.2} for {} is exhausted (${:.2} used)",
+            "{} budget of ${} for {} is exhausted (${} used)",
             self.period,
-            self.limit_micros as f64 / 1e6,
+            Usd(self.limit_micros),
             self.key,
-            self.spent_micros as f64 / 1e6
+            Usd(self.spent_micros)
         )
     }
 }
 impl StdError for BudgetExceeded {}
+
+/// Micro-dollars shown as dollars: cents when whole, else as many digits as needed.
+struct Usd(u64);
+
+impl fmt::Display for Usd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, micros) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        if micros % 10_000 == 0 {
+            return write!(f, "{whole}.{:02}", micros / 10_000);
+        }
+        let digits = format!("{micros:06}");
+        write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+    }
+}
 
 /// A retry layer gave up after `attempts` attempts; `last` is the last error.
 ///
@@ -694,6 +708,17 @@ pub fn error_response(err: &(dyn StdError + 'static)) -> http::Response<LlmBody>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dollars_show_every_digit_that_matters() {
+        let shown = |m: u64| Usd(m).to_string();
+        assert_eq!(shown(0), "0.00");
+        assert_eq!(shown(50_000_000), "50.00");
+        assert_eq!(shown(1_230_000), "1.23");
+        assert_eq!(shown(1_000), "0.001");
+        assert_eq!(shown(585), "0.000585");
+        assert_eq!(shown(2_500_001), "2.500001");
+    }
 
     fn info(e: tower::BoxError) -> ErrorInfo {
         ErrorInfo::from_error(&*e)
