@@ -487,6 +487,97 @@ impl StdError for RetriesExhausted {
     }
 }
 
+/// One backend a failover tried, or skipped, and why it did not answer.
+///
+/// ```
+/// let a = llm_tower_core::BackendAttempt::new("openai", "503 Service Unavailable").status(503);
+/// assert_eq!(a.status, Some(503));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct BackendAttempt {
+    /// The backend's name.
+    pub backend: String,
+    /// Why it did not answer (`circuit open`, `503 Service Unavailable`, `timeout`, ...).
+    pub reason: String,
+    /// The status it answered, if it answered.
+    pub status: Option<u16>,
+    /// Its hint of when to try again.
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
+    /// Skipped without a call (unavailable), rather than tried.
+    pub skipped: bool,
+}
+
+impl BackendAttempt {
+    /// A backend tried that failed for `reason`.
+    pub fn new(backend: impl Into<String>, reason: impl Into<String>) -> Self {
+        BackendAttempt {
+            backend: backend.into(),
+            reason: reason.into(),
+            status: None,
+            retry_after: None,
+            skipped: false,
+        }
+    }
+
+    /// With the status it answered.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// With its retry hint.
+    pub fn retry_after(mut self, after: Option<Duration>) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// Marked as skipped (not called).
+    pub fn skipped(mut self) -> Self {
+        self.skipped = true;
+        self
+    }
+}
+
+/// Every backend a failover could use was tried (or was unavailable) and none
+/// answered. Maps to 429 when every backend that was tried was rate limited
+/// (with the soonest `retry-after`), to 503 `no_backend_available` when none
+/// could be tried, else to 502 `all_backends_failed`.
+///
+/// ```
+/// use llm_tower_core::{AllBackendsFailed, BackendAttempt};
+/// let e = AllBackendsFailed { attempts: vec![
+///     BackendAttempt::new("a", "503 Service Unavailable").status(503),
+///     BackendAttempt::new("b", "circuit open").skipped(),
+/// ] };
+/// assert_eq!(e.to_string(), "all backends failed: a (503 Service Unavailable), b (circuit open)");
+/// assert_eq!(llm_tower_core::error_response(&e).status(), 502);
+/// ```
+#[derive(Clone, Debug)]
+pub struct AllBackendsFailed {
+    /// Each backend tried or skipped, in order.
+    pub attempts: Vec<BackendAttempt>,
+}
+
+impl fmt::Display for AllBackendsFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.attempts.is_empty() {
+            return f.write_str("no backend serves this request");
+        }
+        f.write_str("all backends failed: ")?;
+        for (i, a) in self.attempts.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{} ({})", a.backend, a.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for AllBackendsFailed {}
+
 /// What an error maps to on the wire: status, OpenAI error fields, hints.
 ///
 /// ```
@@ -631,6 +722,22 @@ impl ErrorInfo {
             )
             .code("circuit_open");
             i.retry_after = e.retry_after;
+            return Some(i);
+        }
+        if let Some(e) = e.downcast_ref::<AllBackendsFailed>() {
+            let tried: Vec<&BackendAttempt> = e.attempts.iter().filter(|a| !a.skipped).collect();
+            let limited = !tried.is_empty() && tried.iter().all(|a| a.status == Some(429));
+            let mut i = if limited {
+                ErrorInfo::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", e.to_string())
+                    .code("all_backends_rate_limited")
+            } else if tried.is_empty() {
+                ErrorInfo::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", e.to_string())
+                    .code("no_backend_available")
+            } else {
+                ErrorInfo::new(StatusCode::BAD_GATEWAY, "api_error", e.to_string())
+                    .code("all_backends_failed")
+            };
+            i.retry_after = e.attempts.iter().filter_map(|a| a.retry_after).min();
             return Some(i);
         }
         if let Some(e) = e.downcast_ref::<Upstream>() {

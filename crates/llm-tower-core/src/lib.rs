@@ -34,8 +34,9 @@ pub mod usage;
 pub use body::LlmBody;
 pub use classify::{Classification, Classified, Classify, GrpcClassifier, LlmClassifier, OutcomeClass};
 pub use error::{
-    BudgetExceeded, CircuitOpen, Connect, ErrorInfo, InvalidRequest, ModelNotFound, PayloadTooLarge,
-    RateLimited, RetriesExhausted, StreamAborted, Timeout, TimeoutPhase, Transport, Upstream, error_response,
+    AllBackendsFailed, BackendAttempt, BudgetExceeded, CircuitOpen, Connect, ErrorInfo, InvalidRequest,
+    ModelNotFound, PayloadTooLarge, RateLimited, RetriesExhausted, StreamAborted, Timeout, TimeoutPhase,
+    Transport, Upstream, error_response,
 };
 pub use info::{Api, RequestInfo};
 pub use key::{Key, KeyFn};

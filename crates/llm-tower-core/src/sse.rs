@@ -132,6 +132,21 @@ impl SseParser {
     }
 }
 
+/// The SSE event that ends a stream that broke after it started: `event:
+/// error` with an OpenAI-format error object as data (OpenAI's SDKs raise it).
+///
+/// ```
+/// let err: llm_tower_core::BoxError = Box::new(llm_tower_core::StreamAborted::new("reset"));
+/// let ev = llm_tower_core::sse::error_event(&*err);
+/// assert!(ev.starts_with(b"event: error\ndata: {\"error\":"));
+/// assert!(ev.ends_with(b"\n\n"));
+/// ```
+pub fn error_event(err: &(dyn std::error::Error + 'static)) -> bytes::Bytes {
+    let body = crate::ErrorInfo::from_error(err).body();
+    let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
+    bytes::Bytes::from(format!("event: error\ndata: {json}\n\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

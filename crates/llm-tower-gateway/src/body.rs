@@ -6,22 +6,11 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use llm_tower_core::{BoxError, ErrorInfo};
+use llm_tower_core::BoxError;
 use pin_project_lite::pin_project;
 
-/// The SSE event that ends a stream that broke after it started.
-///
-/// ```
-/// let err: llm_tower_core::BoxError = Box::new(llm_tower_core::StreamAborted::new("reset"));
-/// let ev = llm_tower_gateway::body::sse_error_event(&*err);
-/// assert!(ev.starts_with(b"event: error\ndata: {\"error\":"));
-/// assert!(ev.ends_with(b"\n\n"));
-/// ```
-pub fn sse_error_event(err: &(dyn std::error::Error + 'static)) -> Bytes {
-    let body = ErrorInfo::from_error(err).body();
-    let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
-    Bytes::from(format!("event: error\ndata: {json}\n\n"))
-}
+/// The SSE event that ends a stream that broke after it started (core's).
+pub use llm_tower_core::sse::error_event as sse_error_event;
 
 pin_project! {
     /// Wraps an upstream body. For an SSE response, an error from the

@@ -171,6 +171,25 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
         }
     }
 
+    /// How long `req` would wait here now, without taking anything (`None`:
+    /// the store cannot tell at once). A router uses it to prefer a backend
+    /// whose limits have room.
+    ///
+    /// ```
+    /// use llm_tower_ratelimit::{Limits, RateLimitLayer};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = RateLimitLayer::new(Limits::default().requests_per_minute(60));
+    /// let req = http::Request::new(());
+    /// assert_eq!(layer.wait_for(&req), Some(std::time::Duration::ZERO));
+    /// # }
+    /// ```
+    pub fn wait_for<B>(&self, req: &Request<B>) -> Option<Duration> {
+        let shared = &self.shared;
+        let key = shared.key_fn.as_ref().map_or(GLOBAL, |f| f.key(req));
+        let tokens = if shared.rates.tpm.is_some() { estimate_tokens(req, &shared.limits) } else { 0 };
+        shared.store.peek(&key, &demand_of(shared, tokens))
+    }
+
     /// The store.
     pub fn store(&self) -> &St {
         &self.shared.store

@@ -146,6 +146,14 @@ pub trait RateLimitStore: Send + Sync + 'static {
     /// Applies an adjustment to `key`.
     fn adjust(&self, key: &Key, adjustment: Adjustment);
 
+    /// How long `demand` would wait for `key` now, without reserving
+    /// (`Duration::MAX`: it can never fit). `None`: this store cannot tell
+    /// without a round trip. Used to route around a busy limiter.
+    fn peek(&self, key: &Key, demand: &Demand) -> Option<Duration> {
+        let _ = (key, demand);
+        None
+    }
+
     /// Per-key counters, for stats (a store that cannot list keys returns none).
     fn key_stats(&self) -> Vec<KeyStats> {
         Vec::new()
@@ -181,7 +189,7 @@ const INTERVAL: usize = 3;
 /// One key's state: 40 bytes, so that a key and its state fill one cache line
 /// and 10,000 keys stay in cache. The rarer limits (per day, min interval),
 /// waiting and adaptive limiting live in [`Extra`], allocated on first use.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct KeyState {
     /// Theoretical arrival time (ns since the store's base) of the per-minute
     /// request and token limits; the others are in `extra.tat`.
@@ -191,7 +199,7 @@ struct KeyState {
     extra: Option<Box<Extra>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Extra {
     /// Theoretical arrival times of the per-day and min-interval limits.
     tat: [u64; 2],
@@ -533,6 +541,16 @@ impl RateLimitStore for MemoryStore {
     fn adjust(&self, key: &Key, adjustment: Adjustment) {
         let now = self.now();
         self.with_key(key, |st| st.apply(adjustment, now));
+    }
+
+    fn peek(&self, key: &Key, demand: &Demand) -> Option<Duration> {
+        let now = self.now();
+        let unbounded = Demand { max_wait: Some(Duration::MAX), max_queue: u32::MAX, ..*demand };
+        let decision = self.with_key(key, |st| st.clone().decide(&unbounded, now));
+        Some(match decision {
+            Decision::Granted(g) => g.wait,
+            Decision::Denied { retry_after, .. } => retry_after.unwrap_or(Duration::MAX),
+        })
     }
 
     fn key_stats(&self) -> Vec<KeyStats> {

@@ -228,3 +228,19 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn peeking_tells_the_wait_and_takes_nothing() {
+    let s = MemoryStore::default();
+    let rpm = Limits::default().requests_per_minute(2).rates();
+    let d = demand(rpm, 0);
+    let k = Key::from("k");
+    assert_eq!(s.peek(&k, &d), Some(Duration::ZERO), "an unknown key has room");
+    assert!(granted(&decide(&s, "k", &d).await));
+    assert_eq!(s.peek(&k, &d), Some(Duration::ZERO));
+    assert_eq!(s.peek(&k, &d), Some(Duration::ZERO), "peeking twice took nothing");
+    assert!(granted(&decide(&s, "k", &d).await));
+    assert_eq!(s.peek(&k, &d), Some(secs(30)), "full: the next slot frees in 30 s");
+    let too_big = demand(Limits::default().tokens_per_minute(10).rates(), 11);
+    assert_eq!(s.peek(&k, &too_big), Some(Duration::MAX), "never fits");
+}

@@ -1,0 +1,26 @@
+//! Routes LLM calls across providers and survives outages.
+//!
+//! A [`Failover`] serves each logical model by a [`Route`]: an ordered list
+//! of [`Target`]s (a [`Backend`] — one provider's whole stack — and the model
+//! name it uses), ordered per request by a [`Strategy`] (priority, weighted
+//! random, round robin, least in flight, success rate, P2C over peak-EWMA
+//! latency, or your own). Unavailable backends are skipped without a call;
+//! retryable failures fail over before the first byte; slow requests can be
+//! hedged; health checks mark backends down and bring them back slowly. See
+//! [`Failover`].
+
+#![deny(missing_docs)]
+
+mod backend;
+mod service;
+mod strategy;
+
+pub use backend::{AvailableFn, Backend, BackendStats, Health, HealthConfig, WaitFn};
+pub use service::{
+    Failover, FailoverBody, FailoverBuilder, FailoverConfigError, Hedge, HedgeDelay, Route, Target,
+    X_LLM_BACKEND,
+};
+pub use strategy::{
+    Candidate, LeastInFlight, PeakEwma, Priority, RoundRobin, Strategy, StrategyKind, SuccessRate,
+    WeightedRandom,
+};
