@@ -11,6 +11,10 @@
 //! - [`ratelimit`]: keyed request and token rate limits.
 //! - [`tokens`]: token counting, model facts, cost, budgets, the ledger.
 //! - [`cache`]: exact-match response cache (streams, single flight, tenant scope).
+//! - [`failover`]: routing across providers (strategies, hedging, health).
+//!
+//! [`LlmStack`] assembles them in the recommended order; [`Client`] gives
+//! typed `chat`, `chat_stream` and `embeddings` calls over any such stack.
 //! - [`mock`]: the fault-injecting mock provider used by tests and demos.
 //!
 //! ```
@@ -26,6 +30,15 @@
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
+
+mod client;
+mod stack;
+
+pub use client::{ChatResponse, ChunkStream, Client, EmbeddingsResponse};
+pub use stack::{
+    Llm, LlmResponseBody, LlmService, LlmStack, ProviderHandles, ProviderSpec, ProviderStack, StackError,
+    TenantLimited, TenantLimits,
+};
 
 /// The shared vocabulary (`llm-tower-core`).
 pub mod core {
@@ -55,6 +68,11 @@ pub mod ratelimit {
 /// Token counting, model facts and cost (`llm-tower-tokens`).
 pub mod tokens {
     pub use llm_tower_tokens::*;
+}
+
+/// Routing across providers: strategies, failover, hedging, health (`llm-tower-failover`).
+pub mod failover {
+    pub use llm_tower_failover::*;
 }
 
 /// The exact-match response cache (`llm-tower-cache`).

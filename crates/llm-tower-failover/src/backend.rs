@@ -169,6 +169,8 @@ struct Live {
     success: f64,
     consecutive_failures: u32,
     health: HealthAt,
+    /// Seen unavailable (breaker open) since it last took traffic.
+    was_unavailable: bool,
 }
 
 /// The live state of one backend, shared by every request.
@@ -207,6 +209,7 @@ impl State {
                 success: 1.0,
                 consecutive_failures: 0,
                 health: HealthAt::Up,
+                was_unavailable: false,
             }),
         }
     }
@@ -233,6 +236,22 @@ impl State {
                     }
                 }
             }
+        }
+    }
+
+    /// Its availability (e.g. breaker) as a request saw it: coming back after
+    /// being unavailable starts a slow start, as recovering from down does.
+    pub(crate) fn seen_available(&self, available: bool, now: Instant) {
+        let mut l = self.live();
+        match (available, l.was_unavailable) {
+            (false, _) => l.was_unavailable = true,
+            (true, true) => {
+                l.was_unavailable = false;
+                if matches!(l.health, HealthAt::Up) {
+                    l.health = HealthAt::SlowStart { since: now };
+                }
+            }
+            (true, false) => {}
         }
     }
 

@@ -489,9 +489,13 @@ impl<S> Shared<S> {
         let mut waits = Vec::new();
         for (position, (b, model)) in route.targets.iter().enumerate() {
             let backend = &self.backends[*b];
-            if backend.available.as_ref().is_some_and(|f| !f(req)) {
-                attempts.push(BackendAttempt::new(&*backend.state.name, "circuit open").skipped());
-                continue;
+            if let Some(f) = &backend.available {
+                let available = f(req);
+                backend.state.seen_available(available, now);
+                if !available {
+                    attempts.push(BackendAttempt::new(&*backend.state.name, "circuit open").skipped());
+                    continue;
+                }
             }
             let (health, share) = backend.state.health(&self.health, now);
             let step = Step { backend: *b, model: model.clone(), share };

@@ -1,0 +1,492 @@
+//! [`LlmStack`]: every layer in the recommended order, behind one builder.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use llm_tower_cache::{CacheConfig, CacheLayer};
+use llm_tower_circuit::{CircuitBreaker, CircuitBreakerLayer, CircuitConfig, CircuitHandle};
+use llm_tower_core::{BoxError, KeyFn, LlmBody, RequestInfo};
+use llm_tower_failover::{Backend, Failover, FailoverConfigError, HealthConfig, Route, Target};
+use llm_tower_http::{HttpClient, LlmHttpService, Provider, Timeouts};
+use llm_tower_ratelimit::{Limits, RateLimit, RateLimitLayer};
+use llm_tower_retry::{Retry, RetryLayer, RetryPolicy};
+use llm_tower_tokens::{AccountingConfig, Preflight, TokenAccountingLayer, TokenCountLayer};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+
+/// One provider's stack: Retry → CircuitBreaker → RateLimit → LlmHttpService
+/// (timeouts inside the HTTP service).
+pub type ProviderStack = Retry<CircuitBreaker<RateLimit<LlmHttpService>>>;
+
+/// The body of every response of a built stack.
+pub type LlmResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A built stack as one cloneable service.
+pub type LlmService = BoxCloneSyncService<Request<LlmBody>, Response<LlmResponseBody>, BoxError>;
+
+/// A provider and how to call it: the models it serves and its own layers.
+/// Defaults: retry with the default policy; one breaker per provider that
+/// opens on 10 consecutive failures or a 50 % failure rate over 100 calls
+/// (a provider answering a steady share of 429s and 5xx stays in use, retried;
+/// an outage trips it within a few calls); no limits; the default timeouts;
+/// weight 1.
+///
+/// ```
+/// use llm_tower::{Provider, ProviderSpec};
+/// use llm_tower::ratelimit::Limits;
+/// let spec = ProviderSpec::new(Provider::openai_compatible("local", "http://127.0.0.1:11434/v1")?)
+///     .models(["llama3.1"])
+///     .limits(Limits::default().requests_per_minute(600))
+///     .no_retry();
+/// # let _ = spec;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProviderSpec {
+    provider: Provider,
+    models: Vec<String>,
+    retry: RetryPolicy,
+    breaker: CircuitConfig,
+    breaker_per_model: bool,
+    limits: Limits,
+    timeouts: Timeouts,
+    weight: u32,
+}
+
+impl ProviderSpec {
+    /// `provider` with the default layers.
+    pub fn new(provider: Provider) -> Self {
+        ProviderSpec {
+            provider,
+            models: Vec::new(),
+            retry: RetryPolicy::default(),
+            breaker: CircuitConfig::default().consecutive_failures(Some(10)),
+            breaker_per_model: false,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            weight: 1,
+        }
+    }
+
+    /// The public model names it serves (each becomes a route to it, or joins
+    /// the route of another provider serving the same name, after it).
+    pub fn models<I: IntoIterator<Item = S>, S: Into<String>>(mut self, models: I) -> Self {
+        self.models = models.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Its retry policy.
+    pub fn retry(mut self, p: RetryPolicy) -> Self {
+        self.retry = p;
+        self
+    }
+
+    /// No retries (one attempt).
+    pub fn no_retry(self) -> Self {
+        self.retry(RetryPolicy::default().max_attempts(1))
+    }
+
+    /// Its breaker.
+    pub fn breaker(mut self, c: CircuitConfig) -> Self {
+        self.breaker = c;
+        self
+    }
+
+    /// A breaker that never trips.
+    pub fn no_breaker(self) -> Self {
+        self.breaker(CircuitConfig::default().consecutive_failures(None).failure_rate(None))
+    }
+
+    /// One breaker per model instead of one for the provider.
+    pub fn breaker_per_model(mut self, yes: bool) -> Self {
+        self.breaker_per_model = yes;
+        self
+    }
+
+    /// Its rate limits (what the provider allows you).
+    pub fn limits(mut self, l: Limits) -> Self {
+        self.limits = l;
+        self
+    }
+
+    /// Its timeouts.
+    pub fn timeouts(mut self, t: Timeouts) -> Self {
+        self.timeouts = t;
+        self
+    }
+
+    /// Its weight for weighted routing.
+    pub fn weight(mut self, w: u32) -> Self {
+        self.weight = w;
+        self
+    }
+}
+
+/// What a built stack exposes of one provider, for stats and control.
+#[derive(Clone, Debug)]
+pub struct ProviderHandles {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its retry layer (`stats()`).
+    pub retry: RetryLayer,
+    /// Its breaker (state per key, force open/closed, `stats()`).
+    pub breaker: CircuitHandle,
+    /// Its limiter (`stats()`, `wait_for`).
+    pub limiter: RateLimitLayer,
+}
+
+/// Per-tenant limits: the tenant (`RequestInfo::tenant`) picks its own
+/// limiter, or shares the default layer (keyed by tenant, so each tenant has
+/// its own quota).
+///
+/// ```
+/// use llm_tower::TenantLimits;
+/// use llm_tower::ratelimit::{Limits, RateLimitLayer};
+/// let t = TenantLimits::new(Some(RateLimitLayer::new(Limits::default().requests_per_minute(60))))
+///     .tenant("acme", RateLimitLayer::new(Limits::default().requests_per_minute(600)));
+/// # let _ = t;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct TenantLimits {
+    default: Option<RateLimitLayer>,
+    overrides: Arc<HashMap<String, RateLimitLayer>>,
+}
+
+impl TenantLimits {
+    /// Every tenant limited by `default` (keyed by tenant), when set.
+    pub fn new(default: Option<RateLimitLayer>) -> Self {
+        TenantLimits { default: default.map(|l| l.keyed(KeyFn::tenant())), overrides: Arc::default() }
+    }
+
+    /// `tenant` limited by its own `layer` instead.
+    pub fn tenant(mut self, tenant: impl Into<String>, layer: RateLimitLayer) -> Self {
+        Arc::make_mut(&mut self.overrides).insert(tenant.into(), layer);
+        self
+    }
+
+    /// The layer for `tenant`.
+    pub fn layer_for(&self, tenant: Option<&str>) -> Option<&RateLimitLayer> {
+        tenant.and_then(|t| self.overrides.get(t)).or(self.default.as_ref())
+    }
+
+    /// The default layer.
+    pub fn default_layer(&self) -> Option<&RateLimitLayer> {
+        self.default.as_ref()
+    }
+
+    /// The named tenants' layers.
+    pub fn overrides(&self) -> &HashMap<String, RateLimitLayer> {
+        &self.overrides
+    }
+}
+
+fn boxed<S, B>(svc: S) -> LlmService
+where
+    S: Service<Request<LlmBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxCloneSyncService::new(
+        svc.map_err(Into::into).map_response(|r| r.map(|b| b.map_err(Into::into).boxed_unsync())),
+    )
+}
+
+impl<S> Layer<S> for TenantLimits {
+    type Service = TenantLimited<S>;
+
+    fn layer(&self, inner: S) -> TenantLimited<S> {
+        TenantLimited { inner, limits: self.clone() }
+    }
+}
+
+/// The service of [`TenantLimits`].
+#[derive(Clone, Debug)]
+pub struct TenantLimited<S> {
+    inner: S,
+    limits: TenantLimits,
+}
+
+impl<S> Service<Request<LlmBody>> for TenantLimited<S>
+where
+    S: Service<Request<LlmBody>, Response = Response<LlmResponseBody>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<LlmResponseBody>;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<LlmBody>) -> Self::Future {
+        let tenant = RequestInfo::get(&req).and_then(|i| i.tenant.clone());
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        match self.limits.layer_for(tenant.as_deref()).cloned() {
+            Some(l) => Box::pin(boxed(l.layer(inner)).oneshot(req)),
+            None => Box::pin(inner.oneshot(req)),
+        }
+    }
+}
+
+/// A problem in an [`LlmStack`], naming where.
+pub type StackError = FailoverConfigError;
+
+/// Assembles the recommended order from `../shared/DESIGN.md`, each layer
+/// optional:
+///
+/// ```text
+/// TokenCount -> TokenAccounting -> Cache -> TenantLimits -> Failover
+///   -> per provider: Retry -> CircuitBreaker -> RateLimit -> LlmHttpService (timeouts)
+/// ```
+///
+/// Providers list the models they serve; each model becomes a route to the
+/// providers serving it (in the order given), and [`route`](Self::route) adds
+/// logical models with their own targets, strategy, hedging and
+/// context-window fallback. The failover skips a provider whose breaker is
+/// open or whose limiter would make the request wait longer than another's.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+/// use llm_tower::{LlmStack, Provider, ProviderSpec};
+/// use llm_tower::cache::CacheConfig;
+/// use llm_tower::tokens::AccountingConfig;
+/// use tower::ServiceExt;
+///
+/// let mock = llm_tower::mock::MockServer::start(Default::default()).await?;
+/// let llm = LlmStack::new()
+///     .provider(ProviderSpec::new(Provider::openai_compatible("mock", &format!("{}/v1", mock.url()))?).models(["gpt-4o-mini"]))
+///     .accounting(AccountingConfig::default())
+///     .cache(CacheConfig::default())
+///     .build()
+///     .map_err(|e| format!("{e:?}"))?;
+/// let req = http::Request::post("/v1/chat/completions")
+///     .body(llm_tower::LlmBody::from(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#))?;
+/// let res = llm.service().oneshot(req).await?;
+/// assert_eq!(res.headers()["x-llm-backend"], "mock");
+/// # Ok(()) }
+/// ```
+#[derive(Default)]
+pub struct LlmStack {
+    providers: Vec<ProviderSpec>,
+    routes: Vec<(String, Route)>,
+    count: Option<Preflight>,
+    accounting: Option<AccountingConfig>,
+    cache: Option<CacheConfig>,
+    tenants: Option<TenantLimits>,
+    health: HealthConfig,
+    client: Option<HttpClient>,
+}
+
+impl std::fmt::Debug for LlmStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmStack").field("providers", &self.providers).field("routes", &self.routes).finish()
+    }
+}
+
+impl LlmStack {
+    /// An empty stack: add providers, then the layers wanted.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a provider.
+    pub fn provider(mut self, p: ProviderSpec) -> Self {
+        self.providers.push(p);
+        self
+    }
+
+    /// Serves logical model `model` by `route` (targets name providers).
+    pub fn route(mut self, model: impl Into<String>, route: Route) -> Self {
+        self.routes.push((model.into(), route));
+        self
+    }
+
+    /// Counts input tokens exactly first (for limits and budgets) and checks
+    /// the context window.
+    pub fn count_tokens(mut self, preflight: Preflight) -> Self {
+        self.count = Some(preflight);
+        self
+    }
+
+    /// Records usage and cost, and enforces budgets.
+    pub fn accounting(mut self, cfg: AccountingConfig) -> Self {
+        self.accounting = Some(cfg);
+        self
+    }
+
+    /// Answers repeated requests from memory.
+    pub fn cache(mut self, cfg: CacheConfig) -> Self {
+        self.cache = Some(cfg);
+        self
+    }
+
+    /// Limits each tenant (below the cache: a hit spends no quota).
+    pub fn tenant_limits(mut self, t: TenantLimits) -> Self {
+        self.tenants = Some(t);
+        self
+    }
+
+    /// Health checking and slow start of providers.
+    pub fn health(mut self, h: HealthConfig) -> Self {
+        self.health = h;
+        self
+    }
+
+    /// Shares this connection pool (default: a new one).
+    pub fn client(mut self, c: HttpClient) -> Self {
+        self.client = Some(c);
+        self
+    }
+
+    /// Builds the stack. Every problem is reported, each naming where.
+    pub fn build(self) -> Result<Llm, Vec<StackError>> {
+        let client = self.client.unwrap_or_else(|| HttpClient::new(Default::default()));
+        let mut builder = Failover::builder().health(self.health);
+        let mut handles = Vec::new();
+        let mut served: Vec<(String, Vec<Target>)> = Vec::new();
+        for p in self.providers {
+            let name = p.provider.name_arc();
+            let http = LlmHttpService::with_client(p.provider.clone(), client.clone()).timeouts(p.timeouts);
+            let retry = RetryLayer::new(p.retry);
+            let mut breaker = CircuitBreakerLayer::new(p.breaker);
+            let key_fn = if p.breaker_per_model { KeyFn::model() } else { KeyFn::global() };
+            if p.breaker_per_model {
+                breaker = breaker.keyed(KeyFn::model());
+            }
+            let limiter = RateLimitLayer::new(p.limits);
+            let h = ProviderHandles {
+                name: name.clone(),
+                retry: retry.clone(),
+                breaker: breaker.handle(),
+                limiter: limiter.clone(),
+            };
+            let stack = retry.layer(breaker.layer(limiter.layer(http)));
+            let (open, busy) = (h.breaker.clone(), h.limiter.clone());
+            builder = builder.backend(
+                Backend::new(name.clone(), stack)
+                    .weight(p.weight)
+                    .available_when(move |r| open.is_available(key_fn.key(r).as_str()))
+                    .wait_estimate(move |r| busy.wait_for(r)),
+            );
+            for m in p.models {
+                match served.iter_mut().find(|(model, _)| *model == m) {
+                    Some((_, targets)) => targets.push(Target::new(&*name)),
+                    None => served.push((m, vec![Target::new(&*name)])),
+                }
+            }
+            handles.push(h);
+        }
+        let explicit: Vec<String> = self.routes.iter().map(|(m, _)| m.clone()).collect();
+        for (model, targets) in served {
+            if !explicit.contains(&model) {
+                builder = builder.route(model, Route::new(targets));
+            }
+        }
+        for (model, route) in self.routes {
+            builder = builder.route(model, route);
+        }
+        let failover = builder.build()?;
+        let accounting = self.accounting.map(TokenAccountingLayer::new);
+        let cache = self.cache.map(CacheLayer::new);
+        let mut svc = boxed(failover.clone());
+        if let Some(t) = &self.tenants {
+            svc = boxed(t.layer(svc));
+        }
+        if let Some(c) = &cache {
+            svc = boxed(c.layer(svc));
+        }
+        if let Some(a) = &accounting {
+            svc = boxed(a.layer(svc));
+        }
+        if let Some(p) = self.count {
+            svc = boxed(TokenCountLayer::new(p).layer(svc));
+        }
+        Ok(Llm {
+            service: svc,
+            failover,
+            providers: handles,
+            accounting,
+            cache,
+            tenants: self.tenants,
+            client,
+        })
+    }
+}
+
+/// A built [`LlmStack`]: the service, and handles to each part.
+#[derive(Clone)]
+pub struct Llm {
+    service: LlmService,
+    failover: Failover<ProviderStack>,
+    providers: Vec<ProviderHandles>,
+    accounting: Option<TokenAccountingLayer>,
+    cache: Option<CacheLayer>,
+    tenants: Option<TenantLimits>,
+    client: HttpClient,
+}
+
+impl std::fmt::Debug for Llm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llm").field("models", &self.models()).finish()
+    }
+}
+
+impl Llm {
+    /// The whole stack as one service.
+    pub fn service(&self) -> LlmService {
+        self.service.clone()
+    }
+
+    /// A typed client over the stack.
+    pub fn client(&self) -> crate::Client<LlmService> {
+        crate::Client::new(self.service())
+    }
+
+    /// The failover (per backend stats).
+    pub fn failover(&self) -> &Failover<ProviderStack> {
+        &self.failover
+    }
+
+    /// Each provider's layers.
+    pub fn providers(&self) -> &[ProviderHandles] {
+        &self.providers
+    }
+
+    /// The accounting layer (ledger, budgets), if on.
+    pub fn accounting(&self) -> Option<&TokenAccountingLayer> {
+        self.accounting.as_ref()
+    }
+
+    /// The cache (stats, invalidation), if on.
+    pub fn cache(&self) -> Option<&CacheLayer> {
+        self.cache.as_ref()
+    }
+
+    /// The tenant limits, if on.
+    pub fn tenant_limits(&self) -> Option<&TenantLimits> {
+        self.tenants.as_ref()
+    }
+
+    /// The shared connection pool.
+    pub fn http_client(&self) -> &HttpClient {
+        &self.client
+    }
+
+    /// The models served (logical routes included), sorted.
+    pub fn models(&self) -> Vec<String> {
+        self.failover.models()
+    }
+}
