@@ -355,7 +355,9 @@ const RECENT: usize = 256;
 ///   first usable head wins, the other call is dropped.
 /// - Passive health (consecutive failures), an optional active probe, and
 ///   slow start after recovery ([`HealthConfig`]).
-/// - When nothing answers: [`AllBackendsFailed`] listing each backend and why.
+/// - When nothing answers: [`AllBackendsFailed`] listing each backend and why
+///   (when a single backend was tried, its own answer instead: a 503 with its
+///   `retry-after`, a timeout).
 /// - The answer carries `x-llm-backend: NAME`. A stream that breaks after it
 ///   started ends with an SSE `event: error` (never a clean end).
 ///
@@ -486,6 +488,7 @@ impl<S> Shared<S> {
         let now = Instant::now();
         let mut ready = Vec::new();
         let mut down = Vec::new();
+        let mut skipped = Vec::new();
         let mut waits = Vec::new();
         for (position, (b, model)) in route.targets.iter().enumerate() {
             let backend = &self.backends[*b];
@@ -494,6 +497,7 @@ impl<S> Shared<S> {
                 backend.state.seen_available(available, now);
                 if !available {
                     attempts.push(BackendAttempt::new(&*backend.state.name, "circuit open").skipped());
+                    skipped.push(Step { backend: *b, model: model.clone(), share: 0.0 });
                     continue;
                 }
             }
@@ -521,6 +525,7 @@ impl<S> Shared<S> {
                 let name = &*self.backends[step.backend].state.name;
                 attempts
                     .push(BackendAttempt::new(name, format!("rate limited (would wait {wait:?})")).skipped());
+                skipped.push(step.clone());
             }
             keep
         });
@@ -536,6 +541,12 @@ impl<S> Shared<S> {
         ordered = keep;
         ordered.extend(later);
         ordered.extend(down);
+        if ordered.is_empty() {
+            // Nothing available: let the first skipped backend's own layers
+            // answer (an open breaker refuses at once, with its retry-after;
+            // a busy limiter queues), as if there were no failover.
+            ordered.extend(skipped.into_iter().take(1));
+        }
         ordered
     }
 }
@@ -572,10 +583,16 @@ enum Outcome<B> {
     Answer(Response<FailoverBody<B>>),
     /// Return this error to the caller.
     Error(BoxError),
-    /// Fail over.
-    Failed(BackendAttempt),
+    /// Fail over (keeping what it answered, returned if it was the only backend tried).
+    Failed(BackendAttempt, Last<B>),
     /// Too long for this model: try the route's larger-context model.
     TooLong(BackendAttempt),
+}
+
+/// A failed call's own answer.
+enum Last<B> {
+    Response(Response<FailoverBody<B>>),
+    Error(BoxError),
 }
 
 /// Largest error body read to look for `context_length_exceeded`.
@@ -627,7 +644,8 @@ where
                         tracing::warn!(backend = &*name, "backend marked down after consecutive failures");
                     }
                     let hint = c.hint.map(|h| h.after);
-                    Outcome::Failed(BackendAttempt::new(&*name, e.to_string()).retry_after(hint))
+                    let a = BackendAttempt::new(&*name, e.to_string()).retry_after(hint);
+                    Outcome::Failed(a, Last::Error(e))
                 }
                 _ => {
                     state.failure(health, now);
@@ -671,7 +689,10 @@ where
                     }
                     let reason = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
                     let a = BackendAttempt::new(&*name, reason.trim_end()).status(status.as_u16());
-                    Outcome::Failed(a.retry_after(c.hint.map(|h| h.after)))
+                    Outcome::Failed(
+                        a.retry_after(c.hint.map(|h| h.after)),
+                        Last::Response(answer(res, &name, guard)),
+                    )
                 }
                 _ => {
                     state.failure(health, now);
@@ -776,6 +797,9 @@ where
 {
     let mut model = info.model.to_string();
     let mut attempts = Vec::new();
+    // The last failed call's answer, and how many calls failed.
+    let mut last = None;
+    let mut tried = 0;
     let mut tried_models = vec![model.clone()];
     loop {
         let Some(route) = shared.routes.get(&model) else {
@@ -805,7 +829,7 @@ where
                                 shared.backends[second.backend].state.hedges.fetch_add(1, Ordering::Relaxed);
                                 let r2 = request_for(&req, &info, second.model.as_deref());
                                 let second = call_one(shared.clone(), second, r2, peek);
-                                race(first, second, &mut attempts).await
+                                race(first, second, &mut attempts, &mut tried).await
                             } else {
                                 first.await
                             }
@@ -816,7 +840,11 @@ where
             match outcome {
                 Outcome::Answer(res) => return Ok(res),
                 Outcome::Error(e) => return Err(e),
-                Outcome::Failed(a) => attempts.push(a),
+                Outcome::Failed(a, l) => {
+                    attempts.push(a);
+                    tried += 1;
+                    last = Some(l);
+                }
                 Outcome::TooLong(a) => {
                     attempts.push(a);
                     too_long = true;
@@ -830,6 +858,15 @@ where
                 tried_models.push(f.clone());
                 model = f;
             }
+            // One backend tried: its own answer (a 503 with its retry-after, a
+            // timeout), as if there were no failover.
+            _ if tried == 1 => {
+                return match last {
+                    Some(Last::Response(r)) => Ok(r),
+                    Some(Last::Error(e)) => Err(e),
+                    None => Err(Box::new(AllBackendsFailed { attempts })),
+                };
+            }
             _ => return Err(Box::new(AllBackendsFailed { attempts })),
         }
     }
@@ -840,6 +877,7 @@ async fn race<B>(
     a: impl Future<Output = Outcome<B>>,
     b: impl Future<Output = Outcome<B>>,
     attempts: &mut Vec<BackendAttempt>,
+    tried: &mut usize,
 ) -> Outcome<B> {
     let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
     let (mut a_done, mut b_done) = (false, false);
@@ -849,7 +887,10 @@ async fn race<B>(
             o = &mut b, if !b_done => { b_done = true; o }
         };
         match o {
-            Outcome::Failed(f) if !(a_done && b_done) => attempts.push(f),
+            Outcome::Failed(f, _) if !(a_done && b_done) => {
+                attempts.push(f);
+                *tried += 1;
+            }
             other => return other,
         }
     }

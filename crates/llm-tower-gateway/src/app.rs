@@ -1,9 +1,8 @@
 //! The gateway service: routes, the proxy handler, errors, access log, serving.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,23 +15,21 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use llm_tower_cache::{CacheKey, CacheLayer};
-use llm_tower_circuit::{CircuitBreaker, CircuitBreakerLayer, CircuitHandle};
+use llm_tower::{Llm, LlmStack, ProviderSpec, TenantLimits};
+use llm_tower_cache::CacheKey;
 use llm_tower_core::chat::{Model, ModelList};
 use llm_tower_core::usage::{BodyKind, UsageBody, UsageReport, UsageSlot};
 use llm_tower_core::{
-    Api, ErrorInfo, InvalidRequest, KeyFn, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Secret,
-    ServedBy, Upstream,
+    Api, ErrorInfo, InvalidRequest, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Secret, ServedBy,
+    Upstream,
 };
-use llm_tower_http::{HttpClient, LlmHttpService, Provider};
+use llm_tower_http::{HttpClient, Provider};
 use llm_tower_mock::MockServer;
-use llm_tower_ratelimit::{RateLimit, RateLimitLayer};
-use llm_tower_retry::{Retry, RetryLayer};
-use llm_tower_tokens::{AccountingConfig, Preflight, TokenAccountingLayer, TokenCountLayer};
+use llm_tower_ratelimit::RateLimitLayer;
+use llm_tower_tokens::AccountingConfig;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tower::util::BoxCloneService;
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::body::{GuardBody, NotifyEnd};
@@ -64,45 +61,14 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// One provider's stack, in the recommended order:
-/// Retry -> CircuitBreaker -> RateLimit -> LlmHttpService (timeouts inside).
-type Stack = Retry<CircuitBreaker<RateLimit<LlmHttpService>>>;
-
-/// What the per-request layers (tenant limits, cache) wrap: one type whichever are on.
-type Inner = BoxCloneService<http::Request<LlmBody>, http::Response<AxumBody>, tower::BoxError>;
-
-/// Per-tenant limiters: each named tenant its own, the rest keyed by the header.
-struct Tenants {
-    header: http::HeaderName,
-    default: Option<RateLimitLayer>,
-    overrides: HashMap<String, RateLimitLayer>,
-}
-
-#[derive(Clone)]
-struct Route {
-    provider: Arc<str>,
-    service: Stack,
-}
-
-/// What `/stats` reports for one provider.
-struct ProviderRuntime {
-    name: Arc<str>,
-    retry: RetryLayer,
-    breaker: CircuitHandle,
-    limiter: RateLimitLayer,
-}
-
 struct AppState {
-    routes: HashMap<String, Route>,
-    providers: Vec<ProviderRuntime>,
-    tenants: Tenants,
-    preflight: Preflight,
-    accounting: TokenAccountingLayer,
-    cache: Option<CacheLayer>,
+    /// The whole stack, built by `LlmStack` (as library users build it).
+    llm: Llm,
+    tenant_header: http::HeaderName,
+    models: HashSet<String>,
     admin_token: Option<Secret>,
     models_json: Bytes,
     max_body: usize,
-    client: HttpClient,
     _mocks: Vec<MockServer>,
 }
 
@@ -130,14 +96,15 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Validates `config`, starts in-process mock providers, and builds the router.
+    /// Validates `config`, starts in-process mock providers, and builds the
+    /// stack with [`LlmStack`] — the same builder library users call — and
+    /// the router.
     pub async fn new(config: GatewayConfig) -> Result<Self, StartError> {
         let resolved = config.validate().map_err(StartError::Config)?;
         let client = HttpClient::new(config.client.to_client_config());
-        let mut routes = HashMap::new();
+        let mut stack = LlmStack::new().client(client);
         let mut listing = Vec::new();
         let mut mocks = Vec::new();
-        let mut providers = Vec::new();
         for r in resolved {
             let provider = match (r.provider, r.mock) {
                 (Some(p), _) => p,
@@ -153,60 +120,62 @@ impl Gateway {
                 }
                 (None, None) => unreachable!("validation yields a provider or a mock"),
             };
-            let http = LlmHttpService::with_client(provider.clone(), client.clone()).timeouts(r.timeouts);
-            let retry = RetryLayer::new(r.retry);
-            let mut breaker = CircuitBreakerLayer::new(r.breaker);
-            if r.breaker_per_model {
-                breaker = breaker.keyed(KeyFn::model());
-            }
-            let limiter = RateLimitLayer::new(r.limits);
-            providers.push(ProviderRuntime {
-                name: provider.name_arc(),
-                retry: retry.clone(),
-                breaker: breaker.handle(),
-                limiter: limiter.clone(),
-            });
-            let service =
-                tower::ServiceBuilder::new().layer(retry).layer(breaker).layer(limiter).service(http);
             for m in &r.models {
-                routes.insert(m.clone(), Route { provider: provider.name_arc(), service: service.clone() });
                 listing.push(Model::new(m.clone(), provider.name()));
+            }
+            stack = stack.provider(
+                ProviderSpec::new(provider)
+                    .models(r.models)
+                    .retry(r.retry)
+                    .breaker(r.breaker)
+                    .breaker_per_model(r.breaker_per_model)
+                    .limits(r.limits)
+                    .timeouts(r.timeouts)
+                    .weight(r.weight),
+            );
+        }
+        for route in &config.routes {
+            stack = stack.route(route.model.clone(), route.to_route());
+            if !listing.iter().any(|m| m.id == route.model) {
+                listing.push(Model::new(route.model.clone(), "llm-tower"));
             }
         }
         listing.sort_by(|a, b| a.id.cmp(&b.id));
         let models_json = Bytes::from(serde_json::to_vec(&ModelList::new(listing)).expect("serializable"));
         let t = &config.tenants;
-        let header = http::HeaderName::from_bytes(t.header.as_bytes()).expect("validated");
-        let tenants = Tenants {
-            default: t.default.as_ref().map(|d| {
-                RateLimitLayer::new(d.to_limits(crate::config::ModeKind::Reject))
-                    .keyed(KeyFn::header(header.as_str()))
-            }),
-            overrides: t
-                .overrides
-                .iter()
-                .map(|(name, l)| {
-                    (name.clone(), RateLimitLayer::new(l.to_limits(crate::config::ModeKind::Reject)))
-                })
-                .collect(),
-            header,
-        };
-        let state = Arc::new(AppState {
-            routes,
-            providers,
-            tenants,
-            preflight: config.server.context_preflight.to_preflight(),
-            accounting: TokenAccountingLayer::new(AccountingConfig {
+        let tenant_header = http::HeaderName::from_bytes(t.header.as_bytes()).expect("validated");
+        let mut tenants = TenantLimits::new(
+            t.default.as_ref().map(|d| RateLimitLayer::new(d.to_limits(crate::config::ModeKind::Reject))),
+        );
+        for (name, l) in &t.overrides {
+            tenants = tenants
+                .tenant(name.clone(), RateLimitLayer::new(l.to_limits(crate::config::ModeKind::Reject)));
+        }
+        stack = stack
+            .count_tokens(config.server.context_preflight.to_preflight())
+            .accounting(AccountingConfig {
                 prices: config.prices.iter().map(|(m, p)| (m.clone(), p.to_prices())).collect(),
                 default_budget: config.tenants.default_budget.map(|b| b.to_budget()),
                 budgets: config.tenants.budgets.iter().map(|(n, b)| (n.clone(), b.to_budget())).collect(),
                 ..AccountingConfig::default()
-            }),
-            cache: config.cache.as_ref().map(|c| CacheLayer::new(c.to_config())),
+            })
+            .tenant_limits(tenants)
+            .health(config.failover.to_health());
+        if let Some(c) = &config.cache {
+            stack = stack.cache(c.to_config());
+        }
+        let llm = stack.build().map_err(|errs| {
+            StartError::Config(
+                errs.into_iter().map(|e| ConfigError { field: e.field, message: e.message }).collect(),
+            )
+        })?;
+        let state = Arc::new(AppState {
+            models: llm.models().into_iter().collect(),
+            llm,
+            tenant_header,
             admin_token: config.admin_token(),
             models_json,
             max_body: config.server.max_body_bytes,
-            client,
             _mocks: mocks,
         });
         let mut router = Router::new();
@@ -230,14 +199,17 @@ impl Gateway {
 
     /// The public model names served, sorted.
     pub fn models(&self) -> Vec<String> {
-        let mut m: Vec<String> = self.state.routes.keys().cloned().collect();
-        m.sort();
-        m
+        self.state.llm.models()
     }
 
     /// The shared upstream client (per-host connection stats).
     pub fn client(&self) -> &HttpClient {
-        &self.state.client
+        self.state.llm.http_client()
+    }
+
+    /// The stack behind the routes.
+    pub fn llm(&self) -> &Llm {
+        &self.state.llm
     }
 
     /// The axum router, to embed the gateway in a larger app.
@@ -292,8 +264,9 @@ async fn health() -> Response {
 /// `GET /stats`: per provider, its breaker (state per key) and retry counters;
 /// per upstream host, its connections and requests.
 async fn stats(State(app): State<Arc<AppState>>) -> Response {
-    let providers: Vec<serde_json::Value> = app
-        .providers
+    let llm = &app.llm;
+    let providers: Vec<serde_json::Value> = llm
+        .providers()
         .iter()
         .map(|p| {
             serde_json::json!({
@@ -304,23 +277,25 @@ async fn stats(State(app): State<Arc<AppState>>) -> Response {
             })
         })
         .collect();
-    let overrides: serde_json::Map<String, serde_json::Value> = app
-        .tenants
-        .overrides
-        .iter()
-        .map(|(name, l)| (name.clone(), serde_json::to_value(l.stats()).unwrap_or_default()))
-        .collect();
-    let tenants = serde_json::json!({
-        "header": app.tenants.header.as_str(),
-        "default": app.tenants.default.as_ref().map(|l| l.stats()),
-        "overrides": overrides,
+    let tenants = llm.tenant_limits().map(|t| {
+        let overrides: serde_json::Map<String, serde_json::Value> = t
+            .overrides()
+            .iter()
+            .map(|(name, l)| (name.clone(), serde_json::to_value(l.stats()).unwrap_or_default()))
+            .collect();
+        serde_json::json!({
+            "header": app.tenant_header.as_str(),
+            "default": t.default_layer().map(|l| l.stats()),
+            "overrides": overrides,
+        })
     });
     let body = serde_json::json!({
         "providers": providers,
+        "backends": llm.failover().stats(),
         "tenants": tenants,
-        "usage": app.accounting.ledger().entries(),
-        "cache": app.cache.as_ref().map(|c| c.stats()),
-        "upstream_hosts": app.client.stats(),
+        "usage": llm.accounting().map(|a| a.ledger().entries()),
+        "cache": llm.cache().map(|c| c.stats()),
+        "upstream_hosts": llm.http_client().stats(),
     });
     json(StatusCode::OK, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
 }
@@ -346,7 +321,7 @@ async fn invalidate_cache(State(app): State<Arc<AppState>>, req: Request) -> Res
         info.code = Some("invalid_api_key");
         return info.into_response().map(AxumBody::new);
     }
-    let Some(cache) = &app.cache else {
+    let Some(cache) = app.llm.cache() else {
         return error(&InvalidRequest::new("the cache is not configured"));
     };
     let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
@@ -440,7 +415,7 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
         }
     };
     let tenant: Option<Arc<str>> =
-        parts.headers.get(&app.tenants.header).and_then(|v| v.to_str().ok()).map(Arc::from);
+        parts.headers.get(&app.tenant_header).and_then(|v| v.to_str().ok()).map(Arc::from);
     let info = match RequestInfo::parse(Api::from_path(&path), &bytes) {
         Ok(mut i) => {
             i.tenant = tenant.clone();
@@ -452,50 +427,26 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
             return res;
         }
     };
-    let Some(route) = app.routes.get(&*info.model).cloned() else {
+    if !app.models.contains(&*info.model) {
         let res = error(&ModelNotFound::new(&*info.model));
         log_error(&method, &path, Some(&info.model), None, res.status(), start, "unknown model");
         return res;
-    };
+    }
     let mut upstream_req = http::Request::from_parts(parts, LlmBody::from(bytes));
     upstream_req.extensions_mut().insert(info.clone());
-    let limiter =
-        tenant.as_deref().and_then(|t| app.tenants.overrides.get(t)).or(app.tenants.default.as_ref());
-    // Outermost first: counted (once, so tenant and provider token limits
-    // reserve the exact count); accounting (budgets before, usage and cost
-    // after; a cache hit costs 0); the cache (a hit skips everything below);
-    // the tenant's limits (a hit spends none); the provider's stack.
-    let mut svc: Inner = BoxCloneService::new(route.service.map_response(|r| r.map(AxumBody::new)));
-    if let Some(l) = limiter {
-        svc = BoxCloneService::new(l.layer(svc).map_response(|r| r.map(AxumBody::new)));
-    }
-    if let Some(c) = &app.cache {
-        svc = BoxCloneService::new(c.layer(svc).map_response(|r| r.map(AxumBody::new)));
-    }
-    let count = TokenCountLayer::new(app.preflight);
-    // Boxed here, where its types are concrete: proving an async fn's state
-    // Send through the layers' generic `Into<BoxError>` bounds trips rustc's
-    // lifetime erasure in async bodies (rust-lang/rust#64552).
-    let call: Pin<Box<dyn Future<Output = Result<_, tower::BoxError>> + Send>> =
-        Box::pin(count.layer(app.accounting.layer(svc)).oneshot(upstream_req));
-    let outcome = call.await.map(|r| r.map(AxumBody::new));
+    // The stack LlmStack built: counted, accounted, cached, tenant limits,
+    // then failover over the providers' own stacks.
+    let outcome = app.llm.service().oneshot(upstream_req).await.map(|r| r.map(AxumBody::new));
     let res = match outcome {
         Ok(res) => res,
         Err(e) => {
             let res = error(&*e);
-            log_error(
-                &method,
-                &path,
-                Some(&info.model),
-                Some(&route.provider),
-                res.status(),
-                start,
-                &e.to_string(),
-            );
+            log_error(&method, &path, Some(&info.model), None, res.status(), start, &e.to_string());
             return res;
         }
     };
     let status = res.status();
+    let answered_by = ServedBy::of(&res).map(str::to_owned);
     let kind = BodyKind::from_headers(res.headers());
     let is_json = res
         .headers()
@@ -518,7 +469,7 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
             &method,
             &path,
             Some(&info.model),
-            Some(&route.provider),
+            answered_by.as_deref(),
             status,
             start,
             "upstream error page",
@@ -528,7 +479,7 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let headers_at = start.elapsed();
     // Who answered: the provider, or the cache.
     let provider: Arc<str> =
-        res.extensions().get::<ServedBy>().map_or(route.provider.clone(), |s| s.0.clone());
+        res.extensions().get::<ServedBy>().map_or_else(|| Arc::from("-"), |s| s.0.clone());
     let model = info.model.clone();
     let log = move |report: UsageReport| {
         access_log(&method, &path, &model, &provider, status, headers_at, start, &report)

@@ -60,6 +60,12 @@ pub struct GatewayConfig {
     /// The response cache (none when absent).
     #[serde(default)]
     pub cache: Option<CacheSection>,
+    /// Logical models served by several providers, with failover.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Provider health checking.
+    #[serde(default)]
+    pub failover: FailoverSection,
 }
 
 /// `[cache]`: the exact-match response cache, in front of the providers.
@@ -293,6 +299,110 @@ pub enum ProviderKindConfig {
     Mistral,
 }
 
+fn one() -> u32 {
+    1
+}
+
+/// `[[routes]]`: a logical model served by several providers, failing over
+/// from one to the next.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The public model name.
+    pub model: String,
+    /// The providers serving it, in priority order.
+    pub targets: Vec<TargetConfig>,
+    /// `priority` (default), `weighted_random`, `round_robin`, `least_in_flight`,
+    /// `success_rate` or `peak_ewma`.
+    #[serde(default = "RouteConfig::default_strategy")]
+    pub strategy: llm_tower_failover::StrategyKind,
+    /// Hedge: also send a request to the next provider after this long without an answer.
+    pub hedge_after_ms: Option<u64>,
+    /// Hedge after the route's recent time-to-first-byte percentile (0..1), instead.
+    pub hedge_percentile: Option<f64>,
+    /// Largest share of requests hedged. Default 0.1.
+    #[serde(default = "RouteConfig::default_hedge_ratio")]
+    pub hedge_max_ratio: f64,
+    /// On `context_length_exceeded`, try this (larger-context) model.
+    pub context_fallback: Option<String>,
+}
+
+/// One target of a route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The provider's name.
+    pub provider: String,
+    /// The model name at that provider (default: the route's).
+    pub model: Option<String>,
+}
+
+impl RouteConfig {
+    fn default_strategy() -> llm_tower_failover::StrategyKind {
+        llm_tower_failover::StrategyKind::Priority
+    }
+
+    fn default_hedge_ratio() -> f64 {
+        0.1
+    }
+
+    /// The failover route this section describes.
+    pub fn to_route(&self) -> llm_tower_failover::Route {
+        use llm_tower_failover::{Hedge, HedgeDelay, Route, Target};
+        let targets = self.targets.iter().map(|t| match &t.model {
+            Some(m) => Target::to(&t.provider, m),
+            None => Target::new(&t.provider),
+        });
+        let mut r = Route::new(targets).strategy(self.strategy.build());
+        let delay = match (self.hedge_after_ms, self.hedge_percentile) {
+            (Some(ms), _) => Some(HedgeDelay::Fixed(Duration::from_millis(ms))),
+            (None, Some(p)) => Some(HedgeDelay::Percentile { p, min: Duration::from_millis(100) }),
+            (None, None) => None,
+        };
+        if let Some(d) = delay {
+            r = r.hedge(Hedge::new(d).max_ratio(self.hedge_max_ratio));
+        }
+        if let Some(f) = &self.context_fallback {
+            r = r.context_fallback(f);
+        }
+        r
+    }
+}
+
+/// `[failover]`: health checking of providers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverSection {
+    /// Consecutive failed requests that mark a provider down (0: never). Default 5.
+    pub failures_to_down: u32,
+    /// How long it stays down, seconds. Default 30.
+    pub down_secs: u64,
+    /// How long a recovered provider takes to get its full share, seconds. Default 30.
+    pub slow_start_secs: u64,
+    /// Probe each provider (`GET /v1/models`) this often, seconds. Default: no probe.
+    pub probe_interval_secs: Option<u64>,
+}
+
+impl Default for FailoverSection {
+    fn default() -> Self {
+        FailoverSection { failures_to_down: 5, down_secs: 30, slow_start_secs: 30, probe_interval_secs: None }
+    }
+}
+
+impl FailoverSection {
+    /// The failover's health configuration.
+    pub fn to_health(&self) -> llm_tower_failover::HealthConfig {
+        let h = llm_tower_failover::HealthConfig::default()
+            .failures_to_down(self.failures_to_down)
+            .down_for(Duration::from_secs(self.down_secs))
+            .slow_start(Duration::from_secs(self.slow_start_secs));
+        match self.probe_interval_secs {
+            Some(s) => h.probe_every(Duration::from_secs(s.max(1))),
+            None => h,
+        }
+    }
+}
+
 /// `[[providers]]`: one upstream.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -343,6 +453,9 @@ pub struct ProviderConfig {
     /// The provider's own limits (what it allows this gateway).
     #[serde(default)]
     pub rate_limit: LimitsSection,
+    /// Weight for weighted routing. Default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
 }
 
 /// What to do at a limit.
@@ -904,6 +1017,8 @@ pub struct ResolvedProvider {
     pub breaker_per_model: bool,
     /// The provider's limits.
     pub limits: Limits,
+    /// Its weight for weighted routing.
+    pub weight: u32,
 }
 
 impl GatewayConfig {
@@ -1159,7 +1274,44 @@ impl GatewayConfig {
                 breaker: p.circuit_breaker.to_config(),
                 breaker_per_model: p.circuit_breaker.key == BreakerKey::Model,
                 limits: p.rate_limit.to_limits(ModeKind::Wait),
+                weight: p.weight,
             });
+        }
+        let mut route_names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = |f: &str| format!("routes[{i}].{f}");
+            if r.model.is_empty() {
+                err(at("model"), "must not be empty".into());
+            } else if let Some(j) = route_names.insert(&r.model, i) {
+                err(at("model"), format!("route {:?} is defined twice (also routes[{j}])", r.model));
+            }
+            if r.targets.is_empty() {
+                err(at("targets"), "list at least one provider".into());
+            }
+            for (k, t) in r.targets.iter().enumerate() {
+                if !names.contains_key(t.provider.as_str()) {
+                    err(at(&format!("targets[{k}].provider")), format!("no provider named {:?}", t.provider));
+                }
+            }
+            if let (Some(_), Some(_)) = (r.hedge_after_ms, r.hedge_percentile) {
+                err(at("hedge_percentile"), "set hedge_after_ms or hedge_percentile, not both".into());
+            }
+            if r.hedge_percentile.is_some_and(|p| !(p > 0.0 && p < 1.0)) {
+                err(at("hedge_percentile"), "must be between 0 and 1".into());
+            }
+            if !(0.0..=1.0).contains(&r.hedge_max_ratio) {
+                err(at("hedge_max_ratio"), "must be between 0 and 1".into());
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(f) = &r.context_fallback {
+                if !route_names.contains_key(f.as_str()) && !served.contains_key(f.as_str()) {
+                    err(
+                        format!("routes[{i}].context_fallback"),
+                        format!("no route or provider serves {f:?}"),
+                    );
+                }
+            }
         }
         if errors.is_empty() { Ok(out) } else { Err(errors) }
     }
