@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 mod client;
+pub mod config;
 mod stack;
 
 pub use client::{ChatResponse, ChunkStream, Client, EmbeddingsResponse};

@@ -15,25 +15,24 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use llm_tower::{Llm, LlmStack, ProviderSpec, TenantLimits};
+use llm_tower::Llm;
 use llm_tower_cache::CacheKey;
-use llm_tower_core::chat::{Model, ModelList};
+use llm_tower_core::chat::ModelList;
 use llm_tower_core::usage::{BodyKind, UsageBody, UsageReport, UsageSlot};
 use llm_tower_core::{
     Api, ErrorInfo, InvalidRequest, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Secret, ServedBy,
     Upstream,
 };
-use llm_tower_http::{HttpClient, Provider};
+use llm_tower_http::HttpClient;
 use llm_tower_mock::MockServer;
-use llm_tower_ratelimit::RateLimitLayer;
-use llm_tower_tokens::AccountingConfig;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::GatewayConfig;
 use crate::body::{GuardBody, NotifyEnd};
-use crate::config::{ConfigError, GatewayConfig};
+use llm_tower::config::{BuildError, ConfigError};
 
 /// Why the gateway could not start.
 #[derive(Debug)]
@@ -97,78 +96,19 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// Validates `config`, starts in-process mock providers, and builds the
-    /// stack with [`LlmStack`] — the same builder library users call — and
-    /// the router.
+    /// stack from it with [`LlmStack`](llm_tower::LlmStack) — the same builder
+    /// library users call ([`StackConfig::build`](llm_tower::config::StackConfig::build)) — and the router.
     pub async fn new(config: GatewayConfig) -> Result<Self, StartError> {
-        let resolved = config.validate().map_err(StartError::Config)?;
-        let client = HttpClient::new(config.client.to_client_config());
-        let mut stack = LlmStack::new().client(client);
-        let mut listing = Vec::new();
-        let mut mocks = Vec::new();
-        for r in resolved {
-            let provider = match (r.provider, r.mock) {
-                (Some(p), _) => p,
-                (None, Some(mock_cfg)) => {
-                    let mock = MockServer::start(mock_cfg).await.map_err(StartError::Io)?;
-                    let mut p = Provider::openai_compatible(&r.name, &format!("{}/v1", mock.url()))
-                        .expect("the mock's URL is valid");
-                    for (a, t) in &r.aliases {
-                        p = p.with_alias(a, t);
-                    }
-                    mocks.push(mock);
-                    p
-                }
-                (None, None) => unreachable!("validation yields a provider or a mock"),
-            };
-            for m in &r.models {
-                listing.push(Model::new(m.clone(), provider.name()));
-            }
-            stack = stack.provider(
-                ProviderSpec::new(provider)
-                    .models(r.models)
-                    .retry(r.retry)
-                    .breaker(r.breaker)
-                    .breaker_per_model(r.breaker_per_model)
-                    .limits(r.limits)
-                    .timeouts(r.timeouts)
-                    .weight(r.weight),
-            );
-        }
-        for route in &config.routes {
-            stack = stack.route(route.model.clone(), route.to_route());
-            if !listing.iter().any(|m| m.id == route.model) {
-                listing.push(Model::new(route.model.clone(), "llm-tower"));
-            }
-        }
-        listing.sort_by(|a, b| a.id.cmp(&b.id));
-        let models_json = Bytes::from(serde_json::to_vec(&ModelList::new(listing)).expect("serializable"));
-        let t = &config.tenants;
-        let tenant_header = http::HeaderName::from_bytes(t.header.as_bytes()).expect("validated");
-        let mut tenants = TenantLimits::new(
-            t.default.as_ref().map(|d| RateLimitLayer::new(d.to_limits(crate::config::ModeKind::Reject))),
-        );
-        for (name, l) in &t.overrides {
-            tenants = tenants
-                .tenant(name.clone(), RateLimitLayer::new(l.to_limits(crate::config::ModeKind::Reject)));
-        }
-        stack = stack
-            .count_tokens(config.server.context_preflight.to_preflight())
-            .accounting(AccountingConfig {
-                prices: config.prices.iter().map(|(m, p)| (m.clone(), p.to_prices())).collect(),
-                default_budget: config.tenants.default_budget.map(|b| b.to_budget()),
-                budgets: config.tenants.budgets.iter().map(|(n, b)| (n.clone(), b.to_budget())).collect(),
-                ..AccountingConfig::default()
-            })
-            .tenant_limits(tenants)
-            .health(config.failover.to_health());
-        if let Some(c) = &config.cache {
-            stack = stack.cache(c.to_config());
-        }
-        let llm = stack.build().map_err(|errs| {
-            StartError::Config(
-                errs.into_iter().map(|e| ConfigError { field: e.field, message: e.message }).collect(),
-            )
+        let built = config.build().await.map_err(|e| match e {
+            BuildError::Config(errs) => StartError::Config(errs),
+            BuildError::Io(e) => StartError::Io(e),
         })?;
+        let llm = built.llm;
+        let models_json =
+            Bytes::from(serde_json::to_vec(&ModelList::new(built.models)).expect("serializable"));
+        let tenant_header =
+            http::HeaderName::from_bytes(config.tenants.header.as_bytes()).expect("validated");
+        let mocks = built.mocks;
         let state = Arc::new(AppState {
             models: llm.models().into_iter().collect(),
             llm,

@@ -22,7 +22,14 @@
 
 mod app;
 pub mod body;
-pub mod config;
+
+/// The configuration (the facade's [`llm_tower::config`], shared with library users).
+pub mod config {
+    pub use llm_tower::config::*;
+}
 
 pub use app::{Gateway, StartError};
-pub use config::{ConfigError, DEFAULT_CONFIG, GatewayConfig};
+pub use config::{ConfigError, DEFAULT_CONFIG};
+
+/// The gateway's configuration: the stack's ([`config::StackConfig`]).
+pub type GatewayConfig = llm_tower::config::StackConfig;

@@ -1,4 +1,6 @@
-//! Gateway configuration (TOML), its validation, and the embedded default.
+//! The configuration of a stack and of the gateway that serves it: one
+//! serde document (TOML here; JSON or YAML through their serde crates), its
+//! validation (every problem, each naming its field), and the embedded default.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,15 +35,16 @@ latency = { headers = 20, per_token = 5 }
 strategy = "conservative"
 "#;
 
-/// The whole gateway configuration.
+/// The whole configuration: providers and their layers, routes, cache, tenants,
+/// prices, and the gateway's own `[server]`.
 ///
 /// ```
-/// let cfg = llm_tower_gateway::GatewayConfig::from_toml(llm_tower_gateway::DEFAULT_CONFIG).unwrap();
+/// let cfg = llm_tower::config::StackConfig::from_toml(llm_tower::config::DEFAULT_CONFIG).unwrap();
 /// assert_eq!(cfg.providers[0].name, "mock");
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GatewayConfig {
+pub struct StackConfig {
     /// Listener and request limits.
     #[serde(default)]
     pub server: ServerConfig,
@@ -971,7 +974,7 @@ impl TimeoutsSection {
 /// A configuration problem, naming the field at fault.
 ///
 /// ```
-/// let errs = llm_tower_gateway::GatewayConfig::from_toml("[[providers]]\nname='a'\nkind='openai'\nmodels=['m']")
+/// let errs = llm_tower::config::StackConfig::from_toml("[[providers]]\nname='a'\nkind='openai'\nmodels=['m']")
 ///     .unwrap()
 ///     .validate()
 ///     .unwrap_err();
@@ -1021,7 +1024,20 @@ pub struct ResolvedProvider {
     pub weight: u32,
 }
 
-impl GatewayConfig {
+impl StackConfig {
+    /// Parses JSON (the same document as the TOML form); errors name the line.
+    ///
+    /// ```
+    /// let cfg = llm_tower::config::StackConfig::from_json(
+    ///     r#"{"providers":[{"name":"m","kind":"mock","models":["gpt-4o-mini"]}],"cache":{"strategy":"aggressive"}}"#,
+    /// ).unwrap();
+    /// assert!(cfg.validate().is_ok());
+    /// ```
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        serde_json::from_str(text)
+            .map_err(|e| ConfigError { field: format!("line {}", e.line()), message: e.to_string() })
+    }
+
     /// Parses TOML; syntax and type errors name the line, column and key.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
@@ -1317,13 +1333,137 @@ impl GatewayConfig {
     }
 }
 
+/// Why a stack could not be built from its configuration.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The configuration is invalid (every problem found).
+    Config(Vec<ConfigError>),
+    /// An in-process mock provider could not start.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Config(errs) => {
+                writeln!(f, "invalid configuration:")?;
+                for e in errs {
+                    writeln!(f, "  {e}")?;
+                }
+                Ok(())
+            }
+            BuildError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// A stack built from a [`StackConfig`], with what it needs kept alive.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Built {
+    /// The stack.
+    pub llm: crate::Llm,
+    /// The public models, with the provider that owns each (`llm-tower` for routes).
+    pub models: Vec<llm_tower_core::chat::Model>,
+    /// In-process mock providers (`kind = "mock"`), stopped when dropped.
+    pub mocks: Vec<llm_tower_mock::MockServer>,
+}
+
+impl StackConfig {
+    /// Validates, starts the in-process mock providers, and builds the stack
+    /// with [`LlmStack`](crate::LlmStack) in the recommended order: token
+    /// count and context pre-flight, accounting and budgets, the cache (if
+    /// configured), tenant limits, failover over each provider's retry,
+    /// breaker, limits and timeouts.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let built = llm_tower::config::StackConfig::embedded_default().build().await?;
+    /// assert!(built.llm.models().contains(&"gpt-4o-mini".to_string()));
+    /// # Ok(()) }
+    /// ```
+    pub async fn build(&self) -> Result<Built, BuildError> {
+        use crate::{LlmStack, ProviderSpec, TenantLimits};
+        use llm_tower_core::chat::Model;
+        use llm_tower_ratelimit::RateLimitLayer;
+        let resolved = self.validate().map_err(BuildError::Config)?;
+        let client = llm_tower_http::HttpClient::new(self.client.to_client_config());
+        let mut stack = LlmStack::new().client(client);
+        let mut models = Vec::new();
+        let mut mocks = Vec::new();
+        for r in resolved {
+            let provider = match (r.provider, r.mock) {
+                (Some(p), _) => p,
+                (None, Some(mock_cfg)) => {
+                    let mock = llm_tower_mock::MockServer::start(mock_cfg).await.map_err(BuildError::Io)?;
+                    let mut p = Provider::openai_compatible(&r.name, &format!("{}/v1", mock.url()))
+                        .expect("the mock's URL is valid");
+                    for (a, t) in &r.aliases {
+                        p = p.with_alias(a, t);
+                    }
+                    mocks.push(mock);
+                    p
+                }
+                (None, None) => unreachable!("validation yields a provider or a mock"),
+            };
+            for m in &r.models {
+                models.push(Model::new(m.clone(), provider.name()));
+            }
+            stack = stack.provider(
+                ProviderSpec::new(provider)
+                    .models(r.models)
+                    .retry(r.retry)
+                    .breaker(r.breaker)
+                    .breaker_per_model(r.breaker_per_model)
+                    .limits(r.limits)
+                    .timeouts(r.timeouts)
+                    .weight(r.weight),
+            );
+        }
+        for route in &self.routes {
+            stack = stack.route(route.model.clone(), route.to_route());
+            if !models.iter().any(|m| m.id == route.model) {
+                models.push(Model::new(route.model.clone(), "llm-tower"));
+            }
+        }
+        models.sort_by(|a, b| a.id.cmp(&b.id));
+        let t = &self.tenants;
+        let mut tenants =
+            TenantLimits::new(t.default.as_ref().map(|d| RateLimitLayer::new(d.to_limits(ModeKind::Reject))));
+        for (name, l) in &t.overrides {
+            tenants = tenants.tenant(name.clone(), RateLimitLayer::new(l.to_limits(ModeKind::Reject)));
+        }
+        stack = stack
+            .count_tokens(self.server.context_preflight.to_preflight())
+            .accounting(llm_tower_tokens::AccountingConfig {
+                prices: self.prices.iter().map(|(m, p)| (m.clone(), p.to_prices())).collect(),
+                default_budget: t.default_budget.map(|b| b.to_budget()),
+                budgets: t.budgets.iter().map(|(n, b)| (n.clone(), b.to_budget())).collect(),
+                ..Default::default()
+            })
+            .tenant_limits(tenants)
+            .health(self.failover.to_health());
+        if let Some(c) = &self.cache {
+            stack = stack.cache(c.to_config());
+        }
+        let llm = stack.build().map_err(|errs| {
+            BuildError::Config(
+                errs.into_iter().map(|e| ConfigError { field: e.field, message: e.message }).collect(),
+            )
+        })?;
+        Ok(Built { llm, models, mocks })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn errors(toml: &str) -> Vec<String> {
         let env = |k: &str| (k == "SET_KEY").then(|| "sk-env".to_string());
-        match GatewayConfig::from_toml(toml) {
+        match StackConfig::from_toml(toml) {
             Err(e) => vec![e.to_string()],
             Ok(c) => {
                 c.validate_with_env(&env).err().unwrap_or_default().iter().map(|e| e.to_string()).collect()
@@ -1333,7 +1473,7 @@ mod tests {
 
     #[test]
     fn embedded_default_is_valid() {
-        let resolved = GatewayConfig::embedded_default().validate().unwrap();
+        let resolved = StackConfig::embedded_default().validate().unwrap();
         assert_eq!(resolved.len(), 1);
         assert!(resolved[0].mock.is_some());
         assert!(resolved[0].models.contains(&"fast".to_string()));
@@ -1407,7 +1547,7 @@ mod tests {
 
     #[test]
     fn keys_from_env_never_print() {
-        let cfg = GatewayConfig::from_toml(
+        let cfg = StackConfig::from_toml(
             "[[providers]]\nname='g'\nkind='groq'\napi_key_env='SET_KEY'\nmodels=['m']\n[[providers]]\nname='i'\nkind='openai'\nbase_url='http://127.0.0.1:1/v1'\napi_key='sk-inline'\nmodels=['n']",
         )
         .unwrap();
@@ -1418,7 +1558,7 @@ mod tests {
 
     #[test]
     fn retry_and_breaker_sections_map_to_policies() {
-        let cfg = GatewayConfig::from_toml(
+        let cfg = StackConfig::from_toml(
             "[[providers]]\nname='a'\nkind='mock'\nmodels=['m']\n[providers.retry]\nmax_attempts=5\nbackoff='fixed'\nbase_ms=250\njitter='none'\ndeadline_ms=9000\n[providers.circuit_breaker]\nkey='model'\nconsecutive_failures=0\nwindow_secs=30\nopen_secs=5",
         )
         .unwrap();
