@@ -1,0 +1,88 @@
+//! Two faulty mock providers behind one logical model; prints a live table of
+//! outcomes per backend as traffic flows, through an outage of the first.
+//!
+//! `cargo run --example chaos_demo` (offline: in-process mocks, a few seconds).
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use llm_tower::circuit::CircuitConfig;
+use llm_tower::failover::HealthConfig;
+use llm_tower::mock::{Fault, FaultPlan, Latency, MockConfig, MockServer};
+use llm_tower::retry::{Backoff, RetryPolicy};
+use llm_tower::{LlmBody, LlmStack, Provider, ProviderSpec};
+use tower::ServiceExt;
+
+/// 5xx and dropped connections (429s are a provider's limits: the limiter
+/// honours their `retry-after` for the whole provider, see `tokens_per_minute`).
+fn flaky(p500: f64) -> FaultPlan {
+    FaultPlan::Random { faults: vec![Fault::status(500), Fault::Reset], weights: vec![p500, 0.01] }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), tower::BoxError> {
+    let a = MockServer::start(MockConfig { faults: flaky(0.15), seed: 1, ..Default::default() }).await?;
+    let slow = Latency { headers: Duration::from_millis(15), per_token: Duration::ZERO };
+    let b =
+        MockServer::start(MockConfig { faults: flaky(0.05), seed: 2, latency: slow, ..Default::default() })
+            .await?;
+    let spec = |name: &str, m: &MockServer| -> Result<ProviderSpec, tower::BoxError> {
+        let retry = RetryPolicy::default().backoff(Backoff::Fixed(Duration::from_millis(20)));
+        // A short open period so that recovery shows within the demo.
+        let breaker =
+            CircuitConfig::default().consecutive_failures(Some(10)).open_duration(Duration::from_secs(1));
+        let p = Provider::openai_compatible(name, &format!("{}/v1", m.url()))?;
+        Ok(ProviderSpec::new(p).models(["gpt-4o-mini"]).retry(retry).breaker(breaker))
+    };
+    let llm = LlmStack::new()
+        .provider(spec("a", &a)?)
+        .provider(spec("b", &b)?)
+        .health(HealthConfig::default().down_for(Duration::from_secs(1)).slow_start(Duration::from_secs(1)))
+        .build()
+        .map_err(|e| format!("{e:?}"))?;
+    let svc = llm.service();
+    let (mut ok, mut failed) = (0u32, 0u32);
+    println!(
+        "{:>6} {:>6} {:>6} | {:>18} | {:>18}",
+        "sent", "ok", "failed", "a: req/ok/fail", "b: req/ok/fail"
+    );
+    for round in 1..=8 {
+        match round {
+            3 => a.set_faults(FaultPlan::Always { fault: Fault::status(503) }),
+            6 => a.set_faults(flaky(0.15)),
+            _ => {}
+        }
+        let calls: Vec<_> = (0..100)
+            .map(|_| {
+                let svc = svc.clone();
+                tokio::spawn(async move {
+                    let req = http::Request::post("/v1/chat/completions")
+                        .body(LlmBody::from(
+                            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+                        ))
+                        .unwrap();
+                    match svc.oneshot(req).await {
+                        Ok(res) if res.status().is_success() => res.into_body().collect().await.is_ok(),
+                        _ => false,
+                    }
+                })
+            })
+            .collect();
+        for c in calls {
+            if c.await? { ok += 1 } else { failed += 1 }
+        }
+        let s = llm.failover().stats();
+        let cell =
+            |i: usize| format!("{}/{}/{} {:?}", s[i].requests, s[i].successes, s[i].failures, s[i].state);
+        let note = match round {
+            3..=5 => " <- a is down",
+            _ => "",
+        };
+        println!("{:>6} {ok:>6} {failed:>6} | {:>18} | {:>18}{note}", round * 100, cell(0), cell(1));
+        if round == 5 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    assert!(ok >= 790, "{ok} of 800 succeeded");
+    Ok(())
+}
