@@ -331,3 +331,31 @@ fn routes_must_name_known_backends() {
         assert!(fields.contains(&f), "{f} in {fields:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_hedging_delay_follows_the_recent_latency_percentile() {
+    // a answers in 50 ms; its p95 becomes the hedging delay.
+    let quick = Latency { headers: Duration::from_millis(50), per_token: Duration::ZERO };
+    let a = MockServer::start(MockConfig { latency: quick, ..Default::default() }).await.unwrap();
+    let b = mock(FaultPlan::None).await;
+    let delay = HedgeDelay::Percentile { p: 0.95, min: Duration::from_millis(10) };
+    let f = two(&a, &b, ab().hedge(Hedge::new(delay).max_ratio(1.0)));
+    for _ in 0..20 {
+        let res = send(&f, CHAT).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    // (A 50 ms answer ties with a 50 ms delay: some of these may have been hedged.)
+    let warm_hedges = f.stats()[1].hedges;
+    // a stops answering: the request is hedged once the p95 (50 ms) has passed,
+    // not after the 1 s used before there are enough samples, nor the 10 ms floor.
+    a.set_faults(FaultPlan::Always { fault: Fault::Hang });
+    let start = tokio::time::Instant::now();
+    let res = send(&f, CHAT).await.unwrap();
+    let took = start.elapsed();
+    assert_eq!(backend(&res), "b");
+    assert!(
+        took >= Duration::from_millis(40) && took < Duration::from_millis(200),
+        "hedged after the p95: {took:?}"
+    );
+    assert_eq!(f.stats()[1].hedges, warm_hedges + 1);
+}
