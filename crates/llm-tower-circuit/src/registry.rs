@@ -128,6 +128,7 @@ impl Registry {
 
     pub(crate) fn on_transition(self: &Arc<Self>, b: &Arc<Breaker>, from: CircuitState, to: CircuitState) {
         tracing::warn!(key = %b.key, %from, %to, "circuit breaker transition");
+        metrics::counter!("llm_tower_circuit_transitions_total", "to" => to.to_string()).increment(1);
         self.tx.send_replace(Some(Transition { key: b.key.clone(), from, to, at: Instant::now() }));
         if to == CircuitState::Open {
             self.spawn_probe(b);

@@ -217,11 +217,14 @@ where
         let reg = &self.reg;
         let keyed = breaker.is_some();
         match b.acquire(&reg.cfg, &mut clock, keyed, &|_, from, to| reg.on_transition(b, from, to)) {
-            Err(refused) => ResponseFuture {
-                state: State::Refused {
-                    err: Some(CircuitOpen { key: b.key.to_string(), retry_after: refused.retry_after }),
-                },
-            },
+            Err(refused) => {
+                metrics::counter!("llm_tower_circuit_rejections_total").increment(1);
+                ResponseFuture {
+                    state: State::Refused {
+                        err: Some(CircuitOpen { key: b.key.to_string(), retry_after: refused.retry_after }),
+                    },
+                }
+            }
             Ok(probe) => ResponseFuture {
                 state: State::Calling {
                     fut: self.inner.call(req),

@@ -826,7 +826,9 @@ where
                         _ = tokio::time::sleep(delay) => {
                             if shared.take_hedge() {
                                 let second = steps.next().expect("peeked");
-                                shared.backends[second.backend].state.hedges.fetch_add(1, Ordering::Relaxed);
+                                let hedged = &shared.backends[second.backend].state;
+                                hedged.hedges.fetch_add(1, Ordering::Relaxed);
+                                metrics::counter!("llm_tower_failover_hedges_total", "backend" => hedged.name.to_string()).increment(1);
                                 let r2 = request_for(&req, &info, second.model.as_deref());
                                 let second = call_one(shared.clone(), second, r2, peek);
                                 race(first, second, &mut attempts, &mut tried).await
@@ -841,6 +843,7 @@ where
                 Outcome::Answer(res) => return Ok(res),
                 Outcome::Error(e) => return Err(e),
                 Outcome::Failed(a, l) => {
+                    metrics::counter!("llm_tower_failover_failed_attempts_total", "backend" => a.backend.clone()).increment(1);
                     attempts.push(a);
                     tried += 1;
                     last = Some(l);
@@ -867,7 +870,10 @@ where
                     None => Err(Box::new(AllBackendsFailed { attempts })),
                 };
             }
-            _ => return Err(Box::new(AllBackendsFailed { attempts })),
+            _ => {
+                metrics::counter!("llm_tower_failover_exhausted_total").increment(1);
+                return Err(Box::new(AllBackendsFailed { attempts }));
+            }
         }
     }
 }

@@ -296,6 +296,7 @@ where
                 ticket.state = TicketState::Queued;
                 let c = &ticket.shared.counters;
                 c.waited.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("llm_tower_ratelimit_waited_total").increment(1);
                 c.wait_ns.fetch_add(g.wait.as_nanos() as u64, Ordering::Relaxed);
                 let sleep = Box::pin(tokio::time::sleep(g.wait));
                 (State::Waiting { sleep }, slow(&mut self.inner, req), Some(g))
@@ -349,6 +350,7 @@ impl<St: RateLimitStore> Ticket<St> {
         self.cancel();
         self.shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(key = %self.key, limit = limit.name(), "rate limited");
+        metrics::counter!("llm_tower_ratelimit_rejected_total", "limit" => limit.name()).increment(1);
         Box::new(RateLimited::new(self.key.as_str(), limit.name(), retry_after))
     }
 }
@@ -426,6 +428,7 @@ where
                             this.ticket.state = TicketState::Queued;
                             let c = &this.ticket.shared.counters;
                             c.waited.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("llm_tower_ratelimit_waited_total").increment(1);
                             c.wait_ns.fetch_add(g.wait.as_nanos() as u64, Ordering::Relaxed);
                             this.state.set(State::Waiting { sleep: Box::pin(tokio::time::sleep(g.wait)) });
                         }

@@ -506,6 +506,7 @@ fn plan<C>(
     let delay = match class.hint {
         Some(h) if h.after > shared.policy.max_retry_after => {
             Counters::bump(&c.hint_refusals);
+            metrics::counter!("llm_tower_retry_refused_total", "why" => "retry_after").increment(1);
             tracing::debug!(
                 attempt,
                 retry_after_ms = h.after.as_millis() as u64,
@@ -518,10 +519,12 @@ fn plan<C>(
     };
     if deadline.is_some_and(|d| Instant::now() + delay >= d) {
         Counters::bump(&c.deadline_refusals);
+        metrics::counter!("llm_tower_retry_refused_total", "why" => "deadline").increment(1);
         return None;
     }
     if shared.budget.as_ref().is_some_and(|b| !b.withdraw()) {
         Counters::bump(&c.budget_refusals);
+        metrics::counter!("llm_tower_retry_refused_total", "why" => "budget").increment(1);
         tracing::debug!(attempt, reason, "not retrying: retry budget spent");
         return None;
     }
@@ -534,6 +537,7 @@ fn plan<C>(
 fn give_up_response<C, R>(shared: &Shared<C>, attempt: u32, res: Response<R>) -> Response<RetryBody<R>> {
     if attempt > 1 {
         Counters::bump(&shared.counters.give_ups);
+        metrics::counter!("llm_tower_retry_give_ups_total").increment(1);
         tracing::info!(attempts = attempt, status = res.status().as_u16(), "giving up");
     }
     res.map(RetryBody::inner)
@@ -542,6 +546,7 @@ fn give_up_response<C, R>(shared: &Shared<C>, attempt: u32, res: Response<R>) ->
 fn give_up_error<C>(shared: &Shared<C>, attempt: u32, err: BoxError) -> BoxError {
     if attempt > 1 {
         Counters::bump(&shared.counters.give_ups);
+        metrics::counter!("llm_tower_retry_give_ups_total").increment(1);
         tracing::info!(attempts = attempt, error = %err, "giving up");
         Box::new(RetriesExhausted::new(attempt, err))
     } else {

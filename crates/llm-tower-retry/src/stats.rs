@@ -53,6 +53,7 @@ impl Counters {
 
     pub(crate) fn retried(&self, reason: &str) {
         Self::bump(&self.retries);
+        metrics::counter!("llm_tower_retries_total", "reason" => reason.to_owned()).increment(1);
         *self.reasons.lock().unwrap_or_else(|e| e.into_inner()).entry(reason.to_owned()).or_default() += 1;
     }
 
