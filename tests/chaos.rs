@@ -65,7 +65,9 @@ async fn ten_thousand_requests_survive_a_flaky_provider_and_its_outage() {
         }
         if sent == 5_000 {
             a.set_faults(flaky());
-            // Let the breaker's open period and the down mark run out.
+            // Let the breaker's open period and the down mark run out. Time is
+            // paused (`start_paused`): this virtual sleep returns at once, and
+            // unlike `advance` it lets the breaker's health-probe task run.
             tokio::time::sleep(Duration::from_secs(120)).await;
         }
         let calls: Vec<_> = (0..BATCH)

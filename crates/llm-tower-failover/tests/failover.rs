@@ -239,6 +239,9 @@ async fn an_active_probe_marks_a_dead_backend_down_without_user_traffic() {
         .health(HealthConfig::default().probe_every(Duration::from_secs(5)))
         .build()
         .unwrap();
+    // Paused time (`start_paused`): this sleep is virtual and returns at once. A
+    // sleep rather than `advance`, so that the probe task runs its loopback call
+    // to the mock while time stands at each tick (advance only fires the timers).
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(f.stats()[0].state, Health::Up, "the first probe found it healthy");
     a.shutdown().await;
