@@ -488,6 +488,18 @@ impl MemoryStore {
         out
     }
 
+    /// Runs `f` on `key`'s state (`None`: not held) under its shard's lock,
+    /// without inserting it.
+    fn read_key<T>(&self, key: &Key, f: impl FnOnce(Option<&KeyState>) -> T) -> T {
+        let k = key.as_str();
+        if k == GLOBAL {
+            return f(Some(&self.global.lock().unwrap_or_else(|e| e.into_inner())));
+        }
+        let hash = self.hash(k);
+        let table = self.shards[shard_of(hash)].lock().unwrap_or_else(|e| e.into_inner());
+        f(table.find(hash, |(x, _)| x.as_str() == k).map(|(_, st)| st))
+    }
+
     /// Drops idle keys: none waiting, and every limit recovered at least
     /// `idle_ttl` ago (such a key behaves exactly like a fresh one). If still
     /// over the bound, the keys that recovered earliest go.
@@ -546,7 +558,8 @@ impl RateLimitStore for MemoryStore {
     fn peek(&self, key: &Key, demand: &Demand) -> Option<Duration> {
         let now = self.now();
         let unbounded = Demand { max_wait: Some(Duration::MAX), max_queue: u32::MAX, ..*demand };
-        let decision = self.with_key(key, |st| st.clone().decide(&unbounded, now));
+        // A read: an unknown key is a fresh one, and is not inserted.
+        let decision = self.read_key(key, |st| st.cloned().unwrap_or_default().decide(&unbounded, now));
         Some(match decision {
             Decision::Granted(g) => g.wait,
             Decision::Denied { retry_after, .. } => retry_after.unwrap_or(Duration::MAX),

@@ -235,7 +235,9 @@ async fn peeking_tells_the_wait_and_takes_nothing() {
     let rpm = Limits::default().requests_per_minute(2).rates();
     let d = demand(rpm, 0);
     let k = Key::from("k");
-    assert_eq!(s.peek(&k, &d), Some(Duration::ZERO), "an unknown key has room");
+    assert_eq!(s.peek(&Key::from("never-used"), &d), Some(Duration::ZERO), "an unknown key has room");
+    assert_eq!(s.len(), 0, "peeking inserts nothing");
+    assert_eq!(s.peek(&k, &d), Some(Duration::ZERO));
     assert!(granted(&decide(&s, "k", &d).await));
     assert_eq!(s.peek(&k, &d), Some(Duration::ZERO));
     assert_eq!(s.peek(&k, &d), Some(Duration::ZERO), "peeking twice took nothing");
