@@ -406,11 +406,11 @@ impl Acc {
     fn collect_text(&mut self, p: &Probe<'_>) {
         for c in p.choices.iter().flatten() {
             for part in [&c.delta, &c.message].into_iter().flatten() {
-                self.push_text(part.content.as_ref().and_then(Text::str));
+                self.push_text(part.content.as_ref());
                 for call in part.tool_calls.as_ref().and_then(Lenient::get).into_iter().flatten() {
                     let f = call.function.as_ref();
-                    self.push_text(f.and_then(|f| f.name.as_ref()).and_then(Text::str));
-                    self.push_text(f.and_then(|f| f.arguments.as_ref()).and_then(Text::str));
+                    self.push_text(f.and_then(|f| f.name.as_ref()));
+                    self.push_text(f.and_then(|f| f.arguments.as_ref()));
                 }
             }
         }
@@ -559,8 +559,8 @@ struct ChoiceProbe<'a> {
 /// A chat message or delta: its text and tool calls.
 #[derive(Deserialize)]
 struct MessagePart<'a> {
-    #[serde(borrow, default)]
-    content: Option<Text<'a>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    content: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     tool_calls: Option<Lenient<Vec<ToolCall<'a>>>>,
 }
@@ -573,11 +573,11 @@ struct ToolCall<'a> {
 
 #[derive(Deserialize)]
 struct Function<'a> {
-    #[serde(borrow, default)]
-    name: Option<Text<'a>>,
-    /// A JSON string (OpenAI) or an object (Ollama).
-    #[serde(borrow, default)]
-    arguments: Option<Text<'a>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    name: Option<Cow<'a, str>>,
+    /// A JSON string (OpenAI) or an object (Ollama: skipped).
+    #[serde(borrow, default, deserialize_with = "text")]
+    arguments: Option<Cow<'a, str>>,
 }
 
 /// A part of a body whose shape varies by provider: read when it is the
@@ -599,21 +599,57 @@ impl<T> Lenient<T> {
     }
 }
 
-impl Text<'_> {
-    fn str(&self) -> Option<&Cow<'_, str>> {
-        match self {
-            Text::Str(t) => Some(t),
-            Text::Other(_) => None,
+/// A string where one is expected, borrowed where it lies; any other value
+/// (null, a list of parts, an object) is skipped as it is read. Every chat
+/// chunk has a `content`: unlike an untagged enum, this buffers nothing.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Text<'a> {
-    Str(#[serde(borrow)] Cow<'a, str>),
-    #[allow(dead_code)]
-    Other(IgnoredAny),
+    d.deserialize_any(V)
 }
 
 #[derive(Deserialize)]
