@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use llm_tower_core::classify::{Classified, Classify, LlmClassifier, OutcomeClass};
 use llm_tower_core::info::rewrite_model;
+use llm_tower_core::sse::GuardBody;
 use llm_tower_core::usage::BodyKind;
 use llm_tower_core::{
     AllBackendsFailed, BackendAttempt, BoxError, InvalidRequest, LlmBody, ModelNotFound, RequestInfo,
@@ -531,9 +532,13 @@ impl<S> Shared<S> {
         });
         let mut candidates: Vec<Candidate> = ready.iter().map(|(c, _, _)| *c).collect();
         route.strategy.order(&mut candidates, &mut || self.random());
-        let by_position: HashMap<usize, Step> = ready.into_iter().map(|(c, s, _)| (c.position, s)).collect();
+        // Steps by route position (a route is a handful of targets).
+        let mut by_position: Vec<Option<Step>> = vec![None; route.targets.len()];
+        for (c, step, _) in ready {
+            by_position[c.position] = Some(step);
+        }
         let mut ordered: Vec<Step> =
-            candidates.iter().filter_map(|c| by_position.get(&c.position).cloned()).collect();
+            candidates.iter().filter_map(|c| by_position[c.position].take()).collect();
         // Slow start: a recovering backend keeps its place with probability
         // equal to its share; otherwise it goes after the others.
         let (keep, later): (Vec<Step>, Vec<Step>) =
@@ -931,7 +936,7 @@ where
 pin_project! {
     /// Response body of [`Failover`]: the backend's body, counted in flight
     /// until it ends. A stream that breaks mid-way counts against its backend
-    /// and ends with an SSE `event: error` (never a clean end).
+    /// and ends with an SSE `event: error` (core's [`GuardBody`]; never a clean end).
     pub struct FailoverBody<B> {
         #[pin]
         inner: Kind<B>,
@@ -941,14 +946,58 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Live { #[pin] body: B, guard: Option<Box<dyn Tracked>>, sse: bool, done: bool },
+        Live { #[pin] body: GuardBody<Tracking<B>> },
         Buffered { data: Option<Bytes> },
+    }
+}
+
+pin_project! {
+    /// Ends the call's in-flight count with the body, and counts a body that
+    /// breaks against its backend.
+    struct Tracking<B> {
+        #[pin]
+        body: B,
+        guard: Option<Box<dyn Tracked>>,
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for Tracking<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let out = ready!(this.body.poll_frame(cx));
+        match &out {
+            Some(Ok(_)) => {}
+            Some(Err(_)) => {
+                if let Some(g) = this.guard.take() {
+                    g.broke();
+                }
+            }
+            None => {
+                this.guard.take();
+            }
+        }
+        Poll::Ready(out)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
 impl<B> FailoverBody<B> {
     fn live(body: B, guard: Box<dyn Tracked>, sse: bool) -> Self {
-        FailoverBody { inner: Kind::Live { body, guard: Some(guard), sse, done: false } }
+        let body = GuardBody::new(Tracking { body, guard: Some(guard) }, sse);
+        FailoverBody { inner: Kind::Live { body } }
     }
 
     fn buffered(data: Bytes) -> Self {
@@ -976,45 +1025,21 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().inner.project() {
             KindProj::Buffered { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Live { body, guard, sse, done } => {
-                if *done {
-                    return Poll::Ready(None);
-                }
-                match ready!(body.poll_frame(cx)) {
-                    Some(Ok(f)) => Poll::Ready(Some(Ok(f))),
-                    None => {
-                        *done = true;
-                        guard.take();
-                        Poll::Ready(None)
-                    }
-                    Some(Err(e)) => {
-                        *done = true;
-                        if let Some(g) = guard.take() {
-                            g.broke();
-                        }
-                        let e: BoxError = e.into();
-                        if *sse {
-                            Poll::Ready(Some(Ok(Frame::data(llm_tower_core::sse::error_event(&*e)))))
-                        } else {
-                            Poll::Ready(Some(Err(e)))
-                        }
-                    }
-                }
-            }
+            KindProj::Live { body } => body.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Kind::Buffered { data } => data.is_none(),
-            Kind::Live { body, done, .. } => *done || body.is_end_stream(),
+            Kind::Live { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Kind::Buffered { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::Live { body, .. } => body.size_hint(),
+            Kind::Live { body } => body.size_hint(),
         }
     }
 }

@@ -6,75 +6,13 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use llm_tower_core::BoxError;
 use pin_project_lite::pin_project;
 
 /// The SSE event that ends a stream that broke after it started (core's).
 pub use llm_tower_core::sse::error_event as sse_error_event;
 
-pin_project! {
-    /// Wraps an upstream body. For an SSE response, an error from the
-    /// upstream becomes a final `event: error` carrying an OpenAI-format error
-    /// object (OpenAI's SDKs raise it), after which the stream ends; a JSON
-    /// response that breaks is aborted, so the client sees a truncated
-    /// transfer, never a short body that looks complete.
-    pub struct GuardBody<B> {
-        #[pin]
-        inner: B,
-        sse: bool,
-        done: bool,
-    }
-}
-
-impl<B> GuardBody<B> {
-    /// Guards `inner`; `sse` says whether it is an event stream.
-    pub fn new(inner: B, sse: bool) -> Self {
-        Self { inner, sse, done: false }
-    }
-}
-
-impl<B> Body for GuardBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        if *this.done {
-            return Poll::Ready(None);
-        }
-        match ready!(this.inner.poll_frame(cx)) {
-            Some(Ok(f)) => Poll::Ready(Some(Ok(f))),
-            None => {
-                *this.done = true;
-                Poll::Ready(None)
-            }
-            Some(Err(e)) => {
-                *this.done = true;
-                let e: BoxError = e.into();
-                if *this.sse {
-                    Poll::Ready(Some(Ok(Frame::data(sse_error_event(&*e)))))
-                } else {
-                    Poll::Ready(Some(Err(e)))
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.sse { SizeHint::default() } else { self.inner.size_hint() }
-    }
-}
+/// Ends a broken stream with an SSE error event (core's).
+pub use llm_tower_core::sse::GuardBody;
 
 pin_project! {
     /// Calls `on_end` once, with how the body ended: at its end, on its first
