@@ -204,6 +204,10 @@ pub struct ServerConfig {
     pub admin_token: Option<Secret>,
     /// The environment variable holding the admin token, instead of `admin_token`.
     pub admin_token_env: Option<String>,
+    /// The longest a client waits for an answer to start (its head; for a
+    /// non-streamed answer, the whole answer), over every provider, attempt
+    /// and wait; then 504. Default: the largest provider headers timeout.
+    pub deadline_ms: Option<u64>,
 }
 
 /// `server.context_preflight` values.
@@ -238,6 +242,7 @@ impl Default for ServerConfig {
             context_preflight: PreflightKind::Enforce,
             admin_token: None,
             admin_token_env: None,
+            deadline_ms: None,
         }
     }
 }
@@ -444,6 +449,10 @@ pub struct ProviderConfig {
     /// Phase time limits.
     #[serde(default)]
     pub timeouts: TimeoutsSection,
+    /// The largest non-streamed answer read from this provider, bytes (a
+    /// larger one is a 502 `upstream_response_too_large`). Default 8 MiB.
+    #[serde(default)]
+    pub max_response_bytes: Option<usize>,
     /// Settings of the in-process mock (`kind = "mock"` only).
     #[serde(default)]
     pub mock: Option<MockConfig>,
@@ -687,7 +696,8 @@ pub enum JitterKind {
 
 /// `[providers.retry]`. Defaults: 3 attempts, exponential from 500 ms ×2 up
 /// to 8 s, full jitter, server hints up to 60 s, a 20 % budget (+10/s over
-/// 10 s), no deadline, no per-attempt timeout.
+/// 10 s), a deadline equal to the provider's headers timeout (all attempts
+/// and waits together), no per-attempt timeout.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySection {
@@ -717,7 +727,8 @@ pub struct RetrySection {
     pub budget_min_per_sec: u32,
     /// Budget window, s.
     pub budget_window_secs: u64,
-    /// Deadline over all attempts and waits, ms.
+    /// Deadline over all attempts and waits, ms. Default: the provider's
+    /// `timeouts.headers_ms`.
     pub deadline_ms: Option<u64>,
     /// Per-attempt limit on the wait for the response head, ms.
     pub attempt_timeout_ms: Option<u64>,
@@ -946,7 +957,8 @@ impl fmt::Debug for ProviderConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsSection {
-    /// Until the response head. Default 300000.
+    /// Until the response head (and, for a non-streamed answer, until it is
+    /// read whole). Also the provider's default retry deadline. Default 120000.
     pub headers_ms: Option<u64>,
     /// Between body chunks. Default 120000.
     pub idle_ms: Option<u64>,
@@ -1004,6 +1016,8 @@ pub struct ResolvedProvider {
     pub provider: Option<Provider>,
     /// Its timeouts.
     pub timeouts: Timeouts,
+    /// The largest non-streamed answer read from it.
+    pub max_response_bytes: usize,
     /// Public model names it serves.
     pub models: Vec<String>,
     /// The mock to start, for `kind = "mock"`.
@@ -1050,6 +1064,26 @@ impl StackConfig {
                 message: e.message().trim().to_owned(),
             }
         })
+    }
+
+    /// The longest a client waits for an answer to start: `server.deadline_ms`,
+    /// else the largest headers timeout of the providers (120 s by default),
+    /// `None` only when every provider's headers timeout is off and no
+    /// deadline is set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cfg = llm_tower::config::StackConfig::from_toml(
+    ///     "[[providers]]\nname='a'\nkind='mock'\nmodels=['m']\n[providers.timeouts]\nheaders_ms=30000",
+    /// )
+    /// .unwrap();
+    /// assert_eq!(cfg.deadline(), Some(Duration::from_secs(30)));
+    /// ```
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        if let Some(ms) = self.server.deadline_ms.filter(|&ms| ms > 0) {
+            return Some(std::time::Duration::from_millis(ms));
+        }
+        self.providers.iter().filter_map(|p| p.timeouts.to_timeouts().headers).max()
     }
 
     /// The admin token: inline, or from the environment.
@@ -1282,6 +1316,9 @@ impl StackConfig {
             out.push(ResolvedProvider {
                 provider,
                 timeouts: p.timeouts.to_timeouts(),
+                max_response_bytes: p
+                    .max_response_bytes
+                    .unwrap_or(llm_tower_http::DEFAULT_MAX_RESPONSE_BYTES),
                 models,
                 mock: (p.kind == K::Mock).then(|| p.mock.clone().unwrap_or_default()),
                 aliases: p.aliases.clone(),
@@ -1419,6 +1456,7 @@ impl StackConfig {
                     .breaker_per_model(r.breaker_per_model)
                     .limits(r.limits)
                     .timeouts(r.timeouts)
+                    .max_response_bytes(r.max_response_bytes)
                     .weight(r.weight),
             );
         }

@@ -54,6 +54,7 @@ pub struct ProviderSpec {
     breaker_per_model: bool,
     limits: Limits,
     timeouts: Timeouts,
+    max_response_bytes: usize,
     weight: u32,
 }
 
@@ -68,6 +69,7 @@ impl ProviderSpec {
             breaker_per_model: false,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            max_response_bytes: llm_tower_http::DEFAULT_MAX_RESPONSE_BYTES,
             weight: 1,
         }
     }
@@ -79,7 +81,10 @@ impl ProviderSpec {
         self
     }
 
-    /// Its retry policy.
+    /// Its retry policy. A policy without a deadline gets the provider's
+    /// headers timeout as its deadline (all attempts and waits together), so a
+    /// hung provider is answered within that time, never after attempts ×
+    /// timeout.
     pub fn retry(mut self, p: RetryPolicy) -> Self {
         self.retry = p;
         self
@@ -116,6 +121,13 @@ impl ProviderSpec {
     /// Its timeouts.
     pub fn timeouts(mut self, t: Timeouts) -> Self {
         self.timeouts = t;
+        self
+    }
+
+    /// The largest non-streamed answer read from it, in bytes (default 8 MiB;
+    /// see `LlmHttpService::max_response_bytes`).
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
         self
     }
 
@@ -359,8 +371,14 @@ impl LlmStack {
         let mut served: Vec<(String, Vec<Target>)> = Vec::new();
         for p in self.providers {
             let name = p.provider.name_arc();
-            let http = LlmHttpService::with_client(p.provider.clone(), client.clone()).timeouts(p.timeouts);
-            let retry = RetryLayer::new(p.retry);
+            let http = LlmHttpService::with_client(p.provider.clone(), client.clone())
+                .timeouts(p.timeouts)
+                .max_response_bytes(p.max_response_bytes);
+            let policy = match (p.retry.deadline, p.timeouts.headers) {
+                (None, Some(headers)) => p.retry.deadline(headers),
+                _ => p.retry,
+            };
+            let retry = RetryLayer::new(policy);
             let mut breaker = CircuitBreakerLayer::new(p.breaker);
             let key_fn = if p.breaker_per_model { KeyFn::model() } else { KeyFn::global() };
             if p.breaker_per_model {

@@ -202,11 +202,13 @@ async fn errors_cut_streams_and_truncated_answers_are_never_stored() {
     // A stream cut mid-way: the caller gets what came, nothing is stored.
     let res = svc.clone().oneshot(req(&stream_of(DET, true))).await.unwrap();
     let _ = res.into_body().collect().await;
-    // A 200 whose JSON is broken is not an answer either.
-    assert_eq!(send(&svc, req(DET)).await.0, StatusCode::OK);
+    // Broken JSON never reaches the cache as an answer: the HTTP service
+    // turns it into an error.
+    let err = svc.clone().oneshot(req(DET)).await.unwrap_err();
+    assert!(err.is::<llm_tower_core::BadResponse>(), "{err:?}");
     assert_eq!(send(&svc, req(DET)).await.1, "MISS", "nothing stored so far");
     assert_eq!(send(&svc, req(DET)).await.1, "HIT");
-    assert_eq!(layer.stats().not_stored, 3);
+    assert_eq!(layer.stats().not_stored, 2);
 
     // finish_reason "length": not stored by default, stored when asked.
     let cut = DET.replace("\"temperature\":0", "\"temperature\":0,\"max_tokens\":4");

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use llm_tower_core::{
-    BoxError, CircuitOpen, Classification, Classified, Classify, Key, KeyFn, LlmClassifier,
+    BoxError, CircuitOpen, Classification, Classified, Classify, Deadline, Key, KeyFn, LlmClassifier,
 };
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -170,6 +170,8 @@ struct Permit {
     probe: bool,
     /// When the call began, if the slow-call rule needs it.
     start: Option<Instant>,
+    /// The request's [`Deadline`]: a call abandoned at or after it timed out.
+    deadline: Option<Instant>,
     done: bool,
 }
 
@@ -179,6 +181,10 @@ impl Permit {
     }
 
     fn record(mut self, class: &Classification) {
+        self.record_mut(class);
+    }
+
+    fn record_mut(&mut self, class: &Classification) {
         self.done = true;
         let b = self.breaker();
         let reg = &self.reg;
@@ -190,7 +196,16 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if !self.done && self.probe {
+        if self.done {
+            return;
+        }
+        // Abandoned before its outcome. At or past the request's deadline that
+        // is a timeout (a hung upstream, cut off by a retry layer or the edge
+        // above): a failure. Earlier (a hedge that lost, a caller that left)
+        // it says nothing about the upstream.
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.record_mut(&Classification::upstream_failure(true));
+        } else if self.probe {
             self.breaker().release_probe();
         }
     }
@@ -225,19 +240,23 @@ where
                     },
                 }
             }
-            Ok(probe) => ResponseFuture {
-                state: State::Calling {
-                    fut: self.inner.call(req),
-                    permit: Some(Permit {
-                        reg: self.reg.clone(),
-                        breaker,
-                        probe,
-                        start: reg.cfg.slow_calls.is_some().then(|| clock.now()),
-                        done: false,
-                    }),
-                    classifier: self.classifier.clone(),
-                },
-            },
+            Ok(probe) => {
+                let deadline = Deadline::of(&req);
+                ResponseFuture {
+                    state: State::Calling {
+                        fut: self.inner.call(req),
+                        permit: Some(Permit {
+                            reg: self.reg.clone(),
+                            breaker,
+                            probe,
+                            start: reg.cfg.slow_calls.is_some().then(|| clock.now()),
+                            deadline,
+                            done: false,
+                        }),
+                        classifier: self.classifier.clone(),
+                    },
+                }
+            }
         }
     }
 }

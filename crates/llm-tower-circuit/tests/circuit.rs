@@ -400,3 +400,56 @@ async fn grpc_breaker_and_retry_classify_by_grpc_status() {
     assert!(svc.oneshot(grpc_req()).await.unwrap_err().is::<CircuitOpen>());
     let _ = Instant::now();
 }
+
+#[tokio::test(start_paused = true)]
+async fn hung_calls_cut_by_a_retry_attempt_timeout_trip_the_breaker() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use llm_tower_retry::{AttemptTimeout, Backoff, Jitter, RetryLayer, RetryPolicy};
+    // The README order: Retry (attempt timeout) -> CircuitBreaker -> upstream
+    // that accepts and never answers. The most common real outage shape.
+    let m = mock(MockConfig { faults: FaultPlan::Always { fault: Fault::Hang }, ..Default::default() }).await;
+    let retry = RetryLayer::new(
+        RetryPolicy::default()
+            .max_attempts(3)
+            .backoff(Backoff::Fixed(Duration::from_millis(100)))
+            .jitter(Jitter::None)
+            .budget(None)
+            .attempt_timeout(AttemptTimeout::Fixed(secs(2))),
+    );
+
+    // Over LlmHttpService: the attempt's deadline reaches it, it ends the call
+    // with a typed Timeout, and the breaker records it.
+    let breaker = CircuitBreakerLayer::new(cfg().consecutive_failures(Some(3)));
+    let svc = retry.layer(breaker.layer(http(&m)));
+    let err = svc.clone().oneshot(req()).await.unwrap_err();
+    assert!(err.to_string().contains("timeout"), "{err}");
+    assert_eq!(breaker.handle().state("*"), CircuitState::Open, "3 hung attempts are 3 failures");
+
+    // Over a plain hyper client that knows nothing of deadlines: the retry
+    // layer drops the call at its deadline, and the breaker counts the drop.
+    let client: Client<_, LlmBody> = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("{}/v1/chat/completions", m.url());
+    let plain = tower::service_fn(move |mut r: Request<LlmBody>| {
+        *r.uri_mut() = url.parse().unwrap();
+        let c = client.clone();
+        async move { c.request(r).await }
+    });
+    let breaker = CircuitBreakerLayer::new(cfg().consecutive_failures(Some(3)));
+    let svc = retry.layer(breaker.layer(plain));
+    let start = Instant::now();
+    assert!(svc.clone().oneshot(req()).await.is_err());
+    assert_eq!(start.elapsed(), Duration::from_millis(6_200), "three 2 s attempts, two 100 ms backoffs");
+    assert_eq!(breaker.handle().state("*"), CircuitState::Open);
+
+    // A call dropped before its deadline (a hedge that lost, a caller that
+    // left) says nothing about the upstream.
+    let breaker = CircuitBreakerLayer::new(cfg().consecutive_failures(Some(1)));
+    let svc = breaker.layer(http(&m));
+    for _ in 0..3 {
+        let mut r = req();
+        r.extensions_mut().insert(llm_tower_core::Deadline(Instant::now() + secs(10)));
+        assert!(tokio::time::timeout(secs(1), svc.clone().oneshot(r)).await.is_err());
+    }
+    assert_eq!(breaker.handle().state("*"), CircuitState::Closed);
+}

@@ -167,6 +167,85 @@ impl StdError for StreamAborted {
     }
 }
 
+/// What was wrong with an upstream answer that was read whole before its head
+/// was passed on (see [`BadResponse`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BadResponseKind {
+    /// The body broke off (connection reset or closed mid-body).
+    Cut,
+    /// The body was larger than the reader's limit.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A JSON answer that does not parse.
+    InvalidJson,
+}
+
+/// An upstream answer that could not be passed on whole (HTTP 502): it broke
+/// off, was over the size limit, or was not the JSON it claimed to be. No byte
+/// of it reached the caller, so a cut or invalid answer is retryable (another
+/// attempt or another provider may answer); an answer over the limit is not
+/// (the same request would get the same answer).
+///
+/// ```
+/// use llm_tower_core::{BadResponse, BadResponseKind, ErrorInfo};
+/// let e = BadResponse::new(BadResponseKind::TooLarge { limit: 1024 });
+/// assert_eq!(e.to_string(), "upstream answer larger than 1024 bytes");
+/// let info = ErrorInfo::from_error(&e);
+/// assert_eq!(info.status, http::StatusCode::BAD_GATEWAY);
+/// assert_eq!(info.code, Some("upstream_response_too_large"));
+/// ```
+#[derive(Debug)]
+pub struct BadResponse {
+    /// What was wrong.
+    pub kind: BadResponseKind,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl BadResponse {
+    /// An answer that was wrong in the way `kind` says.
+    pub fn new(kind: BadResponseKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// An answer whose body broke off because of `source`.
+    pub fn cut(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self { kind: BadResponseKind::Cut, source: Some(source.into()) }
+    }
+
+    /// Whether another attempt may get a good answer.
+    ///
+    /// ```
+    /// use llm_tower_core::{BadResponse, BadResponseKind};
+    /// assert!(BadResponse::new(BadResponseKind::InvalidJson).retryable());
+    /// assert!(!BadResponse::new(BadResponseKind::TooLarge { limit: 1 }).retryable());
+    /// ```
+    pub fn retryable(&self) -> bool {
+        !matches!(self.kind, BadResponseKind::TooLarge { .. })
+    }
+}
+
+impl fmt::Display for BadResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            BadResponseKind::Cut => match &self.source {
+                Some(s) => write!(f, "upstream answer broke off: {s}"),
+                None => f.write_str("upstream answer broke off"),
+            },
+            BadResponseKind::TooLarge { limit } => write!(f, "upstream answer larger than {limit} bytes"),
+            BadResponseKind::InvalidJson => f.write_str("upstream answer is not valid JSON"),
+        }
+    }
+}
+
+impl StdError for BadResponse {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
 /// An upstream answered with an error status, turned into an error (for callers
 /// that want `Result` semantics, or when the upstream's own body is unusable).
 ///
@@ -694,6 +773,14 @@ impl ErrorInfo {
                 )
                 .code("upstream_connection_error"),
             );
+        }
+        if let Some(e) = e.downcast_ref::<BadResponse>() {
+            let code = match e.kind {
+                BadResponseKind::Cut => "upstream_response_cut",
+                BadResponseKind::TooLarge { .. } => "upstream_response_too_large",
+                BadResponseKind::InvalidJson => "upstream_response_invalid",
+            };
+            return Some(ErrorInfo::new(StatusCode::BAD_GATEWAY, "api_error", e.to_string()).code(code));
         }
         if e.is::<StreamAborted>() {
             return Some(

@@ -27,6 +27,7 @@ pub mod error;
 pub mod hint;
 pub mod info;
 pub mod key;
+pub mod peek;
 mod secret;
 pub mod sse;
 pub mod usage;
@@ -34,9 +35,9 @@ pub mod usage;
 pub use body::LlmBody;
 pub use classify::{Classification, Classified, Classify, GrpcClassifier, LlmClassifier, OutcomeClass};
 pub use error::{
-    AllBackendsFailed, BackendAttempt, BudgetExceeded, CircuitOpen, Connect, ErrorInfo, InvalidRequest,
-    ModelNotFound, PayloadTooLarge, RateLimited, RetriesExhausted, StreamAborted, Timeout, TimeoutPhase,
-    Transport, Upstream, error_response,
+    AllBackendsFailed, BackendAttempt, BadResponse, BadResponseKind, BudgetExceeded, CircuitOpen, Connect,
+    ErrorInfo, InvalidRequest, ModelNotFound, PayloadTooLarge, RateLimited, RetriesExhausted, StreamAborted,
+    Timeout, TimeoutPhase, Transport, Upstream, error_response,
 };
 pub use info::{Api, RequestInfo};
 pub use key::{Key, KeyFn};
@@ -61,6 +62,49 @@ impl Attempt {
     /// The attempt number of `req` (1 when no retry layer marked it).
     pub fn of<B>(req: &http::Request<B>) -> u32 {
         req.extensions().get::<Attempt>().map_or(1, |a| a.0)
+    }
+}
+
+/// The instant by which a request's answer (its response head) must have
+/// arrived, in the request's extensions.
+///
+/// Whoever bounds a request's time writes it (the gateway's edge for the whole
+/// request, a retry layer for each attempt); every layer below may only tighten
+/// it, never extend it. The HTTP service stops waiting at it (a typed
+/// `Timeout`), a retry layer does not start an attempt past it, and a circuit
+/// breaker counts a call abandoned at or after it as a failure (an upstream that
+/// hangs is the most common outage), while a call cancelled earlier (a hedge
+/// that lost, a caller that left) counts as nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::Deadline;
+/// let mut req = http::Request::new(());
+/// let now = tokio::time::Instant::now();
+/// Deadline::tighten(&mut req, now + Duration::from_secs(30));
+/// Deadline::tighten(&mut req, now + Duration::from_secs(60)); // later: ignored
+/// assert_eq!(Deadline::of(&req), Some(now + Duration::from_secs(30)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(pub tokio::time::Instant);
+
+impl Deadline {
+    /// The deadline of `req`, if one was set.
+    pub fn of<B>(req: &http::Request<B>) -> Option<tokio::time::Instant> {
+        req.extensions().get::<Deadline>().map(|d| d.0)
+    }
+
+    /// Sets `req`'s deadline to `at`, unless it already has an earlier one;
+    /// returns the deadline now in force.
+    pub fn tighten<B>(req: &mut http::Request<B>, at: tokio::time::Instant) -> tokio::time::Instant {
+        let ext = req.extensions_mut();
+        match ext.get::<Deadline>() {
+            Some(d) if d.0 <= at => d.0,
+            _ => {
+                ext.insert(Deadline(at));
+                at
+            }
+        }
     }
 }
 

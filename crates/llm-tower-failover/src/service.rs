@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use llm_tower_core::classify::{Classified, Classify, LlmClassifier, OutcomeClass};
 use llm_tower_core::info::rewrite_model;
+use llm_tower_core::peek::{Prefixed, peek};
 use llm_tower_core::sse::GuardBody;
 use llm_tower_core::usage::BodyKind;
 use llm_tower_core::{
@@ -600,7 +600,8 @@ enum Last<B> {
     Error(BoxError),
 }
 
-/// Largest error body read to look for `context_length_exceeded`.
+/// How much of a 400's body is read to look for `context_length_exceeded`
+/// (the whole body is passed on whatever its size).
 const MAX_PEEK: usize = 16 << 10;
 
 fn is_too_long(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -674,16 +675,14 @@ where
                 }
                 OutcomeClass::ClientError if peek_too_long && status == StatusCode::BAD_REQUEST => {
                     let (parts, body) = res.into_parts();
-                    let bytes = match http_body_util::Limited::new(body, MAX_PEEK).collect().await {
-                        Ok(b) => b.to_bytes(),
-                        Err(e) => return Outcome::Error(e),
-                    };
-                    if bytes.windows(23).any(|w| w == b"context_length_exceeded") {
+                    // The start of the body says why; the whole body is passed on.
+                    let peeked = peek(body, MAX_PEEK).await;
+                    if peeked.prefix().windows(23).any(|w| w == b"context_length_exceeded") {
                         return Outcome::TooLong(
                             BackendAttempt::new(&*name, "context_length_exceeded").status(400),
                         );
                     }
-                    let mut res = Response::from_parts(parts, FailoverBody::buffered(bytes));
+                    let mut res = Response::from_parts(parts, FailoverBody::peeked(peeked));
                     res.headers_mut().insert(X_LLM_BACKEND, header(&name));
                     Outcome::Answer(res)
                 }
@@ -947,7 +946,8 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Live { #[pin] body: GuardBody<Tracking<B>> },
-        Buffered { data: Option<Bytes> },
+        // Boxed: rare (a peeked 400), and large.
+        Peeked { body: Box<Prefixed<B>> },
     }
 }
 
@@ -1000,8 +1000,8 @@ impl<B> FailoverBody<B> {
         FailoverBody { inner: Kind::Live { body } }
     }
 
-    fn buffered(data: Bytes) -> Self {
-        FailoverBody { inner: Kind::Buffered { data: (!data.is_empty()).then_some(data) } }
+    fn peeked(body: Prefixed<B>) -> Self {
+        FailoverBody { inner: Kind::Peeked { body: Box::new(body) } }
     }
 }
 
@@ -1024,21 +1024,21 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().inner.project() {
-            KindProj::Buffered { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Peeked { body } => Pin::new(&mut **body).poll_frame(cx),
             KindProj::Live { body } => body.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Kind::Buffered { data } => data.is_none(),
+            Kind::Peeked { body } => body.is_end_stream(),
             Kind::Live { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Kind::Buffered { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Peeked { body } => body.size_hint(),
             Kind::Live { body } => body.size_hint(),
         }
     }

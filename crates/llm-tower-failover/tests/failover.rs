@@ -362,3 +362,28 @@ async fn the_hedging_delay_follows_the_recent_latency_percentile() {
     );
     assert_eq!(f.stats()[1].hedges, warm_hedges + 1);
 }
+
+#[tokio::test]
+async fn a_large_400_is_read_for_context_length_and_passed_on_whole() {
+    // The route has a context fallback, so the 400 is peeked; over the peek
+    // limit it must stay a 400 with its whole body (not a 500, not empty).
+    let big = mock(FaultPlan::Always {
+        fault: Fault::LargeError { status: 400, code: Some("invalid_value".into()), bytes: 100_000 },
+    })
+    .await;
+    let large = mock(FaultPlan::None).await;
+    let f = Failover::builder()
+        .backend(Backend::new("small", http("small", &big)))
+        .backend(Backend::new("large", http("large", &large)))
+        .route("gpt-4o-mini", Route::new([Target::new("small")]).context_fallback("big"))
+        .route("big", Route::new([Target::to("large", "gpt-4o")]))
+        .build()
+        .unwrap();
+    let res = send(&f, CHAT).await.unwrap();
+    assert_eq!((res.status(), backend(&res)), (StatusCode::BAD_REQUEST, "small"));
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("whole JSON");
+    assert_eq!(json["error"]["code"], "invalid_value");
+    assert_eq!(json["error"]["message"].as_str().unwrap().len(), 100_000);
+    assert_eq!(llm(&large), 0, "a client error never fails over");
+}

@@ -20,8 +20,8 @@ use llm_tower_cache::CacheKey;
 use llm_tower_core::chat::ModelList;
 use llm_tower_core::usage::{BodyKind, UsageBody, UsageReport, UsageSlot};
 use llm_tower_core::{
-    Api, ErrorInfo, InvalidRequest, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Secret, ServedBy,
-    Upstream,
+    Api, Deadline, ErrorInfo, InvalidRequest, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Secret,
+    ServedBy, Timeout, TimeoutPhase, Upstream,
 };
 use llm_tower_http::HttpClient;
 use llm_tower_mock::MockServer;
@@ -68,6 +68,8 @@ struct AppState {
     admin_token: Option<Secret>,
     models_json: Bytes,
     max_body: usize,
+    /// The longest a client waits for an answer to start (`server.deadline_ms`).
+    deadline: Option<Duration>,
     _mocks: Vec<MockServer>,
 }
 
@@ -116,6 +118,7 @@ impl Gateway {
             admin_token: config.admin_token(),
             models_json,
             max_body: config.server.max_body_bytes,
+            deadline: config.deadline(),
             _mocks: mocks,
         });
         let mut router = Router::new();
@@ -375,8 +378,22 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let mut upstream_req = http::Request::from_parts(parts, LlmBody::from(bytes));
     upstream_req.extensions_mut().insert(info.clone());
     // The stack LlmStack built: counted, accounted, cached, tenant limits,
-    // then failover over the providers' own stacks.
-    let outcome = app.llm.service().oneshot(upstream_req).await.map(|r| r.map(AxumBody::new));
+    // then failover over the providers' own stacks. The request's deadline
+    // covers all of it: every layer below sees it (`Deadline`), and whatever
+    // is still waiting when it passes is dropped and answered 504.
+    let deadline = app.deadline.map(|limit| (start + limit, limit));
+    if let Some((at, _)) = deadline {
+        upstream_req.extensions_mut().insert(Deadline(at));
+    }
+    let call = app.llm.service().oneshot(upstream_req);
+    let outcome = match deadline {
+        Some((at, limit)) => match tokio::time::timeout_at(at, call).await {
+            Ok(r) => r,
+            Err(_) => Err(Timeout { phase: TimeoutPhase::Total, after: limit }.into()),
+        },
+        None => call.await,
+    }
+    .map(|r| r.map(AxumBody::new));
     let res = match outcome {
         Ok(res) => res,
         Err(e) => {

@@ -111,3 +111,81 @@ async fn per_model_breakers_isolate_models() {
     assert_eq!(state("text-embedding-3-small"), Some("closed".into()));
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_provider_is_answered_504_within_the_deadline_and_trips_the_breaker() {
+    // Default retry (3 attempts): the deadline (the headers timeout, 5 s
+    // here) covers all of them, so the client waits 5 s, not 3 x 5 s.
+    let mock = MockServer::start(MockConfig {
+        faults: FaultPlan::Always { fault: Fault::Hang },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let h = start(&config_with(&mock, "[providers.circuit_breaker]\nconsecutive_failures = 2\n", "")).await;
+    for _ in 0..2 {
+        let start = tokio::time::Instant::now();
+        let (status, _, body) = h.call(Method::POST, "/v1/chat/completions", CHAT).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(error_of(&body).1.as_deref(), Some("upstream_timeout"));
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+    // Both hangs counted as failures: the breaker is open and spares the upstream.
+    let s = stats(&h).await;
+    assert_eq!(s["providers"][0]["circuit_breaker"]["failures"], 2, "{s}");
+    let before = mock.stats().llm_requests;
+    let (status, _, body) = h.call(Method::POST, "/v1/chat/completions", CHAT).await;
+    assert_eq!(
+        (status, error_of(&body).1.as_deref()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("circuit_open"))
+    );
+    assert_eq!(mock.stats().llm_requests, before);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_deadline_bounds_the_whole_request() {
+    let mock = MockServer::start(MockConfig {
+        faults: FaultPlan::Always { fault: Fault::Hang },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let h = start(&config_with(&mock, "", "[server]\ndeadline_ms = 1500\n").replacen(
+        "[server]\nmax_body_bytes = 4096\n",
+        "",
+        1,
+    ))
+    .await;
+    let start = tokio::time::Instant::now();
+    let (status, _, _) = h.call(Method::POST, "/v1/chat/completions", CHAT).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(start.elapsed(), Duration::from_millis(1500));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_json_answer_cut_mid_body_is_retried_never_sent_as_a_200() {
+    let faults = FaultPlan::Script { faults: vec![Fault::StreamCut { after_tokens: 1 }] };
+    let mock = MockServer::start(MockConfig { faults, ..Default::default() }).await.unwrap();
+    let h = start(&config_with(&mock, RETRY_FAST, "")).await;
+    let (status, _, body) = h.call(Method::POST, "/v1/chat/completions", CHAT).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(json(&body)["choices"][0]["message"]["content"].is_string(), "a whole answer");
+    assert_eq!(mock.stats().llm_requests, 2);
+    assert_eq!(stats(&h).await["providers"][0]["retry"]["by_reason"]["bad_response"], 1);
+    h.stop().await;
+
+    // Without retries, broken JSON is a 502 with an OpenAI error body.
+    let mock = MockServer::start(MockConfig {
+        faults: FaultPlan::Always { fault: Fault::MalformedJson },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let h = start(&config_for(&mock, "")).await;
+    let (status, _, body) = h.call(Method::POST, "/v1/chat/completions", CHAT).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(error_of(&body), ("api_error".into(), Some("upstream_response_invalid".into())));
+    h.stop().await;
+}

@@ -4,17 +4,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
 use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use llm_tower_core::{
-    Api, BoxError, Connect, InvalidRequest, LlmBody, RequestInfo, StreamAborted, Timeout, TimeoutPhase,
-    Transport,
+    Api, BadResponse, BadResponseKind, BoxError, Connect, Deadline, InvalidRequest, LlmBody, RequestInfo,
+    StreamAborted, Timeout, TimeoutPhase, Transport,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -34,7 +34,9 @@ use crate::{Provider, ProviderKind, strip_hop_by_hop};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// Until the response head (time to first byte). Non-streamed answers
-    /// arrive only when generation ends, so keep this generous. Default 300 s.
+    /// arrive only when generation ends, so keep this generous; it also bounds
+    /// reading a non-streamed answer whole. Default 120 s (a long non-streamed
+    /// answer from a slow reasoning model can need more: raise it, or stream).
     pub headers: Option<Duration>,
     /// Between two body chunks: a stalled stream is cut. Default 120 s.
     pub idle: Option<Duration>,
@@ -45,7 +47,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
-            headers: Some(Duration::from_secs(300)),
+            headers: Some(Duration::from_secs(120)),
             idle: Some(Duration::from_secs(120)),
             total: Some(Duration::from_secs(600)),
         }
@@ -64,7 +66,22 @@ impl Timeouts {
 }
 
 /// The hyper-based LLM HTTP service: sends a request to its [`Provider`] and
-/// returns the response with a streaming body (nothing is buffered).
+/// returns its answer.
+///
+/// A streamed answer (`text/event-stream`, `application/x-ndjson`, or any
+/// answer to a request whose [`RequestInfo`] says `stream`) is returned at its
+/// head with a body that passes chunks on as they come. Any other answer is
+/// read whole first, up to [`max_response_bytes`](Self::max_response_bytes)
+/// (default [`DEFAULT_MAX_RESPONSE_BYTES`]), so that the response this service
+/// returns is complete: an answer that breaks off, or a 2xx JSON answer that
+/// does not parse, becomes a retryable [`BadResponse`] error (no byte of it was
+/// passed on, so a retry or failover layer above can try again), and one over
+/// the limit a non-retryable one. Layers above then see a body whose
+/// `size_hint` is exact.
+///
+/// A [`Deadline`] in the request's extensions bounds the wait for the answer
+/// (the head, and for a non-streamed answer its whole body) together with the
+/// [`Timeouts`]; the earlier wins.
 ///
 /// It rewrites the URL for the provider, sets its credentials, replaces an
 /// aliased model name (only the `model` field of the body changes), strips
@@ -103,14 +120,21 @@ pub struct LlmHttpService {
     client: HttpClient,
     provider: Provider,
     timeouts: Timeouts,
+    max_response_bytes: usize,
     counters: Arc<HostCounters>,
 }
+
+/// The default limit on a non-streamed answer: 8 MiB (a chat answer is a few
+/// KiB; a large embeddings batch in float form can need more: raise it, or ask
+/// for `encoding_format: "base64"`).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 << 20;
 
 impl std::fmt::Debug for LlmHttpService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmHttpService")
             .field("provider", &self.provider)
             .field("timeouts", &self.timeouts)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
 }
@@ -126,7 +150,36 @@ impl LlmHttpService {
     pub fn with_client(provider: Provider, client: HttpClient) -> Self {
         let key = authority_key(&format!("{}/", provider.base_url()).parse().unwrap_or_default());
         let counters = client.registry.host(&key);
-        Self { client, provider, timeouts: Timeouts::default(), counters }
+        Self {
+            client,
+            provider,
+            timeouts: Timeouts::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            counters,
+        }
+    }
+
+    /// Sets the largest non-streamed answer read (bytes); a larger one is a
+    /// [`BadResponse`] (`TooLarge`, HTTP 502). Streams are not limited by it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+    /// use llm_tower_core::{BadResponse, LlmBody};
+    /// use llm_tower_http::{LlmHttpService, Provider};
+    /// use tower::ServiceExt;
+    ///
+    /// let mock = llm_tower_mock::MockServer::start(Default::default()).await?;
+    /// let provider = Provider::openai_compatible("mock", &format!("{}/v1", mock.url()))?;
+    /// let svc = LlmHttpService::new(provider).max_response_bytes(64);
+    /// let req = http::Request::post("/v1/chat/completions")
+    ///     .body(LlmBody::from(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#))?;
+    /// let err = svc.oneshot(req).await.unwrap_err();
+    /// assert!(err.is::<BadResponse>());
+    /// # Ok(()) }
+    /// ```
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
     }
 
     /// Sets the time limits.
@@ -189,6 +242,8 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
     }
 
     fn call(&mut self, req: Request<LlmBody>) -> ResponseFuture {
+        let caller_deadline = Deadline::of(&req);
+        let streamed_request = req.extensions().get::<Arc<RequestInfo>>().is_some_and(|i| i.stream);
         let req = match self.prepare(req) {
             Ok(r) => r,
             Err(e) => return ResponseFuture { state: State::Failed { err: Some(e) } },
@@ -198,24 +253,35 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
         let start = Instant::now();
         let t = self.timeouts;
         let total_deadline = t.total.map(|d| start + d);
-        let (phase, after) = match (t.headers, t.total) {
+        let (mut phase, mut after) = match (t.headers, t.total) {
             (Some(h), Some(tot)) if tot < h => (TimeoutPhase::Total, Some(tot)),
             (Some(h), _) => (TimeoutPhase::Headers, Some(h)),
             (None, tot) => (TimeoutPhase::Total, tot),
         };
+        let mut deadline = after.map(|d| start + d);
+        if let Some(c) = caller_deadline
+            && deadline.is_none_or(|d| c < d)
+        {
+            deadline = Some(c);
+            phase = TimeoutPhase::Headers;
+            after = Some(c.saturating_duration_since(start));
+        }
         ResponseFuture {
             state: State::Waiting {
                 inner: self.client.inner.request(req),
                 timer: None,
                 ctx: Some(Ctx {
-                    deadline: after.map(|d| start + d),
+                    deadline,
                     guard,
                     phase,
                     after,
                     total_deadline,
+                    caller_deadline,
                     timeouts: t,
                     authority: self.provider.authority().clone(),
                     served_by: self.provider.name_arc(),
+                    streamed_request,
+                    max_response_bytes: self.max_response_bytes,
                 }),
             },
         }
@@ -248,9 +314,13 @@ struct Ctx {
     phase: TimeoutPhase,
     after: Option<Duration>,
     total_deadline: Option<Instant>,
+    /// The request's [`Deadline`]: a non-streamed answer must be read by then.
+    caller_deadline: Option<Instant>,
     timeouts: Timeouts,
     authority: Authority,
     served_by: Arc<str>,
+    streamed_request: bool,
+    max_response_bytes: usize,
 }
 
 pin_project! {
@@ -274,53 +344,186 @@ pin_project! {
             timer: Option<Pin<Box<Sleep>>>,
             ctx: Option<Ctx>,
         },
+        // A non-streamed answer being read whole (boxed: the cold path of
+        // the future's size).
+        Reading {
+            read: Option<Box<Reading>>,
+        },
         Failed {
             err: Option<BoxError>,
         },
     }
 }
 
+/// A non-streamed answer being collected before its head is returned.
+struct Reading {
+    parts: http::response::Parts,
+    body: Streaming,
+    /// The first chunk (most answers are one), then the rest appended.
+    first: Option<Bytes>,
+    rest: BytesMut,
+    len: usize,
+    limit: usize,
+    /// A 2xx JSON answer: checked to parse before it is returned.
+    check_json: bool,
+}
+
+impl Reading {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<ResponseBody>, BoxError>> {
+        loop {
+            match ready!(self.body.poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    self.len = self.len.saturating_add(data.len());
+                    if self.len > self.limit {
+                        self.body.fail();
+                        return Poll::Ready(Err(BadResponse::new(BadResponseKind::TooLarge {
+                            limit: self.limit,
+                        })
+                        .into()));
+                    }
+                    match self.first.as_ref() {
+                        None if self.rest.is_empty() => self.first = Some(data),
+                        _ => {
+                            if let Some(first) = self.first.take() {
+                                self.rest.reserve(self.len);
+                                self.rest.extend_from_slice(&first);
+                            }
+                            self.rest.extend_from_slice(&data);
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    // A timeout keeps its type (retryable, and the deadline
+                    // logic of a retry layer reads its phase); a broken body
+                    // is an answer cut before anything was passed on.
+                    if e.is::<Timeout>() {
+                        return Poll::Ready(Err(e));
+                    }
+                    return Poll::Ready(Err(BadResponse::cut(e).into()));
+                }
+                None => {
+                    let bytes = match self.first.take() {
+                        Some(b) => b,
+                        None => std::mem::take(&mut self.rest).freeze(),
+                    };
+                    if self.check_json && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+                        return Poll::Ready(Err(BadResponse::new(BadResponseKind::InvalidJson).into()));
+                    }
+                    let mut parts = std::mem::replace(&mut self.parts, Response::new(()).into_parts().0);
+                    parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+                    let body = ResponseBody { kind: Kind::Full { data: Some(bytes) } };
+                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                }
+            }
+        }
+    }
+}
+
+/// Whether an answer is a stream (passed on as it comes) rather than one
+/// document (read whole first).
+fn is_streamed(headers: &http::HeaderMap, streamed_request: bool) -> bool {
+    if streamed_request {
+        return true;
+    }
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        let ct = ct.trim_start();
+        ct.starts_with("text/event-stream") || ct.starts_with("application/x-ndjson")
+    })
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"))
+}
+
 impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Failed { err } => {
-                Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())))
-            }
-            StateProj::Waiting { inner, timer, ctx } => {
-                let outcome = match inner.poll(cx) {
-                    Poll::Ready(r) => r,
-                    Poll::Pending => {
-                        let Some(deadline) = ctx.as_ref().and_then(|c| c.deadline) else {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().state.project() {
+                StateProj::Failed { err } => {
+                    return Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())));
+                }
+                StateProj::Reading { read } => {
+                    let r = read.as_mut().expect("polled after completion");
+                    let out = ready!(r.poll_read(cx));
+                    *read = None;
+                    return Poll::Ready(out);
+                }
+                StateProj::Waiting { inner, timer, ctx } => {
+                    let outcome = match inner.poll(cx) {
+                        Poll::Ready(r) => r,
+                        Poll::Pending => {
+                            let Some(deadline) = ctx.as_ref().and_then(|c| c.deadline) else {
+                                return Poll::Pending;
+                            };
+                            let t = timer.get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+                            if t.as_mut().poll(cx).is_ready() {
+                                let c = ctx.take().expect("polled after completion");
+                                c.guard.fail();
+                                let after = c.after.unwrap_or_default();
+                                return Poll::Ready(Err(Timeout { phase: c.phase, after }.into()));
+                            }
                             return Poll::Pending;
-                        };
-                        let t = timer.get_or_insert_with(|| Box::pin(sleep_until(deadline)));
-                        if t.as_mut().poll(cx).is_ready() {
-                            let c = ctx.take().expect("polled after completion");
-                            c.guard.fail();
-                            let after = c.after.unwrap_or_default();
-                            return Poll::Ready(Err(Timeout { phase: c.phase, after }.into()));
                         }
-                        return Poll::Pending;
-                    }
-                };
-                let c = ctx.take().expect("polled after completion");
-                match outcome {
-                    Ok(res) => {
-                        let (mut parts, incoming) = res.into_parts();
-                        strip_hop_by_hop(&mut parts.headers);
-                        parts.extensions.insert(llm_tower_core::ServedBy(c.served_by));
-                        let body =
-                            ResponseBody::new(incoming, c.timeouts, c.total_deadline, c.guard, timer.take());
-                        Poll::Ready(Ok(Response::from_parts(parts, body)))
-                    }
-                    Err(e) => {
-                        c.guard.fail();
-                        Poll::Ready(Err(map_client_error(e, &c.authority)))
+                    };
+                    let c = ctx.take().expect("polled after completion");
+                    match outcome {
+                        Ok(res) => {
+                            let (mut parts, incoming) = res.into_parts();
+                            strip_hop_by_hop(&mut parts.headers);
+                            parts.extensions.insert(llm_tower_core::ServedBy(c.served_by));
+                            if is_streamed(&parts.headers, c.streamed_request) {
+                                let body = Streaming::new(
+                                    incoming,
+                                    c.timeouts,
+                                    c.total_deadline,
+                                    c.guard,
+                                    timer.take(),
+                                );
+                                let body = ResponseBody { kind: Kind::Streaming { body } };
+                                return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                            }
+                            // Read whole, by the earlier of the total limit and the caller's deadline.
+                            let total_deadline = match (c.total_deadline, c.caller_deadline) {
+                                (Some(t), Some(d)) => Some(t.min(d)),
+                                (t, d) => t.or(d),
+                            };
+                            let check_json = parts.status.is_success() && is_json(&parts.headers);
+                            let body =
+                                Streaming::new(incoming, c.timeouts, total_deadline, c.guard, timer.take());
+                            let len_hint = body.inner.size_hint().lower() as usize;
+                            let limit = c.max_response_bytes;
+                            if len_hint > limit {
+                                body.fail();
+                                return Poll::Ready(Err(BadResponse::new(BadResponseKind::TooLarge {
+                                    limit,
+                                })
+                                .into()));
+                            }
+                            let read = Reading {
+                                parts,
+                                body,
+                                first: None,
+                                rest: BytesMut::new(),
+                                len: 0,
+                                limit,
+                                check_json,
+                            };
+                            State::Reading { read: Some(Box::new(read)) }
+                        }
+                        Err(e) => {
+                            c.guard.fail();
+                            return Poll::Ready(Err(map_client_error(e, &c.authority)));
+                        }
                     }
                 }
-            }
+            };
+            self.as_mut().project().state.set(next);
         }
     }
 }
@@ -337,15 +540,33 @@ fn map_client_error(e: hyper_util::client::legacy::Error, authority: &Authority)
     if e.is_connect() { Box::new(Connect::new(authority.as_str(), e)) } else { Box::new(Transport::new(e)) }
 }
 
-/// A streamed upstream response body with idle and total timeouts.
+/// The body of an [`LlmHttpService`] answer: a stream passed on as it comes,
+/// or a non-streamed answer already read whole (its `size_hint` exact).
 ///
-/// Errors are typed: [`Timeout`] (`Idle` or `Total`) when a limit expires,
-/// [`StreamAborted`] when the upstream breaks the body.
+/// A stream's errors are typed: [`Timeout`] (`Idle` or `Total`) when a limit
+/// expires, [`StreamAborted`] when the upstream breaks the body.
+pub struct ResponseBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Streaming { body: Streaming },
+    Full { data: Option<Bytes> },
+}
+
+impl ResponseBody {
+    /// Whether this is a non-streamed answer that was read whole.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.kind, Kind::Full { .. })
+    }
+}
+
+/// A streamed upstream body with idle and total timeouts.
 ///
 /// One timer serves both limits and is re-armed lazily: a chunk only records
 /// when it arrived; when the timer fires, the body checks the idle and total
 /// deadlines and either fails or re-arms for the earlier one.
-pub struct ResponseBody {
+struct Streaming {
     inner: Incoming,
     timer: Option<Pin<Box<Sleep>>>,
     timeouts: Timeouts,
@@ -354,7 +575,7 @@ pub struct ResponseBody {
     guard: Option<InFlight>,
 }
 
-impl ResponseBody {
+impl Streaming {
     fn new(
         inner: Incoming,
         timeouts: Timeouts,
@@ -362,7 +583,7 @@ impl ResponseBody {
         guard: InFlight,
         timer: Option<Pin<Box<Sleep>>>,
     ) -> Self {
-        ResponseBody {
+        Streaming {
             inner,
             timer,
             timeouts,
@@ -413,7 +634,17 @@ impl ResponseBody {
 
 impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseBody").field("done", &self.guard.is_none()).finish()
+        match &self.kind {
+            Kind::Streaming { body } => f
+                .debug_struct("ResponseBody")
+                .field("streaming", &true)
+                .field("done", &body.guard.is_none())
+                .finish(),
+            Kind::Full { data } => f
+                .debug_struct("ResponseBody")
+                .field("remaining", &data.as_ref().map_or(0, Bytes::len))
+                .finish(),
+        }
     }
 }
 
@@ -425,7 +656,39 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
+        match &mut self.kind {
+            Kind::Streaming { body } => body.poll_frame(cx),
+            Kind::Full { data } => {
+                Poll::Ready(data.take().filter(|d| !d.is_empty()).map(|d| Ok(Frame::data(d))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Streaming { body } => body.guard.is_none() || body.inner.is_end_stream(),
+            Kind::Full { data } => data.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Streaming { body } => body.inner.size_hint(),
+            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+impl Streaming {
+    /// Ends the call as failed (counted as an upstream error).
+    fn fail(&self) {
+        if let Some(g) = &self.guard {
+            g.fail();
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self;
         let Some(guard) = this.guard.as_ref() else { return Poll::Ready(None) };
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -454,13 +717,5 @@ impl Body for ResponseBody {
                 }
             },
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.guard.is_none() || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

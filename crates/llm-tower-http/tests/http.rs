@@ -10,8 +10,8 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use llm_tower_core::usage::{BodyKind, StreamEnd, UsageBody};
 use llm_tower_core::{
-    BoxError, Classified, Classify, Connect, ErrorInfo, LlmBody, LlmClassifier, Secret, StreamAborted,
-    Timeout, TimeoutPhase, Transport, UsageReport,
+    BadResponse, BadResponseKind, BoxError, Classified, Classify, Connect, Deadline, ErrorInfo, LlmBody,
+    LlmClassifier, Secret, StreamAborted, Timeout, TimeoutPhase, Transport, UsageReport,
 };
 use llm_tower_http::{ClientConfig, HttpClient, LlmHttpService, Provider, ProviderKind, Timeouts};
 use llm_tower_mock::{Fault, FaultPlan, Latency, Limits, MockConfig, MockServer};
@@ -185,15 +185,82 @@ async fn stream_cut_midway_is_stream_aborted_and_ended_early() {
 }
 
 #[tokio::test]
-async fn malformed_json_passes_through_without_usage() {
+async fn malformed_json_answer_is_a_retryable_bad_response_not_a_200() {
     let mock =
         mock(MockConfig { faults: FaultPlan::Always { fault: Fault::MalformedJson }, ..Default::default() })
             .await;
+    let err = call(&service(&mock), post("/v1/chat/completions", CHAT)).await.unwrap_err();
+    let bad = err.downcast_ref::<BadResponse>().expect("typed bad response");
+    assert_eq!(bad.kind, BadResponseKind::InvalidJson);
+    assert!(LlmClassifier::default().classify_error(&*err).retryable);
+    assert_eq!(ErrorInfo::from_error(&*err).status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn json_answer_cut_mid_body_is_a_retryable_bad_response() {
+    let faults = FaultPlan::Always { fault: Fault::StreamCut { after_tokens: 1 } };
+    let mock = mock(MockConfig { faults, ..Default::default() }).await;
+    let svc = service(&mock);
+    let err = call(&svc, post("/v1/chat/completions", CHAT)).await.unwrap_err();
+    let bad = err.downcast_ref::<BadResponse>().expect("typed bad response");
+    assert_eq!(bad.kind, BadResponseKind::Cut);
+    assert!(LlmClassifier::default().classify_error(&*err).retryable);
+    assert_eq!(ErrorInfo::from_error(&*err).code, Some("upstream_response_cut"));
+    let host = &svc.client().stats()[0];
+    assert_eq!((host.errors, host.in_flight), (1, 0));
+}
+
+#[tokio::test]
+async fn json_answer_is_complete_before_its_head_is_returned() {
+    let mock = mock(Default::default()).await;
     let res = call(&service(&mock), post("/v1/chat/completions", CHAT)).await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let (bytes, report) = read_with_usage(res.into_body(), BodyKind::Json).await;
-    assert!(serde_json::from_slice::<serde_json::Value>(&bytes.unwrap()).is_err());
-    assert_eq!(report.usage, None);
+    let body = res.into_body();
+    assert!(body.is_complete());
+    let len = body.size_hint().exact().expect("exact size");
+    let bytes = body.collect().await.unwrap().to_bytes();
+    assert_eq!(bytes.len() as u64, len);
+    serde_json::from_slice::<serde_json::Value>(&bytes).expect("whole JSON");
+}
+
+#[tokio::test]
+async fn json_answer_over_the_limit_is_refused_as_too_large() {
+    let mock = mock(Default::default()).await;
+    let err =
+        call(&service(&mock).max_response_bytes(100), post("/v1/chat/completions", CHAT)).await.unwrap_err();
+    let bad = err.downcast_ref::<BadResponse>().expect("typed bad response");
+    assert_eq!(bad.kind, BadResponseKind::TooLarge { limit: 100 });
+    assert!(!LlmClassifier::default().classify_error(&*err).retryable);
+    // A stream is not limited by it.
+    let res = call(&service(&mock).max_response_bytes(100), post("/v1/chat/completions", CHAT_STREAM))
+        .await
+        .unwrap();
+    assert!(res.into_body().collect().await.unwrap().to_bytes().len() > 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_deadline_bounds_the_wait_for_the_head() {
+    let mock =
+        mock(MockConfig { faults: FaultPlan::Always { fault: Fault::Hang }, ..Default::default() }).await;
+    let svc = service(&mock); // headers timeout 300 s
+    let start = tokio::time::Instant::now();
+    let mut req = post("/v1/chat/completions", CHAT);
+    req.extensions_mut().insert(Deadline(start + Duration::from_secs(7)));
+    let err = call(&svc, req).await.unwrap_err();
+    let t = err.downcast_ref::<Timeout>().expect("typed timeout");
+    assert_eq!((t.phase, t.after), (TimeoutPhase::Headers, Duration::from_secs(7)));
+    assert_eq!(start.elapsed(), Duration::from_secs(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_deadline_bounds_reading_a_slow_json_answer() {
+    let faults = FaultPlan::Always { fault: Fault::SlowBody { per_chunk_ms: 3_000 } };
+    let mock = mock(MockConfig { faults, ..Default::default() }).await;
+    let start = tokio::time::Instant::now();
+    let mut req = post("/v1/chat/completions", CHAT);
+    req.extensions_mut().insert(Deadline(start + Duration::from_secs(5)));
+    let err = call(&service(&mock), req).await.unwrap_err();
+    assert!(err.is::<Timeout>(), "{err:?}");
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
 }
 
 #[tokio::test]

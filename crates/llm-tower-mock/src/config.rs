@@ -124,6 +124,18 @@ pub enum Fault {
         /// HTTP status (502, 503, ...).
         status: u16,
     },
+    /// Answer with this status and an OpenAI-format error body whose message
+    /// is padded to about `bytes` bytes (a proxy's long error page, a provider
+    /// that echoes the request): tests that error bodies of any size pass whole.
+    LargeError {
+        /// HTTP status.
+        status: u16,
+        /// The error body's `code`, written first (so a reader of a prefix sees it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        /// Approximate body size in bytes.
+        bytes: usize,
+    },
     /// Reset the TCP connection before sending anything.
     Reset,
     /// Accept the request and never answer.

@@ -495,7 +495,9 @@ async fn grpc(state: &Arc<State>, n: u64, body: &Bytes) -> Res {
             res.headers_mut().insert("grpc-message", HeaderValue::from_static("unavailable"));
             return res;
         }
-        Fault::Status { .. } | Fault::HtmlError { .. } | Fault::MalformedJson => (Bytes::new(), 13),
+        Fault::Status { .. } | Fault::LargeError { .. } | Fault::HtmlError { .. } | Fault::MalformedJson => {
+            (Bytes::new(), 13)
+        }
         _ => (body.clone(), 0),
     };
     let mut res = Response::new(MockBody::Grpc { data: Some(data), trailers: Some(head(code)) });
@@ -642,6 +644,19 @@ async fn llm(
             }
             return res;
         }
+        Fault::LargeError { status, code, bytes } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = serde_json::json!({"error": {
+                "code": code,
+                "type": if status.as_u16() == 429 { "rate_limit_error" } else { "invalid_request_error" },
+                "message": "x".repeat(bytes.min(64 << 20)),
+            }});
+            let mut res = Response::new(MockBody::full(serde_json::to_vec(&body).unwrap_or_default()));
+            *res.status_mut() = status;
+            res.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return res;
+        }
         Fault::HtmlError { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let page = format!("<html><body><h1>{status}</h1><p>upstream unavailable</p></body></html>");
@@ -771,6 +786,7 @@ fn fault_name(f: &Fault) -> String {
         Fault::Ok => "ok".into(),
         Fault::Status { status, .. } => format!("status_{status}"),
         Fault::HtmlError { status } => format!("html_{status}"),
+        Fault::LargeError { status, .. } => format!("large_{status}"),
         Fault::Reset => "reset".into(),
         Fault::Hang => "hang".into(),
         Fault::StreamCut { .. } => "stream_cut".into(),

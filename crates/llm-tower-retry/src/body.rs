@@ -6,11 +6,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use llm_tower_core::BoxError;
+use llm_tower_core::peek::Prefixed;
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// The inner service's body, or a body the retry layer had to read (a 429
-    /// it inspected for `insufficient_quota`).
+    /// The inner service's body, or a body whose start the retry layer read (a
+    /// 429 it inspected for `insufficient_quota`): then the bytes it read come
+    /// first and the rest of the body follows, whatever its size.
     pub struct RetryBody<R> {
         #[pin]
         kind: Kind<R>,
@@ -21,7 +23,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<R> {
         Inner { #[pin] inner: R },
-        Buffered { data: Option<Bytes> },
+        Peeked { #[pin] body: Prefixed<R> },
     }
 }
 
@@ -30,17 +32,17 @@ impl<R> RetryBody<R> {
         RetryBody { kind: Kind::Inner { inner } }
     }
 
-    pub(crate) fn buffered(data: Bytes) -> Self {
-        RetryBody { kind: Kind::Buffered { data: Some(data) } }
+    pub(crate) fn peeked(body: Prefixed<R>) -> Self {
+        RetryBody { kind: Kind::Peeked { body } }
     }
 
-    /// Whether the retry layer read this body itself.
+    /// Whether the retry layer read the start of this body itself.
     ///
     /// ```
     /// # let _ = llm_tower_retry::RetryBody::<http_body_util::Empty<bytes::Bytes>>::is_buffered;
     /// ```
     pub fn is_buffered(&self) -> bool {
-        matches!(self.kind, Kind::Buffered { .. })
+        matches!(self.kind, Kind::Peeked { .. })
     }
 }
 
@@ -64,21 +66,21 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Inner { inner } => inner.poll_frame(cx).map(|o| o.map(|r| r.map_err(Into::into))),
-            KindProj::Buffered { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Peeked { body } => body.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { inner } => inner.is_end_stream(),
-            Kind::Buffered { data } => data.is_none(),
+            Kind::Peeked { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { inner } => inner.size_hint(),
-            Kind::Buffered { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Peeked { body } => body.size_hint(),
         }
     }
 }

@@ -9,11 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::combinators::Collect;
-use http_body_util::{BodyExt, Limited};
+use llm_tower_core::peek::{Peek, peek};
 use llm_tower_core::{
-    Attempt, BoxError, Classification, Classified, Classify, LlmClassifier, OutcomeClass, RetriesExhausted,
-    Timeout, TimeoutPhase,
+    Attempt, BoxError, Classification, Classified, Classify, Deadline, LlmClassifier, OutcomeClass,
+    RetriesExhausted, Timeout, TimeoutPhase,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
@@ -23,7 +22,8 @@ use crate::budget::RetryBudget;
 use crate::stats::Counters;
 use crate::{AttemptTimeout, RandomSource, RetryBody, RetryPolicy, RetryStats, ThreadRandom};
 
-/// 429 bodies read to look for `insufficient_quota`, at most.
+/// How much of a 429's body is read to look for `insufficient_quota` (the
+/// whole body is passed on whatever its size).
 const QUOTA_PEEK_LIMIT: usize = 16 << 10;
 
 pub(crate) struct Shared<C> {
@@ -215,23 +215,60 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         // One atomic per request: with a budget, its deposit count is the request count.
         match &shared.budget {
             Some(b) => b.deposit(),
             None => Counters::bump(&shared.counters.requests),
         }
+        let caller_deadline = Deadline::of(&req);
         // Read the clock only if something needs the time (the budget does not).
-        let start = shared.needs_clock.then(Instant::now);
-        let deadline = shared.policy.deadline.zip(start).map(|(d, s)| s + d);
+        let start = (shared.needs_clock || caller_deadline.is_some()).then(Instant::now);
+        let deadline = match (shared.policy.deadline.zip(start).map(|(d, s)| s + d), caller_deadline) {
+            (Some(own), Some(caller)) => Some(own.min(caller)),
+            (own, caller) => own.or(caller),
+        };
+        if let (Some(d), Some(now)) = (deadline, start)
+            && d <= now
+        {
+            // Out of time before the first attempt: no call (an abandoned call
+            // would count against the upstream).
+            let after = shared.policy.deadline.unwrap_or_default();
+            let err = Some(BoxError::from(Timeout { phase: TimeoutPhase::Total, after }));
+            return ResponseFuture {
+                svc: self.inner.clone(),
+                req,
+                shared,
+                attempt: 1,
+                prev_delay: Duration::ZERO,
+                deadline,
+                attempt_start: start,
+                started: start,
+                state: State::Done { err },
+            };
+        }
         // Call the instance that was polled ready; keep a clone for retries.
         let clone = self.inner.clone();
         let mut svc = std::mem::replace(&mut self.inner, clone);
-        // The first attempt carries no `Attempt` extension (absent means 1):
-        // an extension insert on every request is measurable.
-        let fut = svc.call(req.clone());
         let timer = start.map_or(AttemptTimer::Off, |now| AttemptTimer::new(&shared, deadline, now));
+        // The first attempt carries no `Attempt` extension (absent means 1):
+        // an extension insert on every request is measurable. It carries the
+        // attempt's deadline when there is one, so that the layers below (a
+        // breaker, the HTTP service) see the same limit.
+        let first = match timer.at() {
+            Some(at) if caller_deadline != Some(at) => {
+                let mut first = req.clone();
+                first.extensions_mut().insert(Deadline(at));
+                first
+            }
+            _ => req.clone(),
+        };
+        if caller_deadline.is_some() {
+            // Later attempts get their own deadline; the caller's stays in `deadline`.
+            req.extensions_mut().remove::<Deadline>();
+        }
+        let fut = svc.call(first);
         ResponseFuture {
             svc,
             req,
@@ -240,6 +277,7 @@ where
             prev_delay: Duration::ZERO,
             deadline,
             attempt_start: start,
+            started: start,
             state: State::Calling { fut, timer },
         }
     }
@@ -264,7 +302,7 @@ pin_project! {
 impl AttemptTimer {
     fn new<C>(shared: &Shared<C>, deadline: Option<Instant>, now: Instant) -> Self {
         let per_attempt = shared.attempt_timeout().map(|d| (now + d, TimeoutPhase::Headers, d));
-        let total = deadline.map(|t| (t, TimeoutPhase::Total, shared.policy.deadline.unwrap_or_default()));
+        let total = deadline.map(|t| (t, TimeoutPhase::Total, t.saturating_duration_since(now)));
         let pick = match (per_attempt, total) {
             (Some(a), Some(t)) => Some(if a.0 < t.0 { a } else { t }),
             (a, t) => a.or(t),
@@ -272,6 +310,14 @@ impl AttemptTimer {
         match pick {
             Some((at, phase, after)) => AttemptTimer::On { sleep: Box::pin(sleep_until(at)), phase, after },
             None => AttemptTimer::Off,
+        }
+    }
+
+    /// When this attempt's time runs out, if it is limited.
+    fn at(&self) -> Option<Instant> {
+        match self {
+            AttemptTimer::Off => None,
+            AttemptTimer::On { sleep, .. } => Some(sleep.deadline()),
         }
     }
 
@@ -300,7 +346,7 @@ pin_project! {
         },
         // Cold states are boxed to keep the future small.
         Peeking {
-            collect: Pin<Box<Collect<Limited<R>>>>,
+            peek: Peek<R>,
             parts: Option<Box<http::response::Parts>>,
             class: Classification,
         },
@@ -308,6 +354,7 @@ pin_project! {
             sleep: Pin<Box<Sleep>>,
         },
         Ready,
+        Done { err: Option<BoxError> },
     }
 }
 
@@ -326,6 +373,8 @@ pin_project! {
         prev_delay: Duration,
         deadline: Option<Instant>,
         attempt_start: Option<Instant>,
+        // When the request began (meaningful only when `deadline` is set).
+        started: Option<Instant>,
         #[pin]
         state: State<S::Future, R>,
     }
@@ -342,6 +391,9 @@ fn error_reason(e: &(dyn std::error::Error + 'static)) -> &'static str {
         }
         if e.is::<llm_tower_core::Transport>() {
             return "transport";
+        }
+        if e.is::<llm_tower_core::BadResponse>() {
+            return "bad_response";
         }
         cur = e.source();
     }
@@ -395,9 +447,8 @@ where
                                 && res.status() == http::StatusCode::TOO_MANY_REQUESTS
                             {
                                 let (parts, body) = res.into_parts();
-                                let collect = Box::pin(Limited::new(body, QUOTA_PEEK_LIMIT).collect());
                                 this.state.set(State::Peeking {
-                                    collect,
+                                    peek: peek(body, QUOTA_PEEK_LIMIT),
                                     parts: Some(Box::new(parts)),
                                     class,
                                 });
@@ -419,9 +470,18 @@ where
                             }
                         }
                         Err(err) => {
-                            let deadline_hit =
-                                err.downcast_ref::<Timeout>().is_some_and(|t| t.phase == TimeoutPhase::Total)
-                                    && this.deadline.is_some_and(|d| d <= Instant::now());
+                            let deadline_hit = this.deadline.is_some_and(|d| d <= Instant::now());
+                            let err = match (deadline_hit, err.downcast_ref::<Timeout>(), *this.deadline) {
+                                // Whichever timer fired first (ours or one below that
+                                // we gave the same deadline), the request is out of time.
+                                (true, Some(_), Some(d)) => BoxError::from(Timeout {
+                                    phase: TimeoutPhase::Total,
+                                    after: this
+                                        .started
+                                        .map_or(Duration::ZERO, |s| d.saturating_duration_since(s)),
+                                }),
+                                _ => err,
+                            };
                             let class = shared.classifier.classify_error(&*err);
                             let stop = deadline_hit
                                 || !class.retryable
@@ -447,11 +507,11 @@ where
                         }
                     }
                 }
-                StateProj::Peeking { collect, parts, class } => {
-                    let body = ready!(collect.as_mut().poll(cx)).map(|c| c.to_bytes()).unwrap_or_default();
+                StateProj::Peeking { peek, parts, class } => {
+                    let body = ready!(Pin::new(peek).poll(cx));
                     let parts = *parts.take().expect("peeked once");
                     let shared = &**this.shared;
-                    let exhausted_quota = body.windows(18).any(|w| w == b"insufficient_quota");
+                    let exhausted_quota = body.prefix().windows(18).any(|w| w == b"insufficient_quota");
                     let class = *class;
                     let delay = if exhausted_quota {
                         Counters::bump(&shared.counters.quota_refusals);
@@ -462,7 +522,7 @@ where
                     match delay {
                         Some(delay) => this.state.set(State::Sleeping { sleep: Box::pin(sleep(delay)) }),
                         None => {
-                            let res = Response::from_parts(parts, RetryBody::buffered(body));
+                            let res = Response::from_parts(parts, RetryBody::peeked(body));
                             if *this.attempt > 1 {
                                 Counters::bump(&shared.counters.give_ups);
                             }
@@ -473,6 +533,9 @@ where
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Ready);
+                }
+                StateProj::Done { err } => {
+                    return Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())));
                 }
                 StateProj::Ready => {
                     if let Err(e) = ready!(this.svc.poll_ready(cx)) {
@@ -485,6 +548,9 @@ where
                     let now = Instant::now();
                     *this.attempt_start = Some(now);
                     let timer = AttemptTimer::new(this.shared, *this.deadline, now);
+                    if let Some(at) = timer.at() {
+                        req.extensions_mut().insert(Deadline(at));
+                    }
                     let fut = this.svc.call(req);
                     this.state.set(State::Calling { fut, timer });
                 }

@@ -327,3 +327,61 @@ async fn inner_layers_see_the_attempt_number() {
     assert_eq!(svc.oneshot(req(CHAT)).await.unwrap().status(), StatusCode::OK);
     assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_large_429_body_is_read_for_its_quota_code_and_passed_on_whole() {
+    // Over the 16 KiB the layer reads: the body must reach the caller whole.
+    let fault = Fault::LargeError { status: 429, code: Some("insufficient_quota".into()), bytes: 100_000 };
+    let mock = always(fault).await;
+    let layer = RetryLayer::new(plain());
+    let res = send(&layer, &mock, CHAT).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.body().is_buffered(), "the layer read the start of it");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("whole JSON");
+    assert_eq!(json["error"]["message"].as_str().unwrap().len(), 100_000);
+    assert_eq!(mock.stats().llm_requests, 1, "insufficient_quota is never retried");
+    assert_eq!(layer.stats().quota_refusals, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_attempt_carries_its_deadline_to_the_inner_service() {
+    // The HTTP service's own headers timeout is 300 s; the attempt limit of
+    // 2 s reaches it through the request's `Deadline`, so the inner call ends
+    // at 2 s by itself (a breaker between them sees the timeout).
+    let mock = mock_with(vec![Fault::Hang, Fault::Hang]).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let svc = http(&mock);
+    let inner = tower::service_fn(move |r: Request<LlmBody>| {
+        s.lock().unwrap().push(llm_tower_core::Deadline::of(&r));
+        svc.clone().oneshot(r)
+    });
+    let layer = RetryLayer::new(plain().attempt_timeout(AttemptTimeout::Fixed(secs(2))).deadline(secs(30)));
+    let start = Instant::now();
+    let res = layer.layer(inner).oneshot(req(CHAT)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Attempts at 0 s and 3 s (2 s limit + 1 s backoff), each limited to 2 s; the third answers.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, vec![Some(start + secs(2)), Some(start + secs(5)), Some(start + secs(8))]);
+    assert_eq!(start.elapsed(), secs(6));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callers_deadline_bounds_every_attempt_and_no_call_starts_past_it() {
+    let mock = always(Fault::Hang).await;
+    let layer = RetryLayer::new(plain().max_attempts(5));
+    let start = Instant::now();
+    let mut r = req(CHAT);
+    r.extensions_mut().insert(llm_tower_core::Deadline(start + secs(4)));
+    let err = layer.layer(http(&mock)).oneshot(r).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<Timeout>().map(|t| t.phase), Some(TimeoutPhase::Total), "{err:?}");
+    assert_eq!(start.elapsed(), secs(4));
+    assert_eq!(mock.stats().llm_requests, 1);
+    // Already past: no call at all.
+    let mut r = req(CHAT);
+    r.extensions_mut().insert(llm_tower_core::Deadline(Instant::now()));
+    let err = layer.layer(http(&mock)).oneshot(r).await.unwrap_err();
+    assert!(err.is::<Timeout>());
+    assert_eq!(mock.stats().llm_requests, 1);
+}
