@@ -369,8 +369,18 @@ impl LlmStack {
         let mut builder = Failover::builder().health(self.health);
         let mut handles = Vec::new();
         let mut served: Vec<(String, Vec<Target>)> = Vec::new();
+        // What each public name is priced as before the call (aliases, route targets).
+        let mut price_as: HashMap<String, String> = HashMap::new();
+        let mut providers_by_name: HashMap<Arc<str>, Provider> = HashMap::new();
         for p in self.providers {
             let name = p.provider.name_arc();
+            for m in &p.models {
+                let upstream = p.provider.upstream_model(m);
+                if upstream != m {
+                    price_as.entry(m.clone()).or_insert_with(|| upstream.to_owned());
+                }
+            }
+            providers_by_name.insert(name.clone(), p.provider.clone());
             let http = LlmHttpService::with_client(p.provider.clone(), client.clone())
                 .timeouts(p.timeouts)
                 .max_response_bytes(p.max_response_bytes);
@@ -414,10 +424,23 @@ impl LlmStack {
             }
         }
         for (model, route) in self.routes {
+            if let Some(t) = route.targets.first() {
+                let target = t.model.as_deref().unwrap_or(&model);
+                let upstream =
+                    providers_by_name.get(t.backend.as_str()).map_or(target, |p| p.upstream_model(target));
+                if upstream != model {
+                    price_as.insert(model.clone(), upstream.to_owned());
+                }
+            }
             builder = builder.route(model, route);
         }
         let failover = builder.build()?;
-        let accounting = self.accounting.map(TokenAccountingLayer::new);
+        let accounting = self.accounting.map(|mut cfg| {
+            for (public, priced) in price_as {
+                cfg.price_as.entry(public).or_insert(priced);
+            }
+            TokenAccountingLayer::new(cfg)
+        });
         let cache = self.cache.map(CacheLayer::new);
         let mut svc = boxed(failover.clone());
         if let Some(t) = &self.tenants {

@@ -148,5 +148,31 @@ impl ServedBy {
     }
 }
 
+/// The model an upstream was asked for, as sent (after a provider's alias or a
+/// route target renamed it), put in the response's extensions by the HTTP
+/// service, so that accounting prices an answer at the model that served it
+/// rather than at the public name the caller used.
+///
+/// ```
+/// use llm_tower_core::ServedModel;
+/// let mut res = http::Response::new(());
+/// res.extensions_mut().insert(ServedModel::new("gpt-4o-mini"));
+/// assert_eq!(ServedModel::of(&res), Some("gpt-4o-mini"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServedModel(pub std::sync::Arc<str>);
+
+impl ServedModel {
+    /// A marker for `model`.
+    pub fn new(model: impl Into<std::sync::Arc<str>>) -> Self {
+        ServedModel(model.into())
+    }
+
+    /// The model that answered `res`, if known.
+    pub fn of<B>(res: &http::Response<B>) -> Option<&str> {
+        res.extensions().get::<ServedModel>().map(|s| &*s.0)
+    }
+}
+
 /// The boxed error every layer returns (tower's).
 pub type BoxError = tower::BoxError;

@@ -140,8 +140,11 @@ impl Prices {
             (u.output - reasoning, self.output),
             (reasoning, self.reasoning),
         ];
-        let total: u128 = parts.iter().map(|&(n, price)| u128::from(n) * u128::from(price)).sum();
-        total.div_ceil(1_000_000) as u64
+        // Each product fits in u128; their sum might not (absurd inputs): saturate.
+        let total = parts
+            .iter()
+            .fold(0u128, |acc, &(n, price)| acc.saturating_add(u128::from(n) * u128::from(price)));
+        u64::try_from(total.div_ceil(1_000_000)).unwrap_or(u64::MAX)
     }
 }
 

@@ -144,3 +144,35 @@ async fn tenant_budgets_and_usage_in_stats() {
     assert!((1_500..=2_000).contains(&per_call), "the override prices were used: {per_call}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn an_alias_and_a_route_are_priced_at_the_model_that_served_them() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    // `fast` is the provider's alias of gpt-4o-mini; `smart` a route to it.
+    let toml = format!(
+        "[prices.gpt-4o-mini]\ninput = 10.0\noutput = 100.0\n[[routes]]\nmodel = \"smart\"\ntargets = [{{ provider = \"up\", model = \"gpt-4o-mini\" }}]\n{}",
+        config_for(&mock, "")
+    );
+    let h = start(&toml).await;
+    for model in ["gpt-4o-mini", "fast", "smart"] {
+        let body = CHAT.replace("gpt-4o-mini", model);
+        let (status, _, _) = h.call(Method::POST, "/v1/chat/completions", &body).await;
+        assert_eq!(status, StatusCode::OK, "{model}");
+    }
+    let (_, _, stats) = h.call(Method::GET, "/stats", "").await;
+    let s = json(&stats);
+    let cost = |model: &str| {
+        let line = s["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["model"] == model)
+            .unwrap_or_else(|| panic!("{model}: {s}"));
+        line["total"]["cost_micros"].as_u64().unwrap()
+    };
+    let direct = cost("gpt-4o-mini");
+    assert!(direct > 1_000, "priced by the override: {direct}");
+    assert_eq!(cost("fast"), direct, "the alias costs what its model costs");
+    assert_eq!(cost("smart"), direct, "the route costs what its target costs");
+    h.stop().await;
+}

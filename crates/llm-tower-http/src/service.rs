@@ -198,7 +198,8 @@ impl LlmHttpService {
         &self.client
     }
 
-    fn prepare(&self, req: Request<LlmBody>) -> Result<Request<LlmBody>, BoxError> {
+    /// The request as the upstream gets it, and the model it is asked for.
+    fn prepare(&self, req: Request<LlmBody>) -> Result<(Request<LlmBody>, Option<Arc<str>>), BoxError> {
         let (mut parts, mut body) = req.into_parts();
         let p = &self.provider;
         let needs_model = p.has_aliases() || matches!(p.kind(), ProviderKind::Azure { .. });
@@ -228,7 +229,9 @@ impl LlmHttpService {
         parts.headers.insert(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"));
         p.apply_headers(&mut parts.headers);
         parts.version = Version::HTTP_11;
-        Ok(Request::from_parts(parts, body))
+        let served =
+            upstream_model.or_else(|| parts.extensions.get::<Arc<RequestInfo>>().map(|i| i.model.clone()));
+        Ok((Request::from_parts(parts, body), served))
     }
 }
 
@@ -244,7 +247,7 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
     fn call(&mut self, req: Request<LlmBody>) -> ResponseFuture {
         let caller_deadline = Deadline::of(&req);
         let streamed_request = req.extensions().get::<Arc<RequestInfo>>().is_some_and(|i| i.stream);
-        let req = match self.prepare(req) {
+        let (req, served_model) = match self.prepare(req) {
             Ok(r) => r,
             Err(e) => return ResponseFuture { state: State::Failed { err: Some(e) } },
         };
@@ -280,6 +283,7 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
                     timeouts: t,
                     authority: self.provider.authority().clone(),
                     served_by: self.provider.name_arc(),
+                    served_model,
                     streamed_request,
                     max_response_bytes: self.max_response_bytes,
                 }),
@@ -319,6 +323,7 @@ struct Ctx {
     timeouts: Timeouts,
     authority: Authority,
     served_by: Arc<str>,
+    served_model: Option<Arc<str>>,
     streamed_request: bool,
     max_response_bytes: usize,
 }
@@ -477,6 +482,9 @@ impl Future for ResponseFuture {
                             let (mut parts, incoming) = res.into_parts();
                             strip_hop_by_hop(&mut parts.headers);
                             parts.extensions.insert(llm_tower_core::ServedBy(c.served_by));
+                            if let Some(m) = c.served_model {
+                                parts.extensions.insert(llm_tower_core::ServedModel(m));
+                            }
                             if is_streamed(&parts.headers, c.streamed_request) {
                                 let body = Streaming::new(
                                     incoming,

@@ -546,8 +546,12 @@ fn adapt<St: RateLimitStore>(shared: &Shared<St>, key: &Key, status: http::Statu
         match (remaining, reset) {
             (Some(0), Some(reset)) => shared.store.adjust(key, Adjustment::Hold(reset)),
             // Nearly out (under 10 % left): spread what remains over the time to reset.
-            (Some(r), Some(reset)) if kind == "requests" && limit.is_some_and(|l| r * 10 < l) => {
-                shared.store.adjust(key, Adjustment::Pace { interval: reset / r as u32, period: reset });
+            (Some(r), Some(reset))
+                if kind == "requests" && limit.is_some_and(|l| r.saturating_mul(10) < l) =>
+            {
+                // r >= 1 here; a value past u32 paces at the smallest interval, never divides by 0.
+                let interval = reset / u32::try_from(r).unwrap_or(u32::MAX).max(1);
+                shared.store.adjust(key, Adjustment::Pace { interval, period: reset });
             }
             _ => {}
         }

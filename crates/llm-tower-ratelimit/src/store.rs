@@ -376,15 +376,20 @@ impl KeyState {
             Adjustment::Dequeue => self.dequeue(),
             Adjustment::Hold(d) => {
                 let x = self.extra.get_or_insert_default();
-                x.blocked_until = x.blocked_until.max(now + d.as_nanos() as u64);
+                x.blocked_until = x.blocked_until.max(now.saturating_add(nanos(d)));
             }
             Adjustment::Pace { interval, period } => {
                 let x = self.extra.get_or_insert_default();
-                x.pace_interval = interval.as_nanos() as u64;
-                x.pace_until = now + period.as_nanos() as u64;
+                x.pace_interval = nanos(interval);
+                x.pace_until = now.saturating_add(nanos(period));
             }
         }
     }
+}
+
+/// A duration from an upstream's header in nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 const SHARDS: usize = 16;

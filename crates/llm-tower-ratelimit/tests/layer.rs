@@ -208,3 +208,34 @@ async fn our_refusals_are_classified_as_ours_never_as_upstream_failures() {
     }
     assert_eq!(mock.stats().llm_requests, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn absurd_upstream_limit_headers_never_panic_or_block_forever() {
+    use llm_tower_mock::{Fault, FaultPlan};
+    // remaining >= 2^32 divided the reset by 0 (a panic); a retry-after of
+    // u64::MAX seconds overflowed the hold.
+    let headers = vec![
+        ("x-ratelimit-limit-requests".into(), "100000000000000".into()),
+        ("x-ratelimit-remaining-requests".into(), "4294967296".into()),
+        ("x-ratelimit-reset-requests".into(), "1s".into()),
+    ];
+    let faults = vec![
+        Fault::Status { status: 503, retry_after: None, code: None, headers },
+        Fault::Status {
+            status: 429,
+            retry_after: None,
+            code: None,
+            headers: vec![("retry-after".into(), "18446744073709551615".into())],
+        },
+    ];
+    let mock = MockServer::start(MockConfig { faults: FaultPlan::Script { faults }, ..Default::default() })
+        .await
+        .unwrap();
+    let layer = RateLimitLayer::new(Limits::default().requests_per_minute(600).mode(Mode::Reject));
+    let svc = layer.layer(http(&mock));
+    assert_eq!(svc.clone().oneshot(req()).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(svc.clone().oneshot(req()).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    // Held (the hint is huge), refused with a retry-after, no panic.
+    let err = svc.clone().oneshot(req()).await.unwrap_err();
+    assert!(err.is::<RateLimited>(), "{err:?}");
+}

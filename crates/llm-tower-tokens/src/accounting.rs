@@ -11,7 +11,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use llm_tower_core::sse::SseParser;
 use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor, UsageSlot};
-use llm_tower_core::{Api, BoxError, Key, LlmBody, RequestInfo, ServedBy, Usage};
+use llm_tower_core::{Api, BoxError, Key, LlmBody, RequestInfo, ServedBy, ServedModel, Usage};
 use pin_project_lite::pin_project;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -34,6 +34,12 @@ use crate::{ModelInfo, Prices, count_input, counter_for};
 pub struct AccountingConfig {
     /// Price overrides by exact model name (else the built-in table).
     pub prices: HashMap<String, Prices>,
+    /// Public names priced as another model before the call (an alias, or a
+    /// route's first target): `fast` -> `gpt-4o-mini`. After the call, the
+    /// answer is priced at the model that served it (core's `ServedModel`,
+    /// set by the HTTP service) whenever its price is known. `LlmStack` fills
+    /// this from its providers' aliases and routes.
+    pub price_as: HashMap<String, String>,
     /// Output tokens assumed for a request without `max_tokens`. Default 256.
     pub default_output_tokens: u32,
     /// Ask streams for usage (`stream_options.include_usage`) when the caller
@@ -50,6 +56,7 @@ impl Default for AccountingConfig {
     fn default() -> Self {
         Self {
             prices: HashMap::new(),
+            price_as: HashMap::new(),
             default_output_tokens: 256,
             inject_stream_usage: true,
             default_budget: None,
@@ -64,11 +71,45 @@ struct Shared<St> {
     budgets: St,
 }
 
+impl AccountingConfig {
+    /// The known prices of `model`: an override, else the built-in table's
+    /// entry (`None` for a model neither knows).
+    ///
+    /// ```
+    /// let cfg = llm_tower_tokens::AccountingConfig::default();
+    /// assert!(cfg.known_prices("gpt-4o-mini").is_some());
+    /// assert!(cfg.known_prices("fast").is_none());
+    /// ```
+    pub fn known_prices(&self, model: &str) -> Option<Prices> {
+        if let Some(p) = self.prices.get(model) {
+            return Some(*p);
+        }
+        let info = ModelInfo::lookup(model);
+        (!info.prefix.is_empty()).then_some(info.prices)
+    }
+
+    /// The prices a request for the public name `model` is estimated at.
+    fn request_prices(&self, model: &str) -> Prices {
+        self.known_prices(model)
+            .or_else(|| self.price_as.get(model).and_then(|m| self.known_prices(m)))
+            .unwrap_or_default()
+    }
+}
+
 /// Token accounting: before a call, reserves its estimated cost against the
 /// tenant's budget (refusing with `BudgetExceeded` when it does not fit);
 /// after it, reads the real usage from the JSON body or the SSE stream as it
 /// passes, prices it, records it in a [`Ledger`] per tenant and model, and
-/// settles the budget with the real cost. A failed call costs nothing.
+/// settles the budget with the real cost. A failed call (an error, or a
+/// non-2xx answer) costs nothing; a call whose caller left after it was sent
+/// and before its answer is charged its estimate (the provider may bill it);
+/// a stream dropped mid-way is charged its usage so far, or its estimate.
+/// The answer is priced at the model that served it (an alias or a route
+/// target's model; see [`AccountingConfig::price_as`]). All token and cost
+/// arithmetic is `u64`/`u128`, saturating; costs round up to the micro-dollar.
+///
+/// Settling happens when the response body ends (read to its end, failed, or
+/// dropped), not at the response head.
 ///
 /// A streamed chat request without `stream_options.include_usage` is sent
 /// with it, and the extra usage chunk is removed from the caller's stream, so
@@ -162,6 +203,8 @@ struct Settle<St: BudgetStore> {
     estimate: u64,
     /// Input tokens counted here (used when the provider reports no usage).
     input: u64,
+    /// Output tokens the estimate assumed (`max_tokens` x `n`).
+    est_output: u64,
     /// Who answered (core's `ServedBy`), once known.
     provider: Option<Arc<str>>,
     /// Answered by a response cache: the usage is recorded, at no cost.
@@ -219,12 +262,34 @@ impl<St: BudgetStore> Settle<St> {
             }
         }
     }
+
+    /// The request was sent and its caller left before the answer: the
+    /// provider may well bill it, so it is charged its estimate (the counted
+    /// input and `max_tokens` x `n` of output) rather than nothing.
+    fn charge_estimate(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let usage = Usage { input: self.input, output: self.est_output, ..Default::default() };
+        if let Some(b) = &self.budget {
+            self.shared.budgets.settle(&self.tenant, b, self.estimate, self.estimate);
+        }
+        let provider = self.provider.as_deref().unwrap_or("-");
+        self.shared.ledger.record(self.tenant.as_str(), &self.model, provider, &usage, self.estimate);
+        tracing::debug!(
+            gen_ai.request.model = &*self.model,
+            cost_micros = self.estimate,
+            tenant = self.tenant.as_str(),
+            "caller left before the answer: charged the estimate"
+        );
+    }
 }
 
 impl<St: BudgetStore> Drop for Settle<St> {
     fn drop(&mut self) {
-        // Dropped before the call was made or finished without a report.
-        self.release();
+        // The call was made and nothing settled it: the caller went away.
+        self.charge_estimate();
     }
 }
 
@@ -257,15 +322,12 @@ where
             Err(e) => return ResponseFuture::failed(e.into()),
         };
         let cfg = &self.shared.cfg;
-        let prices =
-            cfg.prices.get(&*info.model).copied().unwrap_or_else(|| ModelInfo::lookup(&info.model).prices);
+        let prices = cfg.request_prices(&info.model);
         let input = info.estimated_input_tokens.unwrap_or_else(|| count_input(&info, req.body().as_bytes()));
-        let output = info.max_tokens.unwrap_or(cfg.default_output_tokens) * info.n.max(1);
-        let estimate = prices.cost_micros(&Usage {
-            input: u64::from(input),
-            output: u64::from(output),
-            ..Default::default()
-        });
+        // u32 x u32 always fits in u64.
+        let output =
+            u64::from(info.max_tokens.unwrap_or(cfg.default_output_tokens)) * u64::from(info.n.max(1));
+        let estimate = prices.cost_micros(&Usage { input: u64::from(input), output, ..Default::default() });
         // For the layers below (a response cache reports the cost it saved).
         req.extensions_mut().insert(prices);
         let tenant = info.tenant.clone().map_or(Key::from_static("-"), Key::from);
@@ -286,6 +348,7 @@ where
             budget,
             estimate,
             input: u64::from(input),
+            est_output: output,
             provider: None,
             free: false,
             done: true,
@@ -357,6 +420,11 @@ where
                         if let Some(by) = res.extensions().get::<ServedBy>() {
                             settle.provider = Some(by.0.clone());
                             settle.free = by.is_cache();
+                        }
+                        // Priced at the model that served it, when its price is known.
+                        if let Some(p) = ServedModel::of(&res).and_then(|m| settle.shared.cfg.known_prices(m))
+                        {
+                            settle.prices = p;
                         }
                         let kind = BodyKind::from_headers(res.headers());
                         let strip = *strip && kind == BodyKind::Sse;

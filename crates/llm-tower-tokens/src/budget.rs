@@ -123,8 +123,8 @@ impl BudgetStore for MemoryBudgets {
 
     fn reserve(&self, key: &Key, budget: &Budget, estimate: u64) -> Self::Reserve {
         ready(self.with(key, budget, |acc| {
-            let used = acc.spent + acc.reserved;
-            if used + estimate > budget.limit_micros {
+            let used = acc.spent.saturating_add(acc.reserved);
+            if used.saturating_add(estimate) > budget.limit_micros {
                 return Err(BudgetExceeded {
                     key: key.to_string(),
                     period: budget.period.name(),
@@ -132,7 +132,7 @@ impl BudgetStore for MemoryBudgets {
                     spent_micros: used,
                 });
             }
-            acc.reserved += estimate;
+            acc.reserved = acc.reserved.saturating_add(estimate);
             Ok(())
         }))
     }
@@ -140,7 +140,7 @@ impl BudgetStore for MemoryBudgets {
     fn settle(&self, key: &Key, budget: &Budget, estimate: u64, actual: u64) {
         self.with(key, budget, |acc| {
             acc.reserved = acc.reserved.saturating_sub(estimate);
-            acc.spent += actual;
+            acc.spent = acc.spent.saturating_add(actual);
         });
     }
 

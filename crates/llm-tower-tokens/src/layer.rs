@@ -133,8 +133,9 @@ where
         };
         if self.preflight != Preflight::Off {
             let model = ModelInfo::lookup(&info.model);
-            let output = info.max_tokens.unwrap_or(0) * info.n.max(1);
-            let need = u64::from(input) + u64::from(output);
+            // u32 x u32 always fits in u64: a huge max_tokens with n > 1 cannot wrap.
+            let output = u64::from(info.max_tokens.unwrap_or(0)) * u64::from(info.n.max(1));
+            let need = u64::from(input) + output;
             if !model.prefix.is_empty() && need > u64::from(model.context_window) {
                 let msg = format!(
                     "This model's maximum context length is {} tokens. However, you requested {need} tokens \

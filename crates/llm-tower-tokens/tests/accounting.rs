@@ -203,3 +203,30 @@ async fn a_provider_that_reports_no_usage_is_charged_the_counted_text() {
     // The mock's own count of its reply (16 tokens) agrees with ours to within a token or two.
     assert!(output.abs_diff(16) <= 2, "counted {output} for {text:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_leaves_after_the_request_was_sent_is_charged_the_estimate() {
+    // The upstream takes 2 s to answer; the caller leaves after 1 s. The
+    // provider has the request and will likely bill it: the reservation is
+    // kept as spend (not released at 0).
+    let latency = llm_tower_mock::Latency {
+        headers: std::time::Duration::from_secs(2),
+        per_token: std::time::Duration::ZERO,
+    };
+    let mock = MockServer::start(MockConfig { latency, ..Default::default() }).await.unwrap();
+    let budget = Budget { limit_micros: 1_000_000, period: Period::Day };
+    let layer =
+        TokenAccountingLayer::new(AccountingConfig { default_budget: Some(budget), ..Default::default() });
+    let svc = layer.layer(http(&mock));
+    let call = svc.oneshot(req(JSON, Some("acme")));
+    assert!(tokio::time::timeout(std::time::Duration::from_secs(1), call).await.is_err());
+    assert_eq!(mock.stats().llm_requests, 1, "the request reached the upstream");
+    let info = RequestInfo::parse(llm_tower_core::Api::ChatCompletions, JSON.as_bytes()).unwrap();
+    let input = u64::from(llm_tower_tokens::count_input(&info, JSON.as_bytes()));
+    let estimate =
+        ModelInfo::lookup("gpt-4o").prices.cost_micros(&Usage { input, output: 100, ..Default::default() });
+    assert_eq!(layer.budgets().balance(&Key::from("acme")), Some((estimate, 0)));
+    let e = &layer.ledger().entries()[0];
+    assert_eq!((e.total.requests, e.total.input_tokens, e.total.output_tokens), (1, input, 100));
+    assert_eq!(e.total.cost_micros, estimate);
+}

@@ -112,3 +112,17 @@ async fn embeddings_count_their_inputs() {
     assert_eq!(svc.oneshot(req).await.unwrap().status(), StatusCode::OK);
     assert_eq!(*seen.lock().unwrap(), Some(2 + 6));
 }
+
+#[tokio::test]
+async fn a_huge_max_tokens_times_n_cannot_wrap_past_the_preflight() {
+    // 2^31 x 2 is 2^32: in u32 arithmetic it wrapped to 0 and passed.
+    let m = mock().await;
+    let svc = TokenCountLayer::new(Preflight::Enforce).layer(http(&m));
+    let body = r#"{"model":"gpt-4o-mini","max_tokens":2147483648,"n":2,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = Request::post("/v1/chat/completions").body(LlmBody::from(body)).unwrap();
+    let err = svc.oneshot(r).await.unwrap_err();
+    let invalid = err.downcast_ref::<InvalidRequest>().expect("typed");
+    assert_eq!(invalid.code(), Some("context_length_exceeded"));
+    assert!(invalid.to_string().contains("4294967296 in the completion"), "{invalid}");
+    assert_eq!(m.stats().llm_requests, 0);
+}
