@@ -220,6 +220,9 @@ fn classify_error_chain(err: &(dyn StdError + 'static)) -> Classification {
         {
             return Classification::upstream_failure(true);
         }
+        if e.is::<crate::EventTooLarge>() {
+            return Classification::upstream_failure(false);
+        }
         if let Some(bad) = e.downcast_ref::<crate::BadResponse>() {
             return Classification::upstream_failure(bad.retryable());
         }

@@ -246,6 +246,28 @@ impl StdError for BadResponse {
     }
 }
 
+/// An upstream stream sent an event (or a line) longer than the reader's
+/// limit: the stream is ended with this error (an SSE `error` event at the
+/// edge) rather than buffering without bound (HTTP 502 if nothing was sent yet).
+///
+/// ```
+/// let e = llm_tower_core::EventTooLarge { limit: 4 << 20 };
+/// assert_eq!(e.to_string(), "upstream stream event larger than 4194304 bytes");
+/// assert_eq!(llm_tower_core::ErrorInfo::from_error(&e).code, Some("upstream_event_too_large"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventTooLarge {
+    /// The limit, in bytes.
+    pub limit: usize,
+}
+
+impl fmt::Display for EventTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "upstream stream event larger than {} bytes", self.limit)
+    }
+}
+impl StdError for EventTooLarge {}
+
 /// An upstream answered with an error status, turned into an error (for callers
 /// that want `Result` semantics, or when the upstream's own body is unusable).
 ///
@@ -772,6 +794,12 @@ impl ErrorInfo {
                     "upstream connection failed before the response",
                 )
                 .code("upstream_connection_error"),
+            );
+        }
+        if e.is::<EventTooLarge>() {
+            return Some(
+                ErrorInfo::new(StatusCode::BAD_GATEWAY, "api_error", e.to_string())
+                    .code("upstream_event_too_large"),
             );
         }
         if let Some(e) = e.downcast_ref::<BadResponse>() {

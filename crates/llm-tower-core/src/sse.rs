@@ -5,6 +5,12 @@
 //! `\n`, `\r\n` and lone `\r` end lines, `:` starts a comment, several `data:`
 //! lines join with `\n`, one space after the colon is dropped, an unfinished
 //! event at end of input is discarded.
+//!
+//! Every reader is bounded: [`SseParser`] keeps at most
+//! [`DEFAULT_MAX_EVENT_BYTES`] of one event (then stops and says
+//! [`overflowed`](SseParser::overflowed)), and [`EventSizeLimit`] lets a body
+//! end a stream whose event grows past the limit with a typed
+//! [`EventTooLarge`](crate::EventTooLarge), without parsing it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -43,7 +49,7 @@ pub struct SseEvent<'a> {
 /// }
 /// assert_eq!(n, 2);
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseParser {
     /// Unfinished line carried over from the previous chunk.
     line: Vec<u8>,
@@ -54,11 +60,68 @@ pub struct SseParser {
     has_data: bool,
     /// The previous chunk ended with `\r`: a leading `\n` in the next one belongs to it.
     after_cr: bool,
+    /// Most bytes of one event (its unfinished line and data) kept.
+    max: usize,
+    /// An event went past `max`: nothing more is parsed.
+    overflowed: bool,
+}
+
+/// The default limit on one event (4 MiB): far above any LLM stream's
+/// events (a few KiB; a Responses API `response.completed` carries the whole
+/// answer), far below what would hurt a server with many streams.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 << 20;
+
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::with_max_event_bytes(DEFAULT_MAX_EVENT_BYTES)
+    }
 }
 
 impl SseParser {
+    /// A parser that keeps at most `max` bytes of one event.
+    ///
+    /// ```
+    /// let mut p = llm_tower_core::sse::SseParser::with_max_event_bytes(16);
+    /// let mut n = 0;
+    /// p.feed(b"data: short\n\n", |_| n += 1);
+    /// p.feed(b"data: this line never ends and never will", |_| n += 1);
+    /// assert!(p.overflowed());
+    /// p.feed(b"\n\ndata: x\n\n", |_| n += 1); // ignored from now on
+    /// assert_eq!(n, 1);
+    /// ```
+    pub fn with_max_event_bytes(max: usize) -> Self {
+        SseParser {
+            line: Vec::new(),
+            data: Vec::new(),
+            event: String::new(),
+            has_event: false,
+            has_data: false,
+            after_cr: false,
+            max,
+            overflowed: false,
+        }
+    }
+
+    /// Whether an event went past the limit (the parser then stops: its
+    /// memory stays bounded, and the caller should treat the stream as failed).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    fn overflow(&mut self) {
+        self.overflowed = true;
+        self.line = Vec::new();
+        self.data = Vec::new();
+        self.event = String::new();
+        self.has_data = false;
+        self.has_event = false;
+    }
+
     /// Feeds the next bytes, calling `on_event` for every event they complete.
     pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+        if self.overflowed {
+            return;
+        }
         if self.after_cr {
             self.after_cr = false;
             if let [b'\n', rest @ ..] = chunk {
@@ -85,6 +148,12 @@ impl SseParser {
                 full.clear();
                 self.line = full;
             }
+            if self.data.len() > self.max {
+                return self.overflow();
+            }
+        }
+        if self.line.len().saturating_add(chunk.len()).saturating_add(self.data.len()) > self.max {
+            return self.overflow();
         }
         self.line.extend_from_slice(chunk);
     }
@@ -141,6 +210,67 @@ impl SseParser {
     }
 }
 
+/// Tracks the size of the event in progress across chunks, without parsing
+/// it: a body that passes a stream on checks each chunk and ends the stream
+/// with [`EventTooLarge`](crate::EventTooLarge) when one event (the bytes
+/// since the last blank line) grows past the limit.
+///
+/// ```
+/// use llm_tower_core::sse::EventSizeLimit;
+/// let mut l = EventSizeLimit::new(32);
+/// assert!(l.check(b"data: a small event\n\n").is_ok());
+/// assert!(l.check(b"data: a longer one, split ").is_ok());
+/// assert!(l.check(b"across chunks\n\n").is_ok(), "41 bytes in all, but the blank line came at 39");
+/// assert!(l.check(&[b'x'; 40]).is_err());
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct EventSizeLimit {
+    max: usize,
+    /// Bytes of the event in progress (terminators included).
+    event: usize,
+    /// Bytes of the line in progress.
+    line: usize,
+    after_cr: bool,
+}
+
+impl EventSizeLimit {
+    /// A limit of `max` bytes per event.
+    pub fn new(max: usize) -> Self {
+        EventSizeLimit { max, event: 0, line: 0, after_cr: false }
+    }
+
+    /// Accounts `chunk`; an error once an event is longer than the limit.
+    pub fn check(&mut self, chunk: &[u8]) -> Result<(), crate::EventTooLarge> {
+        let mut start = 0;
+        for i in memchr::memchr2_iter(b'\n', b'\r', chunk) {
+            let seg = i - start;
+            start = i + 1;
+            let cr_lf = self.after_cr && seg == 0 && chunk[i] == b'\n';
+            self.after_cr = chunk[i] == b'\r';
+            if cr_lf {
+                // The second half of a `\r\n` terminator.
+                self.event += 1;
+                continue;
+            }
+            self.line += seg;
+            if self.line == 0 {
+                // A blank line: the event ends.
+                self.event = 0;
+                continue;
+            }
+            self.event = self.event.saturating_add(seg + 1);
+            self.line = 0;
+        }
+        let tail = chunk.len() - start;
+        if tail > 0 {
+            self.after_cr = false;
+        }
+        self.line = self.line.saturating_add(tail);
+        self.event = self.event.saturating_add(tail);
+        if self.event > self.max { Err(crate::EventTooLarge { limit: self.max }) } else { Ok(()) }
+    }
+}
+
 /// The SSE event that ends a stream that broke after it started: `event:
 /// error` with an OpenAI-format error object as data (OpenAI's SDKs raise it).
 ///
@@ -177,14 +307,23 @@ pin_project! {
         inner: B,
         sse: bool,
         done: bool,
+        // Whether the bytes passed on so far end at an event boundary (a
+        // blank line): if not, the error event is preceded by one, so that
+        // it is never glued to a half-sent event.
+        at_boundary: bool,
     }
 }
 
 impl<B> GuardBody<B> {
     /// Guards `inner`; `sse` says whether it is an event stream.
     pub fn new(inner: B, sse: bool) -> Self {
-        Self { inner, sse, done: false }
+        Self { inner, sse, done: false, at_boundary: true }
     }
+}
+
+/// Whether `chunk` ends with a blank line (`\n\n`, `\r\n\r\n`, `\r\r`).
+fn ends_event(chunk: &[u8]) -> bool {
+    chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\r") || chunk.ends_with(b"\n\r\n")
 }
 
 impl<B> Body for GuardBody<B>
@@ -204,7 +343,15 @@ where
             return Poll::Ready(None);
         }
         match ready!(this.inner.poll_frame(cx)) {
-            Some(Ok(f)) => Poll::Ready(Some(Ok(f))),
+            Some(Ok(f)) => {
+                if *this.sse
+                    && let Some(d) = f.data_ref()
+                    && !d.is_empty()
+                {
+                    *this.at_boundary = ends_event(d);
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
             None => {
                 *this.done = true;
                 Poll::Ready(None)
@@ -213,7 +360,14 @@ where
                 *this.done = true;
                 let e: BoxError = e.into();
                 if *this.sse {
-                    Poll::Ready(Some(Ok(Frame::data(error_event(&*e)))))
+                    let event = error_event(&*e);
+                    if *this.at_boundary {
+                        return Poll::Ready(Some(Ok(Frame::data(event))));
+                    }
+                    let mut out = Vec::with_capacity(event.len() + 2);
+                    out.extend_from_slice(b"\n\n");
+                    out.extend_from_slice(&event);
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
                 } else {
                     Poll::Ready(Some(Err(e)))
                 }
@@ -261,6 +415,35 @@ mod tests {
             events(&[b"event: message_stop\nid: 3\nretry: 10\ndata: {}\n\n"]),
             vec![(Some("message_stop".into()), "{}".into())]
         );
+    }
+
+    #[test]
+    fn an_over_long_event_stops_the_parser_with_bounded_memory() {
+        let mut p = SseParser::with_max_event_bytes(1024);
+        let mut n = 0;
+        // Many short lines and no blank line: the data grows, the line never does.
+        for _ in 0..1_000 {
+            p.feed(b"data: 0123456789\n", |_| n += 1);
+        }
+        assert!(p.overflowed());
+        assert!(p.data.capacity() == 0 && p.line.capacity() == 0, "buffers freed");
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn event_size_limit_agrees_with_the_parser_on_boundaries() {
+        // Whatever the split, a stream of small events never trips the limit,
+        // and one event of 2 KiB always does.
+        let small = b"event: x\r\ndata: {\"a\":1}\r\n\r\ndata: b\n\ndata: c\r\r".repeat(100);
+        for split in [1, 2, 3, 7, 64] {
+            let mut l = EventSizeLimit::new(64);
+            for c in small.chunks(split) {
+                assert!(l.check(c).is_ok(), "split {split}");
+            }
+            let mut big = b"data: ".to_vec();
+            big.extend(std::iter::repeat_n(b'y', 2048));
+            assert!(big.chunks(split).any(|c| l.check(c).is_err()), "split {split}");
+        }
     }
 
     #[test]

@@ -308,6 +308,13 @@ impl UsageExtractor {
         }
     }
 
+    /// Whether a stream sent an event over the parser's limit (see
+    /// [`SseParser::with_max_event_bytes`]): the extractor stopped reading it,
+    /// and its report will say `Failed`.
+    pub fn overflowed(&self) -> bool {
+        self.sse.overflowed()
+    }
+
     /// Usage seen so far (streams report it before they end).
     ///
     /// ```
@@ -349,6 +356,8 @@ impl UsageExtractor {
             }
         }
         let end = match (self.kind, end) {
+            // An event past the parser's limit: whatever came after is unknown.
+            (BodyKind::Sse, _) if self.sse.overflowed() => StreamEnd::Failed,
             (BodyKind::Sse, StreamEnd::Complete)
                 if !self.acc.terminated && self.acc.finish_reason.is_none() =>
             {

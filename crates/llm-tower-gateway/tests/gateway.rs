@@ -262,3 +262,19 @@ async fn shutdown_lets_in_flight_streams_finish() {
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(h.addr).await.is_err());
 }
+
+#[tokio::test]
+async fn a_stream_event_that_never_ends_is_cut_with_a_typed_error_event() {
+    let faults = FaultPlan::Always { fault: Fault::EndlessEvent { bytes: 32 << 20 } };
+    let mock = MockServer::start(MockConfig { faults, ..Default::default() }).await.unwrap();
+    let h = start(&config_for(&mock, "")).await;
+    let (status, _, body) = h.call(Method::POST, "/v1/chat/completions", STREAM).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.len() < (4 << 20) + (128 << 10), "cut at the 4 MiB event limit: {}", body.len());
+    let text = String::from_utf8_lossy(&body);
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: error\ndata: "), "{}", &last[..last.len().min(200)]);
+    let v: Value = serde_json::from_str(last.split("data: ").nth(1).unwrap()).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_event_too_large");
+    h.stop().await;
+}

@@ -12,6 +12,7 @@ use http::uri::Authority;
 use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use llm_tower_core::sse::EventSizeLimit;
 use llm_tower_core::{
     Api, BadResponse, BadResponseKind, BoxError, Connect, Deadline, InvalidRequest, LlmBody, RequestInfo,
     StreamAborted, Timeout, TimeoutPhase, Transport,
@@ -121,6 +122,7 @@ pub struct LlmHttpService {
     provider: Provider,
     timeouts: Timeouts,
     max_response_bytes: usize,
+    max_event_bytes: usize,
     counters: Arc<HostCounters>,
 }
 
@@ -155,8 +157,19 @@ impl LlmHttpService {
             provider,
             timeouts: Timeouts::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_event_bytes: llm_tower_core::sse::DEFAULT_MAX_EVENT_BYTES,
             counters,
         }
+    }
+
+    /// Sets the largest event of a streamed (`text/event-stream`) answer, in
+    /// bytes (default 4 MiB, core's `DEFAULT_MAX_EVENT_BYTES`): a longer one
+    /// (an upstream that never ends a line or an event) ends the stream with
+    /// a typed [`EventTooLarge`](llm_tower_core::EventTooLarge), so memory
+    /// stays bounded all the way up the stack.
+    pub fn max_event_bytes(mut self, limit: usize) -> Self {
+        self.max_event_bytes = limit;
+        self
     }
 
     /// Sets the largest non-streamed answer read (bytes); a larger one is a
@@ -286,6 +299,7 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
                     served_model,
                     streamed_request,
                     max_response_bytes: self.max_response_bytes,
+                    max_event_bytes: self.max_event_bytes,
                 }),
             },
         }
@@ -326,6 +340,7 @@ struct Ctx {
     served_model: Option<Arc<str>>,
     streamed_request: bool,
     max_response_bytes: usize,
+    max_event_bytes: usize,
 }
 
 pin_project! {
@@ -437,6 +452,13 @@ fn is_streamed(headers: &http::HeaderMap, streamed_request: bool) -> bool {
     })
 }
 
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"))
+}
+
 fn is_json(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
@@ -486,13 +508,16 @@ impl Future for ResponseFuture {
                                 parts.extensions.insert(llm_tower_core::ServedModel(m));
                             }
                             if is_streamed(&parts.headers, c.streamed_request) {
-                                let body = Streaming::new(
+                                let mut body = Streaming::new(
                                     incoming,
                                     c.timeouts,
                                     c.total_deadline,
                                     c.guard,
                                     timer.take(),
                                 );
+                                if is_event_stream(&parts.headers) {
+                                    body.events = Some(EventSizeLimit::new(c.max_event_bytes));
+                                }
                                 let body = ResponseBody { kind: Kind::Streaming { body } };
                                 return Poll::Ready(Ok(Response::from_parts(parts, body)));
                             }
@@ -581,6 +606,8 @@ struct Streaming {
     total_deadline: Option<Instant>,
     last_activity: Instant,
     guard: Option<InFlight>,
+    /// The per-event size limit of an event stream.
+    events: Option<EventSizeLimit>,
 }
 
 impl Streaming {
@@ -598,6 +625,7 @@ impl Streaming {
             total_deadline,
             last_activity: Instant::now(),
             guard: Some(guard),
+            events: None,
         }
     }
 
@@ -702,6 +730,14 @@ impl Streaming {
             Poll::Ready(Some(Ok(frame))) => {
                 if this.timeouts.idle.is_some() {
                     this.last_activity = Instant::now();
+                }
+                if let (Some(limit), Some(data)) = (this.events.as_mut(), frame.data_ref())
+                    && let Err(e) = limit.check(data)
+                {
+                    guard.fail();
+                    this.guard = None;
+                    this.timer = None;
+                    return Poll::Ready(Some(Err(e.into())));
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

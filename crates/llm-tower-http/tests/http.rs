@@ -497,3 +497,27 @@ async fn keys_never_show_in_debug_output() {
     let dumps = format!("{p:?} {svc:?} {:?} {res:?} {outgoing:?}", svc.client());
     assert!(!dumps.contains("sk-very-secret"), "{dumps}");
 }
+
+#[tokio::test]
+async fn an_event_that_never_ends_is_cut_at_the_limit_with_a_typed_error() {
+    let faults = FaultPlan::Always { fault: Fault::EndlessEvent { bytes: 64 << 20 } };
+    let mock = mock(MockConfig { faults, ..Default::default() }).await;
+    let svc = service(&mock).max_event_bytes(1 << 20);
+    let res = call(&svc, post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+    let mut body = std::pin::pin!(res.into_body());
+    let mut received = 0usize;
+    let err = loop {
+        match body.frame().await.expect("ends with an error, never hangs") {
+            Ok(f) => received += f.into_data().map_or(0, |d| d.len()),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        err.downcast_ref::<llm_tower_core::EventTooLarge>(),
+        Some(&llm_tower_core::EventTooLarge { limit: 1 << 20 })
+    );
+    assert!(received <= (1 << 20) + (64 << 10), "stopped at the limit: {received}");
+    assert!(body.frame().await.is_none(), "ended");
+    let host = &svc.client().stats()[0];
+    assert_eq!((host.errors, host.in_flight), (1, 0));
+}

@@ -147,6 +147,13 @@ pub enum Fault {
     },
     /// Answer 200 with a truncated, unparsable JSON body (or SSE data).
     MalformedJson,
+    /// A stream whose first event never ends: after the role chunk, `bytes`
+    /// bytes of one `data:` line with no line break, sent in 64 KiB pieces,
+    /// then the connection stays open (tests that readers' buffers are capped).
+    EndlessEvent {
+        /// Bytes of the never-ending line.
+        bytes: usize,
+    },
     /// Answer normally but wait this long before each body chunk.
     SlowBody {
         /// Delay per chunk, milliseconds.

@@ -792,6 +792,7 @@ fn fault_name(f: &Fault) -> String {
         Fault::StreamCut { .. } => "stream_cut".into(),
         Fault::MalformedJson => "malformed_json".into(),
         Fault::SlowBody { .. } => "slow_body".into(),
+        Fault::EndlessEvent { .. } => "endless_event".into(),
     }
 }
 
@@ -882,6 +883,22 @@ impl Answer {
         let (tx, rx) = mpsc::channel(16);
         let list = events(&self);
         tokio::spawn(async move {
+            if let Fault::EndlessEvent { bytes } = self.fault {
+                if let Some(first) = list.first() {
+                    let _ = tx.send(Ok(first.bytes.clone())).await;
+                }
+                let _ = tx.send(Ok(Bytes::from_static(b"data: "))).await;
+                let piece = Bytes::from(vec![b'x'; 64 << 10]);
+                let mut sent = 0;
+                while sent < bytes.min(1 << 30) {
+                    if tx.send(Ok(piece.clone())).await.is_err() {
+                        return;
+                    }
+                    sent += piece.len();
+                }
+                // Keep the connection open: the reader must end it.
+                std::future::pending::<()>().await;
+            }
             let mut tokens_sent = 0u32;
             for ev in list {
                 if ev.token {
