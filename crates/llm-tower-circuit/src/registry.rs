@@ -1,14 +1,13 @@
 //! Keyed breakers (sharded, bounded, pruned), transitions, the handle and stats.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::*};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
 use llm_tower_core::Key;
+use llm_tower_core::bounded::{BoundedMap, Placement};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -16,21 +15,20 @@ use tokio::time::Instant;
 use crate::breaker::{Breaker, CircuitState, Transition};
 use crate::config::CircuitConfig;
 
-const SHARDS: usize = 16;
-
-type Shard = RwLock<HashMap<Key, Arc<Breaker>>>;
-
 /// A user-supplied check run while a circuit is open; `true` closes it early.
 pub type ProbeFn = Arc<dyn Fn(Key) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// The key of the breaker that new keys share once the bound is full of
+/// breakers that may not be dropped (open, half-open, or recently used).
+pub const OVERFLOW_KEY: &str = "(overflow)";
 
 pub(crate) struct Registry {
     pub(crate) cfg: CircuitConfig,
     base: Instant,
     /// The breaker of an unkeyed layer (no map lookup on the call path).
     pub(crate) single: Arc<Breaker>,
-    shards: Box<[Shard]>,
-    hasher: std::collections::hash_map::RandomState,
-    len: AtomicUsize,
+    /// Keyed breakers, bounded by `max_keys` (core's `BoundedMap`).
+    keys: BoundedMap<Key, Arc<Breaker>>,
     tx: watch::Sender<Option<Transition>>,
     pub(crate) probe: Option<(Duration, ProbeFn)>,
     keyed: bool,
@@ -39,91 +37,56 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn new(cfg: CircuitConfig, probe: Option<(Duration, ProbeFn)>, keyed: bool) -> Self {
         let base = Instant::now();
+        let overflow = Arc::new(Breaker::new(Key::from_static(OVERFLOW_KEY), &cfg, base));
         Registry {
             cfg,
             base,
             single: Arc::new(Breaker::new(Key::from_static("*"), &cfg, base)),
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: Default::default(),
-            len: AtomicUsize::new(0),
+            keys: BoundedMap::new(cfg.max_keys.max(1), overflow),
             tx: watch::channel(None).0,
             probe,
             keyed,
         }
     }
 
-    fn shard(&self, key: &str) -> &Shard {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
-    }
-
-    /// The breaker for `key`, created on first use.
+    /// The breaker for `key`, created on first use. Only a closed breaker
+    /// unused for `idle_ttl` is dropped to make room; when none may go, the
+    /// key shares the overflow breaker.
     pub(crate) fn get(&self, key: Key, now: Instant) -> Arc<Breaker> {
-        let shard = self.shard(key.as_str());
-        if let Some(b) = shard.read().unwrap_or_else(|e| e.into_inner()).get(key.as_str()) {
-            return b.clone();
+        let now_ns = u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        let ttl = u64::try_from(self.cfg.idle_ttl.as_nanos()).unwrap_or(u64::MAX);
+        let (b, placed) = self.keys.with(
+            key.as_str(),
+            || (key.clone(), Arc::new(Breaker::new(key.clone(), &self.cfg, self.base))),
+            |b| b.state() == CircuitState::Closed && now_ns.saturating_sub(b.last_used()) >= ttl,
+            |b| b.clone(),
+        );
+        if placed == Placement::Overflow {
+            metrics::counter!("llm_tower_circuit_overflow_total").increment(1);
         }
-        let created = {
-            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(b) = map.get(key.as_str()) {
-                return b.clone();
-            }
-            let b = Arc::new(Breaker::new(key.clone(), &self.cfg, self.base));
-            map.insert(key, b.clone());
-            b
-        };
-        if self.len.fetch_add(1, AcqRel) + 1 > self.cfg.max_keys {
-            self.prune(now);
-        }
-        created
+        b
     }
 
     fn find(&self, key: &str) -> Option<Arc<Breaker>> {
         if !self.keyed {
             return (key == self.single.key.as_str()).then(|| self.single.clone());
         }
-        self.shard(key).read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        if key == OVERFLOW_KEY {
+            return Some(self.keys.with_overflow(|b| b.clone()));
+        }
+        self.keys.get(key, |b| b.cloned())
     }
 
     fn all(&self) -> Vec<Arc<Breaker>> {
         let mut out: Vec<Arc<Breaker>> = Vec::new();
-        for s in self.shards.iter() {
-            out.extend(s.read().unwrap_or_else(|e| e.into_inner()).values().cloned());
+        self.keys.for_each(|_, b| out.push(b.clone()));
+        if self.keys.overflow_hits() > 0 {
+            out.push(self.keys.with_overflow(|b| b.clone()));
         }
         if !self.keyed {
             out.push(self.single.clone());
         }
         out
-    }
-
-    /// Drops idle closed breakers; if still over the bound, the least recently used closed ones.
-    fn prune(&self, now: Instant) {
-        let now_ns = now.saturating_duration_since(self.base).as_nanos() as u64;
-        let ttl = self.cfg.idle_ttl.as_nanos() as u64;
-        let prunable = |b: &Breaker| b.state() == CircuitState::Closed;
-        let mut removed = 0;
-        for s in self.shards.iter() {
-            let mut map = s.write().unwrap_or_else(|e| e.into_inner());
-            let before = map.len();
-            map.retain(|_, b| !(prunable(b) && now_ns.saturating_sub(b.last_used()) >= ttl));
-            removed += before - map.len();
-        }
-        let len = self.len.fetch_sub(removed, AcqRel) - removed;
-        if len > self.cfg.max_keys {
-            let mut candidates: Vec<(u64, Key)> =
-                self.all().iter().filter(|b| prunable(b)).map(|b| (b.last_used(), b.key.clone())).collect();
-            candidates.sort_unstable_by_key(|(t, _)| *t);
-            for (_, key) in candidates.into_iter().take(len - self.cfg.max_keys) {
-                if self
-                    .shard(key.as_str())
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(key.as_str())
-                    .is_some()
-                {
-                    self.len.fetch_sub(1, AcqRel);
-                }
-            }
-        }
     }
 
     pub(crate) fn on_transition(self: &Arc<Self>, b: &Arc<Breaker>, from: CircuitState, to: CircuitState) {
@@ -186,7 +149,7 @@ pub struct CircuitHandle {
 
 impl std::fmt::Debug for CircuitHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CircuitHandle").field("keys", &self.reg.len.load(Relaxed)).finish()
+        f.debug_struct("CircuitHandle").field("keys", &self.reg.keys.len()).finish()
     }
 }
 

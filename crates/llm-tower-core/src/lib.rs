@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod body;
+pub mod bounded;
 pub mod chat;
 pub mod classify;
 pub mod error;

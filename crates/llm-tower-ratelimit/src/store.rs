@@ -1,12 +1,10 @@
 //! Where limit state lives: the [`RateLimitStore`] trait and the in-memory store.
 
 use std::future::{Future, Ready, ready};
-use std::hash::BuildHasher;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hashbrown::HashTable;
+use llm_tower_core::bounded::{BoundedMap, Placement};
 use llm_tower_core::{BoxError, Key};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -392,28 +390,26 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-const SHARDS: usize = 16;
-
 /// The key of an unkeyed limiter.
 pub(crate) const GLOBAL: &str = "*";
-type Shard = Mutex<HashTable<(Key, KeyState)>>;
+/// How the shared overflow key shows in stats.
+pub const OVERFLOW: &str = "(overflow)";
 
-/// The top bits of a key's hash pick its shard; the table inside uses the same
-/// hash, so a key is hashed once per decision.
-fn shard_of(hash: u64) -> usize {
-    (hash >> 60) as usize % SHARDS
-}
-
-/// The in-memory store: 16 shards of keys, one short lock per decision,
-/// bounded (`max_keys`) with idle keys evicted first (tokio time). A key is
-/// idle once all its limits have fully recovered for `idle_ttl`, so evicting
-/// it never hands out extra quota.
+/// The in-memory store: keys in core's [`BoundedMap`] (sharded, one short
+/// lock per decision, O(1) eviction), bounded by `max_keys`. A key may be
+/// evicted only once every limit of it has fully recovered and stayed so for
+/// `idle_ttl` (such a key behaves exactly like a fresh one, so evicting it
+/// never hands out extra quota), and nothing of it is waiting. When the bound
+/// is full of keys still limited, a new key shares one **overflow key**: a
+/// flood of new values (tenants, client-chosen headers) shares one quota
+/// instead of escaping the limits; [`overflow_hits`](Self::overflow_hits)
+/// counts it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
 /// use llm_tower_core::Key;
 /// use llm_tower_ratelimit::{Decision, Demand, Limits, MemoryStore, RateLimitStore};
-/// let store = MemoryStore::new(10_000, std::time::Duration::from_secs(600));
+/// let store = MemoryStore::new(10_000, std::time::Duration::ZERO);
 /// let demand = Demand { requests: 1, tokens: 0, rates: Limits::default().requests_per_minute(1).rates(), max_wait: None, max_queue: 0 };
 /// let key = Key::from_static("k");
 /// assert!(matches!(store.reserve(&key, &demand).await?, Decision::Granted(_)));
@@ -425,12 +421,9 @@ pub struct MemoryStore {
     base: Instant,
     /// The unkeyed layer's key (`*`): no hashing, no map.
     global: Mutex<KeyState>,
-    shards: Box<[Shard]>,
-    /// foldhash, seeded per store: a few ns for a short key, and keys an
-    /// attacker picks cannot be aimed at one bucket without knowing the seed.
-    hasher: foldhash::fast::RandomState,
-    len: AtomicUsize,
-    max_keys: usize,
+    /// foldhash-seeded per store inside: keys an attacker picks cannot be
+    /// aimed at one bucket without knowing the seed.
+    keys: BoundedMap<Key, KeyState>,
     idle_ttl: Duration,
     /// The rates of the first demand, to report quotas in stats (per-key
     /// state stays small: 10k keys must fit in cache).
@@ -438,22 +431,20 @@ pub struct MemoryStore {
 }
 
 impl Default for MemoryStore {
+    /// 100,000 keys; a key may go as soon as it has recovered.
     fn default() -> Self {
-        Self::new(100_000, Duration::from_secs(3600))
+        Self::new(100_000, Duration::ZERO)
     }
 }
 
 impl MemoryStore {
-    /// A store keeping at most `max_keys` keys; keys idle (fully recovered)
-    /// for `idle_ttl` go first.
+    /// A store keeping at most `max_keys` keys; a key may be evicted once it
+    /// has been fully recovered for `idle_ttl` (zero: as soon as it recovers).
     pub fn new(max_keys: usize, idle_ttl: Duration) -> Self {
         Self {
             base: Instant::now(),
             global: Mutex::new(KeyState::default()),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
-            hasher: foldhash::fast::RandomState::default(),
-            len: AtomicUsize::new(0),
-            max_keys: max_keys.max(1),
+            keys: BoundedMap::new(max_keys.max(1), KeyState::default()),
             idle_ttl,
             rates: std::sync::OnceLock::new(),
         }
@@ -462,87 +453,51 @@ impl MemoryStore {
     fn now(&self) -> u64 {
         // Offset by a second so that "zero" never means "now". 64-bit math only.
         let d = Instant::now().saturating_duration_since(self.base);
-        d.as_secs() * 1_000_000_000 + u64::from(d.subsec_nanos()) + 1_000_000_000
+        d.as_secs().saturating_mul(1_000_000_000) + u64::from(d.subsec_nanos()) + 1_000_000_000
     }
 
-    fn hash(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
-    /// Runs `f` on `key`'s state under its shard's lock: one lock per operation.
-    fn with_key<T>(&self, key: &Key, f: impl FnOnce(&mut KeyState) -> T) -> T {
+    /// Runs `f` on `key`'s state (or the overflow key's) under one short lock.
+    fn with_key<T>(&self, key: &Key, now: u64, f: impl FnOnce(&mut KeyState) -> T) -> T {
         let k = key.as_str();
         if k == GLOBAL {
             return f(&mut self.global.lock().unwrap_or_else(|e| e.into_inner()));
         }
-        let hash = self.hash(k);
-        let out = {
-            let mut table = self.shards[shard_of(hash)].lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, st)) = table.find_mut(hash, |(x, _)| x.as_str() == k) {
-                return f(st);
-            }
-            self.len.fetch_add(1, Ordering::AcqRel);
-            let entry = table.insert_unique(hash, (key.clone(), KeyState::default()), |(x, _)| {
-                self.hasher.hash_one(x.as_str())
-            });
-            f(&mut entry.into_mut().1)
-        };
-        if self.len.load(Ordering::Acquire) > self.max_keys {
-            self.evict();
+        let ttl = nanos(self.idle_ttl);
+        let (out, placed) = self.keys.with(
+            k,
+            || (key.clone(), KeyState::default()),
+            |st| st.queued() == 0 && st.settles_at().saturating_add(ttl) <= now,
+            f,
+        );
+        if placed == Placement::Overflow {
+            metrics::counter!("llm_tower_ratelimit_overflow_total").increment(1);
         }
         out
     }
 
-    /// Runs `f` on `key`'s state (`None`: not held) under its shard's lock,
-    /// without inserting it.
+    /// Runs `f` on `key`'s state (`None`: not held) without inserting it.
     fn read_key<T>(&self, key: &Key, f: impl FnOnce(Option<&KeyState>) -> T) -> T {
         let k = key.as_str();
         if k == GLOBAL {
             return f(Some(&self.global.lock().unwrap_or_else(|e| e.into_inner())));
         }
-        let hash = self.hash(k);
-        let table = self.shards[shard_of(hash)].lock().unwrap_or_else(|e| e.into_inner());
-        f(table.find(hash, |(x, _)| x.as_str() == k).map(|(_, st)| st))
+        self.keys.get(k, f)
     }
 
-    /// Drops idle keys: none waiting, and every limit recovered at least
-    /// `idle_ttl` ago (such a key behaves exactly like a fresh one). If still
-    /// over the bound, the keys that recovered earliest go.
-    fn evict(&self) {
-        let now = self.now();
-        let ttl = self.idle_ttl.as_nanos() as u64;
-        let mut oldest: Vec<(u64, Key)> = Vec::new();
-        for s in self.shards.iter() {
-            let mut table = s.lock().unwrap_or_else(|e| e.into_inner());
-            let before = table.len();
-            table.retain(|(_, st)| st.queued() > 0 || st.settles_at().saturating_add(ttl) > now);
-            self.len.fetch_sub(before - table.len(), Ordering::AcqRel);
-            oldest.extend(
-                table.iter().filter(|(_, st)| st.queued() == 0).map(|(k, st)| (st.settles_at(), k.clone())),
-            );
-        }
-        let over = self.len.load(Ordering::Acquire).saturating_sub(self.max_keys);
-        if over > 0 {
-            oldest.sort_unstable_by_key(|(t, _)| *t);
-            for (_, k) in oldest.into_iter().take(over) {
-                let hash = self.hash(k.as_str());
-                let mut table = self.shards[shard_of(hash)].lock().unwrap_or_else(|e| e.into_inner());
-                if let Ok(entry) = table.find_entry(hash, |(x, _)| x.as_str() == k.as_str()) {
-                    entry.remove();
-                    self.len.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
-        }
-    }
-
-    /// Keys held now.
+    /// Keys held now (the overflow key not counted).
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.keys.len()
     }
 
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Decisions made on the shared overflow key because the bound was full
+    /// of keys still limited.
+    pub fn overflow_hits(&self) -> u64 {
+        self.keys.overflow_hits()
     }
 }
 
@@ -552,12 +507,12 @@ impl RateLimitStore for MemoryStore {
     fn reserve(&self, key: &Key, demand: &Demand) -> Self::Reserve {
         self.rates.get_or_init(|| demand.rates);
         let now = self.now();
-        ready(Ok(self.with_key(key, |st| st.decide(demand, now))))
+        ready(Ok(self.with_key(key, now, |st| st.decide(demand, now))))
     }
 
     fn adjust(&self, key: &Key, adjustment: Adjustment) {
         let now = self.now();
-        self.with_key(key, |st| st.apply(adjustment, now));
+        self.with_key(key, now, |st| st.apply(adjustment, now));
     }
 
     fn peek(&self, key: &Key, demand: &Demand) -> Option<Duration> {
@@ -589,19 +544,21 @@ impl RateLimitStore for MemoryStore {
                 });
             }
         }
-        for s in self.shards.iter() {
-            for (k, st) in s.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                out.push(KeyStats {
-                    key: k.to_string(),
-                    allowed: st.allowed,
-                    rejected: st.rejected,
-                    waited: st.waited(),
-                    queued: st.queued(),
-                    requests: quota(rates.rpm, st.tat(RPM), now),
-                    tokens: quota(rates.tpm, st.tat(TPM), now),
-                });
+        let line = |key: String, st: &KeyState| KeyStats {
+            key,
+            allowed: st.allowed,
+            rejected: st.rejected,
+            waited: st.waited(),
+            queued: st.queued(),
+            requests: quota(rates.rpm, st.tat(RPM), now),
+            tokens: quota(rates.tpm, st.tat(TPM), now),
+        };
+        self.keys.for_each(|k, st| out.push(line(k.to_string(), st)));
+        self.keys.with_overflow(|st| {
+            if st.allowed + st.rejected > 0 {
+                out.push(line(OVERFLOW.to_owned(), st));
             }
-        }
+        });
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }

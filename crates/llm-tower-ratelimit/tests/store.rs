@@ -145,6 +145,32 @@ async fn eviction_never_frees_a_key_still_limited() {
     assert_eq!(retry_after(&decide(&s, "hot", &demand(slow, 0)).await), Some(secs(60)));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_new_keys_shares_one_overflow_quota_instead_of_escaping() {
+    // 100 keys, each limited to 1 request a minute. 10,000 more distinct keys
+    // arrive while those are still limited: they share one overflow key (one
+    // request a minute for all of them), and the held keys keep their state.
+    let s = MemoryStore::new(100, Duration::ZERO);
+    let one = Limits::default().requests_per_minute(1).rates();
+    for i in 0..100 {
+        assert!(granted(&decide(&s, &format!("held{i}"), &demand(one, 0)).await));
+    }
+    let mut granted_new = 0;
+    for i in 0..10_000 {
+        if granted(&decide(&s, &format!("new{i}"), &demand(one, 0)).await) {
+            granted_new += 1;
+        }
+    }
+    assert_eq!(granted_new, 1, "the flood shares one quota");
+    assert_eq!(s.len(), 100);
+    assert_eq!(s.overflow_hits(), 10_000);
+    assert!(!granted(&decide(&s, "held7", &demand(one, 0)).await), "held keys are still limited");
+    // A minute later the held keys have recovered: new keys get room of their own.
+    tokio::time::advance(secs(61)).await;
+    assert!(granted(&decide(&s, "late", &demand(one, 0)).await));
+    assert_eq!(s.overflow_hits(), 10_000, "late got its own key");
+}
+
 /// An independent model: a token bucket in floating point.
 struct Bucket {
     level: f64,

@@ -1,10 +1,9 @@
 //! Spending budgets: reserve the estimated cost before a call, settle the real cost after.
 
-use std::collections::HashMap;
 use std::future::{Future, Ready, ready};
-use std::sync::Mutex;
 use std::time::Duration;
 
+use llm_tower_core::bounded::BoundedMap;
 use llm_tower_core::{BudgetExceeded, Key};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -83,7 +82,13 @@ struct Account {
     reserved: u64,
 }
 
-/// The in-memory budget store.
+/// The in-memory budget store: accounts in core's [`BoundedMap`] (at most
+/// `max_accounts`, default 100,000). An account is evicted only when nothing
+/// of it would be lost: no reservation in flight, and no spend in its current
+/// period. When the bound is full of accounts with spend, a new tenant shares
+/// one **overflow account** (so a flood of tenant names shares one budget
+/// instead of each getting a fresh one); [`overflow_hits`](Self::overflow_hits)
+/// counts it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -98,23 +103,68 @@ struct Account {
 /// assert!(store.reserve(&k, &b, 60).await.is_ok(), "10 spent + 60 fits");
 /// # }
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryBudgets {
-    accounts: Mutex<HashMap<Key, Account>>,
+    accounts: BoundedMap<Key, Account>,
+}
+
+impl Default for MemoryBudgets {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
 }
 
 impl MemoryBudgets {
+    /// A store of at most `max_accounts` accounts.
+    pub fn new(max_accounts: usize) -> Self {
+        let now = Instant::now();
+        MemoryBudgets {
+            accounts: BoundedMap::new(max_accounts, Account { started: now, spent: 0, reserved: 0 }),
+        }
+    }
+
+    /// Operations that ran on the shared overflow account.
+    pub fn overflow_hits(&self) -> u64 {
+        self.accounts.overflow_hits()
+    }
+
+    /// Accounts held (the overflow account not counted).
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Whether no account is held.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
     fn with<T>(&self, key: &Key, budget: &Budget, f: impl FnOnce(&mut Account) -> T) -> T {
         let now = Instant::now();
-        let mut map = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
-        let acc = map.entry(key.clone()).or_insert_with(|| Account { started: now, spent: 0, reserved: 0 });
-        if let Some(len) = budget.period.length() {
-            if now.saturating_duration_since(acc.started) >= len {
+        let len = budget.period.length();
+        let roll = |acc: &mut Account| {
+            if let Some(len) = len
+                && now.saturating_duration_since(acc.started) >= len
+            {
                 acc.started = now;
                 acc.spent = 0;
             }
-        }
-        f(acc)
+        };
+        self.accounts
+            .with(
+                key.as_str(),
+                || (key.clone(), Account { started: now, spent: 0, reserved: 0 }),
+                // Nothing to forget: no reservation, and no spend in its period.
+                |acc| {
+                    acc.reserved == 0
+                        && (acc.spent == 0
+                            || len.is_some_and(|l| now.saturating_duration_since(acc.started) >= l))
+                },
+                |acc| {
+                    roll(acc);
+                    f(acc)
+                },
+            )
+            .0
     }
 }
 
@@ -145,7 +195,6 @@ impl BudgetStore for MemoryBudgets {
     }
 
     fn balance(&self, key: &Key) -> Option<(u64, u64)> {
-        let map = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key).map(|a| (a.spent, a.reserved))
+        self.accounts.get(key.as_str(), |a| a.map(|a| (a.spent, a.reserved)))
     }
 }

@@ -1,7 +1,8 @@
 //! Usage and cost per tenant, model and provider, in total and by minute, hour and day.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use llm_tower_core::bounded::BoundedMap;
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -27,12 +28,21 @@ pub struct Totals {
 
 impl Totals {
     fn add(&mut self, u: &Usage, cost: u64) {
-        self.requests += 1;
-        self.input_tokens += u.input;
-        self.output_tokens += u.output;
-        self.cached_input_tokens += u.cached_input;
-        self.reasoning_tokens += u.reasoning;
-        self.cost_micros += cost;
+        self.requests = self.requests.saturating_add(1);
+        self.input_tokens = self.input_tokens.saturating_add(u.input);
+        self.output_tokens = self.output_tokens.saturating_add(u.output);
+        self.cached_input_tokens = self.cached_input_tokens.saturating_add(u.cached_input);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(u.reasoning);
+        self.cost_micros = self.cost_micros.saturating_add(cost);
+    }
+
+    fn merge(&mut self, o: &Totals) {
+        self.requests = self.requests.saturating_add(o.requests);
+        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
+        self.cached_input_tokens = self.cached_input_tokens.saturating_add(o.cached_input_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(o.reasoning_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(o.cost_micros);
     }
 }
 
@@ -73,12 +83,7 @@ fn window(slots: &[Slot], epoch: u64) -> Totals {
     let n = slots.len() as u64;
     let mut t = Totals::default();
     for s in slots.iter().filter(|s| s.epoch <= epoch && s.epoch + n > epoch && s.epoch != 0) {
-        t.requests += s.totals.requests;
-        t.input_tokens += s.totals.input_tokens;
-        t.output_tokens += s.totals.output_tokens;
-        t.cached_input_tokens += s.totals.cached_input_tokens;
-        t.reasoning_tokens += s.totals.reasoning_tokens;
-        t.cost_micros += s.totals.cost_micros;
+        t.merge(&s.totals);
     }
     t
 }
@@ -143,16 +148,34 @@ pub struct LedgerEntry {
 #[derive(Debug)]
 pub struct Ledger {
     start: Instant,
-    map: Mutex<HashMap<LineKey, Entry>>,
+    lines: BoundedMap<LineKey, Box<Entry>>,
 }
 
+/// How the shared overflow line shows in [`Ledger::entries`] (its tenant,
+/// model and provider).
+pub const OVERFLOW: &str = "(overflow)";
+
 impl Default for Ledger {
+    /// At most 10,000 lines.
     fn default() -> Self {
-        Ledger { start: Instant::now(), map: Mutex::default() }
+        Self::new(10_000)
     }
 }
 
 impl Ledger {
+    /// A ledger of at most `max_lines` (tenant, model, provider) lines (each
+    /// about 6 KiB with its minute, hour and day series). A line is never
+    /// dropped (it holds spend); once the bound is full, new lines add to one
+    /// overflow line, so totals stay exact and memory stays bounded.
+    pub fn new(max_lines: usize) -> Self {
+        Ledger { start: Instant::now(), lines: BoundedMap::new(max_lines, Box::default()) }
+    }
+
+    /// Records that went to the overflow line.
+    pub fn overflow_hits(&self) -> u64 {
+        self.lines.overflow_hits()
+    }
+
     fn epochs(&self) -> (u64, u64, u64) {
         let s = Instant::now().saturating_duration_since(self.start).as_secs();
         (s / 60 + 1, s / 3600 + 1, s / 86_400 + 1)
@@ -161,30 +184,40 @@ impl Ledger {
     /// Records one call.
     pub fn record(&self, tenant: &str, model: &str, provider: &str, usage: &Usage, cost_micros: u64) {
         let (m, h, d) = self.epochs();
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let e = map.entry((tenant.into(), model.into(), provider.into())).or_default();
-        e.totals.add(usage, cost_micros);
-        bump(&mut e.minutes, m, usage, cost_micros);
-        bump(&mut e.hours, h, usage, cost_micros);
-        bump(&mut e.days, d, usage, cost_micros);
+        let probe = (tenant, model, provider);
+        self.lines.with_matching(
+            &probe,
+            |k| (&*k.0, &*k.1, &*k.2) == probe,
+            || ((tenant.into(), model.into(), provider.into()), Box::default()),
+            |_| false,
+            |e| {
+                e.totals.add(usage, cost_micros);
+                bump(&mut e.minutes, m, usage, cost_micros);
+                bump(&mut e.hours, h, usage, cost_micros);
+                bump(&mut e.days, d, usage, cost_micros);
+            },
+        );
     }
 
-    /// Every line, sorted by tenant then model.
+    /// Every line, sorted by tenant then model (the overflow line, if used, too).
     pub fn entries(&self) -> Vec<LedgerEntry> {
         let (m, h, d) = self.epochs();
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<LedgerEntry> = map
-            .iter()
-            .map(|((t, model, provider), e)| LedgerEntry {
-                tenant: t.to_string(),
-                model: model.to_string(),
-                provider: provider.to_string(),
-                total: e.totals,
-                last_hour: window(&e.minutes, m),
-                last_day: window(&e.hours, h),
-                last_30_days: window(&e.days, d),
-            })
-            .collect();
+        let line = |t: &str, model: &str, provider: &str, e: &Entry| LedgerEntry {
+            tenant: t.to_owned(),
+            model: model.to_owned(),
+            provider: provider.to_owned(),
+            total: e.totals,
+            last_hour: window(&e.minutes, m),
+            last_day: window(&e.hours, h),
+            last_30_days: window(&e.days, d),
+        };
+        let mut out = Vec::with_capacity(self.lines.len() + 1);
+        self.lines.for_each(|(t, model, provider), e| out.push(line(t, model, provider, e)));
+        self.lines.with_overflow(|e| {
+            if e.totals.requests > 0 {
+                out.push(line(OVERFLOW, OVERFLOW, OVERFLOW, e));
+            }
+        });
         out.sort_by(|a, b| (&a.tenant, &a.model, &a.provider).cmp(&(&b.tenant, &b.model, &b.provider)));
         out
     }
@@ -203,13 +236,18 @@ impl Ledger {
     /// ```
     pub fn series(&self, tenant: &str, model: &str, provider: &str) -> Option<Series> {
         let (m, h, d) = self.epochs();
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let e = map.get(&(Arc::from(tenant), Arc::from(model), Arc::from(provider)))?;
-        Some(Series {
-            minutes: buckets(&e.minutes, m),
-            hours: buckets(&e.hours, h),
-            days: buckets(&e.days, d),
-        })
+        let probe = (tenant, model, provider);
+        self.lines.get_matching(
+            &probe,
+            |k| (&*k.0, &*k.1, &*k.2) == probe,
+            |e| {
+                e.map(|e| Series {
+                    minutes: buckets(&e.minutes, m),
+                    hours: buckets(&e.hours, h),
+                    days: buckets(&e.days, d),
+                })
+            },
+        )
     }
 }
 
@@ -217,6 +255,22 @@ impl Ledger {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn past_its_bound_the_ledger_adds_to_one_overflow_line() {
+        let l = Ledger::new(64);
+        let u = Usage { input: 10, output: 1, ..Default::default() };
+        for i in 0..10_000 {
+            l.record(&format!("t{i}"), "m", "p", &u, 3);
+        }
+        let entries = l.entries();
+        assert_eq!(entries.len(), 65, "64 lines and the overflow line");
+        let total: u64 = entries.iter().map(|e| e.total.cost_micros).sum();
+        assert_eq!(total, 30_000, "no spend lost");
+        let over = entries.iter().find(|e| e.tenant == OVERFLOW).unwrap();
+        assert_eq!(over.total.requests, 10_000 - 64);
+        assert_eq!(l.overflow_hits(), 10_000 - 64);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn windows_forget_old_usage() {

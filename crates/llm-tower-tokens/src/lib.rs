@@ -40,6 +40,6 @@ pub use accounting::{AccountingBody, AccountingConfig, TokenAccounting, TokenAcc
 pub use budget::{Budget, BudgetStore, MemoryBudgets, Period};
 pub use counter::{Heuristic, Tiktoken, TokenCounter, counter_for};
 pub use layer::{Preflight, ResponseFuture, TokenCount, TokenCountLayer, count_input};
-pub use ledger::{Ledger, LedgerEntry, Series, Totals};
+pub use ledger::{Ledger, LedgerEntry, OVERFLOW, Series, Totals};
 pub use llm_tower_core::Usage;
 pub use models::{Family, ModelInfo, Prices, UNKNOWN};

@@ -89,3 +89,35 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_tenant_names_shares_one_overflow_budget_and_forgets_no_spend() {
+    let store = MemoryBudgets::new(100);
+    let budget = Budget { limit_micros: 1_000, period: Period::Day };
+    // 100 tenants with spend fill the store.
+    for i in 0..100 {
+        let k = Key::from(format!("t{i}"));
+        store.reserve(&k, &budget, 600).await.unwrap();
+        store.settle(&k, &budget, 600, 600);
+    }
+    // 10,000 new names: they share one budget of $0.001, so at most one fits.
+    let mut fitted = 0;
+    for i in 0..10_000 {
+        let k = Key::from(format!("new{i}"));
+        if store.reserve(&k, &budget, 600).await.is_ok() {
+            store.settle(&k, &budget, 600, 600);
+            fitted += 1;
+        }
+    }
+    assert_eq!(fitted, 1);
+    assert_eq!(store.len(), 100);
+    assert_eq!(store.overflow_hits(), 10_000 + 1);
+    // No tenant's spend was forgotten.
+    for i in 0..100 {
+        assert_eq!(store.balance(&Key::from(format!("t{i}"))), Some((600, 0)), "t{i}");
+    }
+    // A day later the periods have rolled: new tenants get accounts of their own.
+    tokio::time::advance(std::time::Duration::from_secs(86_400)).await;
+    store.reserve(&Key::from("late"), &budget, 600).await.unwrap();
+    assert_eq!(store.balance(&Key::from("late")), Some((0, 600)));
+}
