@@ -32,8 +32,8 @@ pub enum Placement {
 
 const NIL: u32 = u32::MAX;
 /// Entries looked at from the least-recently-used end before a new key is
-/// sent to the overflow entry.
-const SCAN: usize = 8;
+/// sent to the overflow entry (by default).
+const SCAN: usize = 4;
 
 struct Slot<K, V> {
     key: K,
@@ -175,6 +175,7 @@ pub struct BoundedMap<K, V> {
     evictions: AtomicU64,
     len: AtomicUsize,
     capacity: usize,
+    scan: usize,
 }
 
 impl<K, V> std::fmt::Debug for BoundedMap<K, V> {
@@ -209,7 +210,15 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
             evictions: AtomicU64::new(0),
             len: AtomicUsize::new(0),
             capacity,
+            scan: SCAN,
         }
+    }
+
+    /// A map whose entries are never evicted (a ledger's lines hold spend):
+    /// once full, new keys go to the overflow entry at once, without looking
+    /// for one that may go.
+    pub fn never_evicting(capacity: usize, overflow: V) -> Self {
+        BoundedMap { scan: 0, ..Self::new(capacity, overflow) }
     }
 
     fn shard_of(&self, hash: u64) -> &Mutex<Shard<K, V>> {
@@ -268,7 +277,7 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
         }
         if shard.len() >= shard.cap {
             let mut made_room = false;
-            for _ in 0..SCAN.min(shard.len()) {
+            for _ in 0..self.scan.min(shard.len()) {
                 let tail = shard.tail;
                 if evictable(&shard.slot(tail).value) {
                     shard.remove_slot(tail);

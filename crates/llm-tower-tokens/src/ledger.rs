@@ -168,7 +168,7 @@ impl Ledger {
     /// dropped (it holds spend); once the bound is full, new lines add to one
     /// overflow line, so totals stay exact and memory stays bounded.
     pub fn new(max_lines: usize) -> Self {
-        Ledger { start: Instant::now(), lines: BoundedMap::new(max_lines, Box::default()) }
+        Ledger { start: Instant::now(), lines: BoundedMap::never_evicting(max_lines, Box::default()) }
     }
 
     /// Records that went to the overflow line.
