@@ -347,6 +347,7 @@ impl<'de> Visitor<'de> for Node {
 /// bytes instead of a JSON walk. Bounded: a full shard is cleared.
 pub(crate) struct Memo {
     shards: Box<[Mutex<MemoShard>]>,
+    per_shard: usize,
 }
 
 /// Raw body hash -> canonical hash and facts.
@@ -355,9 +356,26 @@ type MemoShard = HashMap<u128, (u128, Facts), BuildHasherDefault<Identity>>;
 const MEMO_SHARDS: usize = 16;
 const MEMO_PER_SHARD: usize = 4096;
 
+/// Bytes one memo entry holds (key, value and the table's slot), rounded up.
+pub(crate) const MEMO_ENTRY_BYTES: usize = 64;
+
 impl Default for Memo {
     fn default() -> Self {
-        Memo { shards: (0..MEMO_SHARDS).map(|_| Mutex::default()).collect() }
+        Self::with_capacity(MEMO_SHARDS * MEMO_PER_SHARD)
+    }
+}
+
+impl Memo {
+    /// A memo of at most `entries` entries (cleared a shard at a time when full).
+    pub(crate) fn with_capacity(entries: usize) -> Self {
+        let per_shard = (entries / MEMO_SHARDS).clamp(1, MEMO_PER_SHARD);
+        Memo { shards: (0..MEMO_SHARDS).map(|_| Mutex::default()).collect(), per_shard }
+    }
+
+    /// The most memory it can hold, for the cache's byte bound. A hashbrown
+    /// table may hold up to twice its entries in capacity.
+    pub(crate) fn max_bytes(&self) -> u64 {
+        (MEMO_SHARDS * self.per_shard * MEMO_ENTRY_BYTES * 2) as u64
     }
 }
 
@@ -377,7 +395,7 @@ impl Memo {
         }
         let found = analyze(body, ignored, skip_stream)?;
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MEMO_PER_SHARD {
+        if map.len() >= self.per_shard {
             map.clear();
         }
         map.insert(raw, found);

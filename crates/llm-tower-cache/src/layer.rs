@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::entry::Entry;
-use crate::key::Memo;
+use crate::key::{MEMO_ENTRY_BYTES, Memo};
 use crate::{CacheConfig, CacheKey, L2, Strategy};
 
 /// A cache's counters and size.
@@ -117,8 +117,11 @@ impl CacheLayer {
     pub fn new(cfg: CacheConfig) -> Self {
         let counters = Counters::default();
         let evictions = counters.evictions.clone();
+        // The memo of raw bodies takes at most a sixteenth of the bound;
+        // entries get the rest, weighed with moka's own per-entry cost.
+        let memo = Memo::with_capacity((cfg.max_bytes / 16 / (2 * MEMO_ENTRY_BYTES as u64)) as usize);
         let cache = Cache::builder()
-            .max_capacity(cfg.max_bytes)
+            .max_capacity(cfg.max_bytes.saturating_sub(memo.max_bytes()))
             .weigher(|_: &CacheKey, e: &Arc<Entry>| e.weight())
             // moka's clock only reclaims memory; freshness is decided on tokio time.
             .expire_after(Expiry)
@@ -129,8 +132,7 @@ impl CacheLayer {
                 }
             })
             .build();
-        let shared =
-            Shared { cfg, cache, l2: None, flights: Mutex::default(), memo: Memo::default(), counters };
+        let shared = Shared { cfg, cache, l2: None, flights: Mutex::default(), memo, counters };
         CacheLayer { shared: Arc::new(shared) }
     }
 

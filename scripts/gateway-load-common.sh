@@ -1,0 +1,58 @@
+# Shared by the gateway load scripts (source it): builds the release
+# binaries, starts the mock on core 0, and runs the gateway pinned to core 1
+# with a config, measuring its peak RSS. Loopback only.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+CONC=${CONC:-32}
+cargo build --release -q -p llm-tower-gateway -p llm-tower-mock --bins --example load
+BIN=target/release
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_up() { # port path
+  for _ in $(seq 1 100); do
+    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$1$2', timeout=1)" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "not up: $1" >&2; return 1
+}
+
+MOCK_PORT=$(port)
+taskset -c 0 "$BIN/llm-tower-mock" --port "$MOCK_PORT" >/dev/null 2>&1 &
+wait_up "$MOCK_PORT" /v1/models
+GW_PORT=$(port)
+
+# The provider section every script's config starts with.
+provider_toml() {
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$GW_PORT"
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:$MOCK_PORT/v1"
+api_key = "unused"
+models = ["gpt-4o-mini"]
+TOML
+}
+
+# run_gateway CONFIG_FILE LOAD_ARGS... -> prints "rps peak_rss_kib" (the load's line on stderr)
+run_gateway() {
+  local cfg=$1; shift
+  RUST_LOG=warn taskset -c 1 "$BIN/llm-tower-gateway" --config "$cfg" 2>"$tmp/gw.log" &
+  local pid=$!
+  wait_up "$GW_PORT" /health
+  # Warm-up (connections, allocator), excluded from the figures.
+  taskset -c 0 "$BIN/examples/load" --url "http://127.0.0.1:$GW_PORT" --requests 5000 --concurrency "$CONC" --tenants single >/dev/null
+  local out hwm
+  out=$(taskset -c 0 "$BIN/examples/load" --url "http://127.0.0.1:$GW_PORT" --concurrency "$CONC" "$@")
+  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  if [[ -n "${STATS_OUT:-}" ]]; then
+    python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$GW_PORT/stats').read().decode())" >"$STATS_OUT"
+  fi
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$* -> $out peak_rss_kib $hwm" >&2
+  echo "$(sed -E 's/.* rps ([0-9]+).*/\1/' <<<"$out") $hwm"
+}
