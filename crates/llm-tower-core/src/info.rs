@@ -123,7 +123,7 @@ struct Raw<'a> {
     temperature: Option<f64>,
     #[serde(default)]
     seed: Option<i64>,
-    #[serde(default, deserialize_with = "count_items")]
+    #[serde(default, deserialize_with = "count_messages")]
     messages: Option<usize>,
     #[serde(default, deserialize_with = "count_items")]
     input: Option<usize>,
@@ -163,11 +163,40 @@ fn count_items<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::
     d.deserialize_any(Count)
 }
 
+/// Counts the items of `messages`, which must be an array (every API that has
+/// it, OpenAI chat and Anthropic Messages, refuses anything else).
+fn count_messages<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    struct Count;
+    impl<'de> Visitor<'de> for Count {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of messages")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut n = 0usize;
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                n = n.saturating_add(1);
+            }
+            Ok(Some(n))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Count)
+}
+
 impl RequestInfo {
     /// Parses a request body for `api`.
     ///
     /// Errors with [`InvalidRequest`] (HTTP 400) when the body is not a JSON
-    /// object, a known field has the wrong type, or `model` is missing.
+    /// object, a known field has the wrong type (`messages` that is not an
+    /// array, a negative `n`, ...), `model` is missing, or, for chat
+    /// completions and Anthropic messages, `messages` is missing: what the
+    /// upstream would refuse is refused before any call.
     ///
     /// ```
     /// use llm_tower_core::{Api, RequestInfo};
@@ -189,6 +218,9 @@ impl RequestInfo {
                 return Err(InvalidRequest::new("you must provide a model parameter").with_param("model"));
             }
         };
+        if raw.messages.is_none() && matches!(api, Api::ChatCompletions | Api::AnthropicMessages) {
+            return Err(InvalidRequest::new("you must provide a messages parameter").with_param("messages"));
+        }
         Ok(RequestInfo {
             api,
             model,
@@ -390,6 +422,8 @@ mod tests {
             (br#"{"model":null}"#, "model"),
             (br#"{"model":"m","stream":"yes"}"#, "invalid request body"),
             (br#"{"model":"m","n":-1}"#, "invalid request body"),
+            (br#"{"model":"m","messages":"hi"}"#, "expected an array of messages"),
+            (br#"{"model":"m"}"#, "you must provide a messages parameter"),
         ] {
             let err = RequestInfo::parse(Api::ChatCompletions, body).unwrap_err();
             assert!(err.to_string().contains(needle), "{body:?}: {err}");

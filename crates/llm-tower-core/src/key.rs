@@ -125,7 +125,7 @@ impl<'a> RequestView<'a> {
 /// use llm_tower_core::{KeyFn, LlmBody, RequestInfo};
 /// let mut req = http::Request::post("/v1/chat/completions")
 ///     .header("x-tenant", "acme")
-///     .body(LlmBody::from(r#"{"model":"gpt-4o"}"#)).unwrap();
+///     .body(LlmBody::from(r#"{"model":"gpt-4o","messages":[]}"#)).unwrap();
 /// RequestInfo::ensure(&mut req).unwrap();
 /// assert_eq!(KeyFn::model().key(&req).as_str(), "gpt-4o");
 /// assert_eq!(KeyFn::header("x-tenant").key(&req).as_str(), "acme");

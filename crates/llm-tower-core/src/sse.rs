@@ -217,11 +217,11 @@ impl SseParser {
 ///
 /// ```
 /// use llm_tower_core::sse::EventSizeLimit;
-/// let mut l = EventSizeLimit::new(32);
+/// let mut l = EventSizeLimit::new(48);
 /// assert!(l.check(b"data: a small event\n\n").is_ok());
 /// assert!(l.check(b"data: a longer one, split ").is_ok());
-/// assert!(l.check(b"across chunks\n\n").is_ok(), "41 bytes in all, but the blank line came at 39");
-/// assert!(l.check(&[b'x'; 40]).is_err());
+/// assert!(l.check(b"across chunks\n\n").is_ok(), "40 bytes, then the blank line");
+/// assert!(l.check(&[b'x'; 50]).is_err(), "an event of 50 bytes and counting");
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct EventSizeLimit {
@@ -260,6 +260,10 @@ impl EventSizeLimit {
             }
             self.event = self.event.saturating_add(seg + 1);
             self.line = 0;
+            // Checked per line: a blank line later in the chunk must not hide it.
+            if self.event > self.max {
+                return Err(crate::EventTooLarge { limit: self.max });
+            }
         }
         let tail = chunk.len() - start;
         if tail > 0 {

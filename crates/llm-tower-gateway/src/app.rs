@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body as AxumBody;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -67,6 +67,8 @@ struct AppState {
     models: HashSet<String>,
     admin_token: Option<Secret>,
     models_json: Bytes,
+    /// Each model's own JSON (`GET /v1/models/{id}`).
+    model_json: std::collections::HashMap<String, Bytes>,
     max_body: usize,
     /// The longest a client waits for an answer to start (`server.deadline_ms`).
     deadline: Option<Duration>,
@@ -106,6 +108,11 @@ impl Gateway {
             BuildError::Io(e) => StartError::Io(e),
         })?;
         let llm = built.llm;
+        let model_json = built
+            .models
+            .iter()
+            .map(|m| (m.id.clone(), Bytes::from(serde_json::to_vec(m).expect("serializable"))))
+            .collect();
         let models_json =
             Bytes::from(serde_json::to_vec(&ModelList::new(built.models)).expect("serializable"));
         let tenant_header =
@@ -117,6 +124,7 @@ impl Gateway {
             tenant_header,
             admin_token: config.admin_token(),
             models_json,
+            model_json,
             max_body: config.server.max_body_bytes,
             deadline: config.deadline(),
             _mocks: mocks,
@@ -131,6 +139,7 @@ impl Gateway {
             .route("/v1/responses", post(proxy))
             .route("/v1/messages", post(proxy))
             .route("/v1/models", get(models))
+            .route("/v1/models/{*id}", get(model))
             .route("/health", get(health))
             .route("/stats", get(stats))
             .fallback(not_found)
@@ -309,6 +318,14 @@ async fn invalidate_cache(State(app): State<Arc<AppState>>, req: Request) -> Res
 
 async fn models(State(app): State<Arc<AppState>>) -> Response {
     json(StatusCode::OK, app.models_json.clone())
+}
+
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`); ids may contain `/`.
+async fn model(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match app.model_json.get(&id) {
+        Some(body) => json(StatusCode::OK, body.clone()),
+        None => error(&ModelNotFound::new(&id)),
+    }
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response {

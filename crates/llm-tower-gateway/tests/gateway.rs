@@ -278,3 +278,38 @@ async fn a_stream_event_that_never_ends_is_cut_with_a_typed_error_event() {
     assert_eq!(v["error"]["code"], "upstream_event_too_large");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_single_model_is_retrieved_and_an_unknown_one_is_404() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let h = start(&config_for(&mock, "")).await;
+    let (status, _, body) = h.call(Method::GET, "/v1/models/gpt-4o-mini", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let v = json(&body);
+    assert_eq!((v["id"].as_str(), v["object"].as_str()), (Some("gpt-4o-mini"), Some("model")));
+    let (status, _, body) = h.call(Method::GET, "/v1/models/no-such-model", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_of(&body).1.as_deref(), Some("model_not_found"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn chat_bodies_the_upstream_would_refuse_are_400_without_a_call() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let h = start(&config_for(&mock, "")).await;
+    for (body, param) in [
+        (r#"{"model":"gpt-4o-mini","messages":"hi"}"#, None),
+        (r#"{"model":"gpt-4o-mini"}"#, Some("messages")),
+        (r#"{"model":"gpt-4o-mini","messages":[],"n":-1}"#, None),
+    ] {
+        let (status, _, out) = h.call(Method::POST, "/v1/chat/completions", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let v = json(&out);
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{body}");
+        if let Some(p) = param {
+            assert_eq!(v["error"]["param"], p);
+        }
+    }
+    assert_eq!(mock.stats().llm_requests, 0);
+    h.stop().await;
+}
