@@ -1001,6 +1001,22 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// A parse error at `path` (`providers[0].timeouts.headers_ms`; empty: the
+/// document itself), with the line when known.
+fn field_error(path: String, line: usize, message: String) -> ConfigError {
+    let field = match (path.as_str(), line) {
+        ("" | ".", 0) => "config".to_owned(),
+        ("" | ".", l) => format!("line {l}"),
+        (p, _) => p.to_owned(),
+    };
+    let message = if line > 0 && field != format!("line {line}") {
+        format!("{message} (line {line})")
+    } else {
+        message
+    };
+    ConfigError { field, message }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.message)
@@ -1039,7 +1055,8 @@ pub struct ResolvedProvider {
 }
 
 impl StackConfig {
-    /// Parses JSON (the same document as the TOML form); errors name the line.
+    /// Parses JSON (the same document as the TOML form); errors name the
+    /// field path and the line.
     ///
     /// ```
     /// let cfg = llm_tower::config::StackConfig::from_json(
@@ -1048,24 +1065,66 @@ impl StackConfig {
     /// assert!(cfg.validate().is_ok());
     /// ```
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        serde_json::from_str(text)
-            .map_err(|e| ConfigError { field: format!("line {}", e.line()), message: e.to_string() })
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let line = e.inner().line();
+            field_error(e.path().to_string(), line, e.inner().to_string())
+        })
     }
-
-    /// Parses TOML; syntax and type errors name the line, column and key.
+    /// Parses TOML; syntax errors name the line, type errors the field path
+    /// (`server.max_body_bytes: invalid type: string "big", expected usize (line 2)`).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let field = e.span().map(|s| {
-                let line = text[..s.start.min(text.len())].lines().count().max(1);
-                format!("line {line}")
-            });
-            ConfigError {
-                field: field.unwrap_or_else(|| "config".into()),
-                message: e.message().trim().to_owned(),
-            }
+        let line_of = |e: &toml::de::Error| {
+            e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1))
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| field_error(String::new(), line_of(&e), e.message().trim().to_owned()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let line = line_of(e.inner());
+            field_error(e.path().to_string(), line, e.inner().message().trim().to_owned())
         })
     }
 
+    /// Parses YAML (the same document as the TOML form); errors name the
+    /// field path and the line. Needs the `yaml` feature.
+    #[cfg(feature = "yaml")]
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let line = e.inner().location().map_or(0, |l| l.line());
+            field_error(e.path().to_string(), line, e.inner().to_string())
+        })
+    }
+
+    /// Reads a config file, by its extension: `.json`, `.yaml`/`.yml` (with
+    /// the `yaml` feature), anything else TOML.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("llm-tower-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("gw.json");
+    /// std::fs::write(&path, r#"{"server":{"max_body_bytes":"big"}}"#).unwrap();
+    /// let err = llm_tower::config::StackConfig::from_file(&path).unwrap_err();
+    /// assert_eq!(err.field, "server.max_body_bytes");
+    /// ```
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            field: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("json") => Self::from_json(&text),
+            #[cfg(feature = "yaml")]
+            Some("yaml" | "yml") => Self::from_yaml(&text),
+            #[cfg(not(feature = "yaml"))]
+            Some("yaml" | "yml") => Err(ConfigError {
+                field: path.display().to_string(),
+                message: "YAML needs llm-tower's `yaml` feature".into(),
+            }),
+            _ => Self::from_toml(&text),
+        }
+    }
     /// The longest a client waits for an answer to start: `server.deadline_ms`,
     /// else the largest headers timeout of the providers (120 s by default),
     /// `None` only when every provider's headers timeout is off and no

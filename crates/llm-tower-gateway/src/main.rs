@@ -12,24 +12,27 @@ llm-tower-gateway: an OpenAI-compatible LLM gateway built from llm-tower's layer
 USAGE: llm-tower-gateway [OPTIONS]
 
 OPTIONS:
-  --config FILE     TOML configuration (default: the embedded offline config,
-                    an in-process mock provider)
+  --config FILE     configuration: TOML, or JSON (.json) or YAML (.yaml, .yml)
+                    by extension (default: the embedded offline config, an
+                    in-process mock provider)
   --check-config    validate the configuration and exit (0 when valid)
   --listen ADDR     override server.listen (e.g. 127.0.0.1:9000)
   --print-default   print the embedded default configuration and exit
+  --log-format F    text (default) or json (one JSON object per line)
   -h, --help        this help
   -V, --version     version
 
-Logs go to stderr; set RUST_LOG (default: info).";
+Logs go to stderr; set RUST_LOG (default: info). Colours only on a terminal.";
 
 struct Args {
     config: Option<String>,
     check: bool,
     listen: Option<SocketAddr>,
+    json_logs: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { config: None, check: false, listen: None };
+    let mut args = Args { config: None, check: false, listen: None, json_logs: false };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -46,6 +49,13 @@ fn parse_args() -> Result<Args, String> {
                 std::process::exit(0);
             }
             "--check-config" => args.check = true,
+            "--log-format" => {
+                args.json_logs = match it.next().as_deref() {
+                    Some("json") => true,
+                    Some("text") => false,
+                    other => return Err(format!("--log-format: text or json, not {other:?}")),
+                }
+            }
             "--config" => args.config = Some(it.next().ok_or("--config needs a file")?),
             "--listen" => {
                 let v = it.next().ok_or("--listen needs an address")?;
@@ -77,8 +87,6 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -86,17 +94,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (source, text) = match &args.config {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(t) => (path.clone(), t),
-            Err(e) => {
-                eprintln!("error: cannot read {path}: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => ("<embedded default>".to_string(), llm_tower_gateway::DEFAULT_CONFIG.to_string()),
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.json_logs {
+        logs.json().init();
+    } else {
+        // No ANSI escapes in files and pipes.
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
+    let (source, parsed) = match &args.config {
+        Some(path) => (path.clone(), GatewayConfig::from_file(path)),
+        None => {
+            ("<embedded default>".to_string(), GatewayConfig::from_toml(llm_tower_gateway::DEFAULT_CONFIG))
+        }
     };
-    let mut config = match GatewayConfig::from_toml(&text) {
+    let mut config = match parsed {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {source}: {e}");
