@@ -824,7 +824,9 @@ pub enum BreakerKey {
 }
 
 /// `[providers.circuit_breaker]`. Defaults: one breaker per provider; open
-/// after 5 consecutive failures or a 50 % failure rate over the last 100 calls
+/// after 10 consecutive failures (as `LlmStack`'s `ProviderSpec`: a retry
+/// layer above turns one failing request into up to 3 failed calls; the bare
+/// `CircuitConfig` default is 5) or a 50 % failure rate over the last 100 calls
 /// (once 20 are seen); open 60 s, ×2 per repeated trip up to 600 s; 3 probes,
 /// 3 successes to close; `retry-after` honoured.
 #[derive(Clone, Debug, Deserialize)]
@@ -867,7 +869,7 @@ impl Default for BreakerSection {
         Self {
             enabled: true,
             key: BreakerKey::Provider,
-            consecutive_failures: 5,
+            consecutive_failures: 10,
             failure_rate: 0.5,
             min_calls: 20,
             window_calls: None,

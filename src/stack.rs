@@ -256,7 +256,51 @@ where
 /// A problem in an [`LlmStack`], naming where.
 pub type StackError = FailoverConfigError;
 
-/// Assembles the recommended order from `../shared/DESIGN.md`, each layer
+/// Every problem [`LlmStack::build`] found (at least one): an error in its
+/// own right (`?` works in a function returning `Box<dyn Error>`), and a
+/// slice of [`StackError`]s to look at one by one.
+///
+/// ```
+/// use llm_tower::failover::{Route, Target};
+/// use llm_tower::{LlmStack, StackErrors};
+/// let err: StackErrors = LlmStack::new().route("smart", Route::new([Target::new("nowhere")])).build().unwrap_err();
+/// assert!(err.iter().any(|e| e.to_string().contains("nowhere")), "{err}");
+/// let boxed: Box<dyn std::error::Error> = Box::new(err);
+/// assert!(!boxed.to_string().is_empty());
+/// ```
+#[derive(Clone, Debug)]
+pub struct StackErrors(pub Vec<StackError>);
+
+impl std::ops::Deref for StackErrors {
+    type Target = [StackError];
+    fn deref(&self) -> &[StackError] {
+        &self.0
+    }
+}
+
+impl IntoIterator for StackErrors {
+    type Item = StackError;
+    type IntoIter = std::vec::IntoIter<StackError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl std::fmt::Display for StackErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StackErrors {}
+
+/// Assembles the recommended order (see `docs/ARCHITECTURE.md`), each layer
 /// optional:
 ///
 /// ```text
@@ -364,7 +408,12 @@ impl LlmStack {
     }
 
     /// Builds the stack. Every problem is reported, each naming where.
-    pub fn build(self) -> Result<Llm, Vec<StackError>> {
+    ///
+    /// # Errors
+    ///
+    /// [`StackErrors`], listing every problem (no provider, a route to an
+    /// unknown provider, a model served twice in conflicting ways, ...).
+    pub fn build(self) -> Result<Llm, StackErrors> {
         let client = self.client.unwrap_or_else(|| HttpClient::new(Default::default()));
         let mut builder = Failover::builder().health(self.health);
         let mut handles = Vec::new();
@@ -434,7 +483,7 @@ impl LlmStack {
             }
             builder = builder.route(model, route);
         }
-        let failover = builder.build()?;
+        let failover = builder.build().map_err(StackErrors)?;
         let accounting = self.accounting.map(|mut cfg| {
             for (public, priced) in price_as {
                 cfg.price_as.entry(public).or_insert(priced);

@@ -104,6 +104,9 @@ pub struct CircuitConfig {
     pub idle_ttl: Duration,
 }
 
+/// The bare layer opens after 5 consecutive failures. `LlmStack`'s
+/// `ProviderSpec` and the gateway use 10: they put a retry layer above the
+/// breaker, so one failing request is up to 3 failed calls.
 impl Default for CircuitConfig {
     fn default() -> Self {
         Self {
