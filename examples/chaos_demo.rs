@@ -38,15 +38,25 @@ async fn main() -> Result<(), tower::BoxError> {
         .provider(spec("a", &a)?)
         .provider(spec("b", &b)?)
         .health(HealthConfig::default().down_for(Duration::from_secs(1)).slow_start(Duration::from_secs(1)))
-        .build()
-        .map_err(|e| format!("{e:?}"))?;
+        .build()?;
     let svc = llm.service();
     let (mut ok, mut failed) = (0u32, 0u32);
+    println!("Each row: 100 more requests. Upstream calls, errors and states are measured, not scripted:");
+    println!("calls and errors come from each mock's own counters, states from each provider's breaker.");
     println!(
-        "{:>6} {:>6} {:>6} | {:>18} | {:>18}",
-        "sent", "ok", "failed", "a: req/ok/fail", "b: req/ok/fail"
+        "{:>5} {:>5} {:>6} | {:>24} | {:>24}",
+        "sent", "ok", "failed", "a: calls/errors breaker", "b: calls/errors breaker"
     );
+    // Upstream calls and error answers per mock, per round.
+    let counts = |m: &MockServer| {
+        let st = m.stats();
+        let errors: u64 = st.by_status.iter().filter(|(s, _)| **s >= 400).map(|(_, n)| n).sum::<u64>()
+            + st.faults.get("reset").copied().unwrap_or(0);
+        (st.llm_requests, errors)
+    };
+    let mut before = [counts(&a), counts(&b)];
     for round in 1..=8 {
+        // The fault script: an outage of `a` from the third round to the fifth.
         match round {
             3 => a.set_faults(FaultPlan::Always { fault: Fault::status(503) }),
             6 => a.set_faults(flaky(0.15)),
@@ -68,21 +78,36 @@ async fn main() -> Result<(), tower::BoxError> {
                 })
             })
             .collect();
+        let (mut round_ok, mut round_failed) = (0u32, 0u32);
         for c in calls {
-            if c.await? { ok += 1 } else { failed += 1 }
+            if c.await? { round_ok += 1 } else { round_failed += 1 }
         }
-        let s = llm.failover().stats();
-        let cell =
-            |i: usize| format!("{}/{}/{} {:?}", s[i].requests, s[i].successes, s[i].failures, s[i].state);
-        let note = match round {
-            3..=5 => " <- a is down",
-            _ => "",
+        assert_eq!(round_ok + round_failed, 100, "every request is counted once");
+        ok += round_ok;
+        failed += round_failed;
+        let now = [counts(&a), counts(&b)];
+        let cell = |i: usize| {
+            let (calls, errors) = (now[i].0 - before[i].0, now[i].1 - before[i].1);
+            let state = llm.providers()[i].breaker.state("*");
+            format!("{calls:>4}/{errors:<4} {state:?}")
         };
-        println!("{:>6} {ok:>6} {failed:>6} | {:>18} | {:>18}{note}", round * 100, cell(0), cell(1));
+        // The note says what the counters show: a provider whose answers were
+        // mostly errors this round.
+        let note: String = [("a", 0), ("b", 1)]
+            .iter()
+            .filter(|(_, i)| {
+                let (calls, errors) = (now[*i].0 - before[*i].0, now[*i].1 - before[*i].1);
+                calls > 0 && errors * 2 > calls
+            })
+            .map(|(n, _)| format!(" <- {n}: most answers were errors"))
+            .collect();
+        println!("{:>5} {ok:>5} {failed:>6} | {:>24} | {:>24}{note}", round * 100, cell(0), cell(1));
+        before = now;
         if round == 5 {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
+    assert_eq!(ok + failed, 800);
     assert!(ok >= 790, "{ok} of 800 succeeded");
     Ok(())
 }
