@@ -36,6 +36,18 @@ fn two(a: &MockServer, b: &MockServer, route: Route) -> Failover<LlmHttpService>
         .unwrap()
 }
 
+/// `gpt-4o-mini` on `small`, falling back to the `big` route (`gpt-4o` on
+/// `large`) when the request is too long for it.
+fn with_context_fallback(small: &MockServer, large: &MockServer) -> Failover<LlmHttpService> {
+    Failover::builder()
+        .backend(Backend::new("small", http("small", small)))
+        .backend(Backend::new("large", http("large", large)))
+        .route("gpt-4o-mini", Route::new([Target::new("small")]).context_fallback("big"))
+        .route("big", Route::new([Target::to("large", "gpt-4o")]))
+        .build()
+        .unwrap()
+}
+
 fn ab() -> Route {
     Route::new([Target::new("a"), Target::new("b")])
 }
@@ -260,13 +272,7 @@ async fn too_long_for_the_model_tries_the_larger_context_route() {
     };
     let small = mock(FaultPlan::Always { fault: too_long }).await;
     let large = mock(FaultPlan::None).await;
-    let f = Failover::builder()
-        .backend(Backend::new("small", http("small", &small)))
-        .backend(Backend::new("large", http("large", &large)))
-        .route("gpt-4o-mini", Route::new([Target::new("small")]).context_fallback("big"))
-        .route("big", Route::new([Target::to("large", "gpt-4o")]))
-        .build()
-        .unwrap();
+    let f = with_context_fallback(&small, &large);
     let res = send(&f, CHAT).await.unwrap();
     assert_eq!((res.status(), backend(&res)), (StatusCode::OK, "large"));
     assert_eq!(large.requests()[0].json()["model"], "gpt-4o", "the target's model name went upstream");
@@ -372,13 +378,7 @@ async fn a_large_400_is_read_for_context_length_and_passed_on_whole() {
     })
     .await;
     let large = mock(FaultPlan::None).await;
-    let f = Failover::builder()
-        .backend(Backend::new("small", http("small", &big)))
-        .backend(Backend::new("large", http("large", &large)))
-        .route("gpt-4o-mini", Route::new([Target::new("small")]).context_fallback("big"))
-        .route("big", Route::new([Target::to("large", "gpt-4o")]))
-        .build()
-        .unwrap();
+    let f = with_context_fallback(&big, &large);
     let res = send(&f, CHAT).await.unwrap();
     assert_eq!((res.status(), backend(&res)), (StatusCode::BAD_REQUEST, "small"));
     let body = res.into_body().collect().await.unwrap().to_bytes();

@@ -530,20 +530,6 @@ impl RateLimitStore for MemoryStore {
         let now = self.now();
         let rates = self.rates.get().copied().unwrap_or_default();
         let mut out = Vec::new();
-        {
-            let st = self.global.lock().unwrap_or_else(|e| e.into_inner());
-            if st.allowed + st.rejected > 0 {
-                out.push(KeyStats {
-                    key: GLOBAL.to_owned(),
-                    allowed: st.allowed,
-                    rejected: st.rejected,
-                    waited: st.waited(),
-                    queued: st.queued(),
-                    requests: quota(rates.rpm, st.tat(RPM), now),
-                    tokens: quota(rates.tpm, st.tat(TPM), now),
-                });
-            }
-        }
         let line = |key: String, st: &KeyState| KeyStats {
             key,
             allowed: st.allowed,
@@ -553,6 +539,12 @@ impl RateLimitStore for MemoryStore {
             requests: quota(rates.rpm, st.tat(RPM), now),
             tokens: quota(rates.tpm, st.tat(TPM), now),
         };
+        {
+            let st = self.global.lock().unwrap_or_else(|e| e.into_inner());
+            if st.allowed + st.rejected > 0 {
+                out.push(line(GLOBAL.to_owned(), &st));
+            }
+        }
         self.keys.for_each(|k, st| out.push(line(k.to_string(), st)));
         self.keys.with_overflow(|st| {
             if st.allowed + st.rejected > 0 {

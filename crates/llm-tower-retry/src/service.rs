@@ -236,17 +236,14 @@ where
             // would count against the upstream).
             let after = shared.policy.deadline.unwrap_or_default();
             let err = Some(BoxError::from(Timeout { phase: TimeoutPhase::Total, after }));
-            return ResponseFuture {
-                svc: self.inner.clone(),
+            return ResponseFuture::new(
+                self.inner.clone(),
                 req,
                 shared,
-                attempt: 1,
-                prev_delay: Duration::ZERO,
                 deadline,
-                attempt_start: start,
-                started: start,
-                state: State::Done { err },
-            };
+                start,
+                State::Done { err },
+            );
         }
         // Call the instance that was polled ready; keep a clone for retries.
         let clone = self.inner.clone();
@@ -269,6 +266,24 @@ where
             req.extensions_mut().remove::<Deadline>();
         }
         let fut = svc.call(first);
+        ResponseFuture::new(svc, req, shared, deadline, start, State::Calling { fut, timer })
+    }
+}
+
+impl<S, B, R, C> ResponseFuture<S, B, R, C>
+where
+    S: tower::Service<Request<B>>,
+    R: Body,
+    R::Error: Into<BoxError>,
+{
+    fn new(
+        svc: S,
+        req: Request<B>,
+        shared: Arc<Shared<C>>,
+        deadline: Option<Instant>,
+        start: Option<Instant>,
+        state: State<S::Future, R>,
+    ) -> Self {
         ResponseFuture {
             svc,
             req,
@@ -278,7 +293,7 @@ where
             deadline,
             attempt_start: start,
             started: start,
-            state: State::Calling { fut, timer },
+            state,
         }
     }
 }
