@@ -175,5 +175,19 @@ impl ServedModel {
     }
 }
 
+/// Marks a response whose `x-ratelimit-*` headers were written by a rate
+/// limiter of this stack (its own quota), not by the upstream: a limiter
+/// above that adapts to the provider's headers must not learn from them.
+/// Limiters write their headers on successful answers only, so a failure's
+/// hints (which retry and breaker layers read) are always the upstream's own.
+///
+/// ```
+/// let mut res = http::Response::new(());
+/// res.extensions_mut().insert(llm_tower_core::LocalRateLimitHeaders);
+/// assert!(res.extensions().get::<llm_tower_core::LocalRateLimitHeaders>().is_some());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalRateLimitHeaders;
+
 /// The boxed error every layer returns (tower's).
 pub type BoxError = tower::BoxError;

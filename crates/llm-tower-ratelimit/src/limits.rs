@@ -95,8 +95,10 @@ pub struct Limits {
     /// Read the provider's `x-ratelimit-*` and 429 `retry-after` and slow down
     /// before it refuses. Default on.
     pub adaptive: bool,
-    /// Set OpenAI-style `x-ratelimit-*` headers on responses from this
-    /// limiter's state. Default on.
+    /// Set OpenAI-style `x-ratelimit-*` headers from this limiter's state on
+    /// successful responses (marked with core's `LocalRateLimitHeaders`, so an
+    /// adaptive limiter above ignores them). Never on failures: their hints
+    /// stay the upstream's, for a retry or breaker layer above. Default on.
     pub emit_headers: bool,
 }
 

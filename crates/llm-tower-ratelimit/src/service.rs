@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
-use llm_tower_core::{BoxError, Key, KeyFn, RateLimited, RequestInfo};
+use llm_tower_core::{BoxError, Key, KeyFn, LocalRateLimitHeaders, RateLimited, RequestInfo};
 use pin_project_lite::pin_project;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -485,12 +485,17 @@ where
                         }
                         Ok(res) => {
                             let (mut parts, body) = res.into_parts();
-                            if shared.limits.adaptive {
+                            // Headers a limiter below wrote are its quota, not the provider's.
+                            let local = parts.extensions.get::<LocalRateLimitHeaders>().is_some();
+                            if shared.limits.adaptive && !local {
                                 adapt(shared, &t.key, parts.status, &parts.headers);
                             }
-                            if shared.limits.emit_headers {
+                            // Only on successes: a failure's hints stay the upstream's own,
+                            // for the retry and breaker layers above.
+                            if shared.limits.emit_headers && parts.status.is_success() {
                                 if let Some(g) = this.grant {
                                     set_headers(&mut parts.headers, g, &shared.rates);
+                                    parts.extensions.insert(LocalRateLimitHeaders);
                                 }
                             }
                             // Boxed: the body stays two words wide when no token limit is set.
