@@ -267,6 +267,31 @@ impl RequestInfo {
         req.extensions_mut().insert(info.clone());
         Ok(info)
     }
+
+    /// [`ensure`](Self::ensure) for layers generic over the body: when `req`'s
+    /// body is an [`LlmBody`], its info is parsed once and shared through the
+    /// extensions like `ensure` does; for any other body (a tonic stream), or
+    /// a body that does not parse (not this layer's to refuse), `None` unless
+    /// a layer above already stored it.
+    ///
+    /// ```
+    /// use llm_tower_core::{LlmBody, RequestInfo};
+    /// let mut req = http::Request::post("/v1/chat/completions")
+    ///     .body(LlmBody::from(r#"{"model":"m","max_tokens":4000,"messages":[]}"#)).unwrap();
+    /// assert_eq!(RequestInfo::ensure_any(&mut req).unwrap().max_tokens, Some(4000));
+    /// assert!(RequestInfo::get(&req).is_some(), "shared with the layers below");
+    /// let mut other = http::Request::new(String::from("not an LlmBody"));
+    /// assert!(RequestInfo::ensure_any(&mut other).is_none());
+    /// ```
+    pub fn ensure_any<B: 'static>(req: &mut http::Request<B>) -> Option<Arc<RequestInfo>> {
+        if let Some(info) = Self::get(req) {
+            return Some(info.clone());
+        }
+        let body = (req.body() as &dyn std::any::Any).downcast_ref::<LlmBody>()?;
+        let info = Arc::new(Self::parse(Api::from_path(req.uri().path()), body.as_bytes()).ok()?);
+        req.extensions_mut().insert(info.clone());
+        Some(info)
+    }
 }
 
 /// Replaces the top-level `"model"` string of a JSON object, leaving every other

@@ -248,6 +248,7 @@ impl<S, B, R, St> tower::Service<Request<B>> for RateLimit<S, St>
 where
     S: tower::Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
+    B: 'static,
     R: Body<Data = Bytes>,
     St: RateLimitStore,
 {
@@ -259,10 +260,17 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let key = shared.key_fn.as_ref().map_or(GLOBAL, |f| f.key(&req));
-        let tokens = if shared.rates.tpm.is_some() { estimate_tokens(&req, &shared.limits) } else { 0 };
+        let tokens = if shared.rates.tpm.is_some() {
+            // The request's meaning, parsed here if no layer above did (one
+            // shared parse): a bare limiter reserves by `max_tokens` too.
+            RequestInfo::ensure_any(&mut req);
+            estimate_tokens(&req, &shared.limits)
+        } else {
+            0
+        };
         // Without a token limit every demand is the same: no copy of it per call.
         let mut reserve = if tokens == 0 {
             shared.store.reserve(&key, &shared.demand)

@@ -239,3 +239,32 @@ async fn absurd_upstream_limit_headers_never_panic_or_block_forever() {
     let err = svc.clone().oneshot(req()).await.unwrap_err();
     assert!(err.is::<RateLimited>(), "{err:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_bare_limiter_reserves_by_max_tokens_without_a_parsing_layer_above() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let bare = |max_tokens: u32| {
+        let body = format!(
+            r#"{{"model":"gpt-4o-mini","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        // No RequestInfo in the extensions: the limiter parses it itself.
+        Request::post("/v1/chat/completions").body(LlmBody::from(body)).unwrap()
+    };
+    let passed = |max_tokens: u32| {
+        let mock = &mock;
+        async move {
+            let layer = RateLimitLayer::new(Limits::default().tokens_per_minute(10_000).mode(Mode::Reject));
+            let svc = layer.layer(http(mock));
+            let mut n = 0;
+            // Never reading the bodies: nothing is reconciled, only reserved.
+            while svc.clone().oneshot(bare(max_tokens)).await.is_ok() {
+                n += 1;
+                assert!(n < 1000);
+            }
+            n
+        }
+    };
+    // About 20 input tokens each: 4,000 of output fits twice, 200 about 45 times.
+    assert_eq!(passed(4_000).await, 2);
+    assert!((40..=48).contains(&passed(200).await));
+}
