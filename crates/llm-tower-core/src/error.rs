@@ -448,7 +448,11 @@ pub struct CircuitOpen {
 
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit open for {}", self.key)
+        write!(f, "circuit open for {}", self.key)?;
+        match self.retry_after {
+            Some(d) => write!(f, " (retry after {} ms)", d.as_millis()),
+            None => Ok(()),
+        }
     }
 }
 impl StdError for CircuitOpen {}
@@ -498,10 +502,16 @@ impl StdError for RateLimited {}
 /// `x-should-retry: false`: SDKs must not retry it).
 ///
 /// ```
-/// let e = llm_tower_core::BudgetExceeded { key: "acme".into(), period: "day", limit_micros: 5_000_000, spent_micros: 4_990_000 };
+/// let e = llm_tower_core::BudgetExceeded {
+///     key: "acme".into(), period: "day", limit_micros: 5_000_000, spent_micros: 4_990_000, request_micros: 20_000,
+/// };
+/// assert_eq!(e.to_string(), "day budget of $5.00 for acme is exhausted ($4.99 used, this request needs up to $0.02)");
 /// let res = llm_tower_core::error_response(&e);
 /// assert_eq!(res.status(), 429);
 /// assert_eq!(res.headers()["x-should-retry"], "false");
+/// // A request that could never fit says so.
+/// let big = llm_tower_core::BudgetExceeded { spent_micros: 0, request_micros: 9_000_000, ..e };
+/// assert!(big.to_string().starts_with("this request's estimated cost ($9.00) is over the whole day budget"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetExceeded {
@@ -513,17 +523,30 @@ pub struct BudgetExceeded {
     pub limit_micros: u64,
     /// Spent and reserved so far, micro-dollars.
     pub spent_micros: u64,
+    /// The refused request's estimated cost (input and `max_tokens`), micro-dollars.
+    pub request_micros: u64,
 }
 
 impl fmt::Display for BudgetExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.request_micros > self.limit_micros {
+            return write!(
+                f,
+                "this request's estimated cost (${}) is over the whole {} budget of ${} for {}: lower max_tokens",
+                Usd(self.request_micros),
+                self.period,
+                Usd(self.limit_micros),
+                self.key
+            );
+        }
         write!(
             f,
-            "{} budget of ${} for {} is exhausted (${} used)",
+            "{} budget of ${} for {} is exhausted (${} used, this request needs up to ${})",
             self.period,
             Usd(self.limit_micros),
             self.key,
-            Usd(self.spent_micros)
+            Usd(self.spent_micros),
+            Usd(self.request_micros)
         )
     }
 }

@@ -180,6 +180,7 @@ impl BudgetStore for MemoryBudgets {
                     period: budget.period.name(),
                     limit_micros: budget.limit_micros,
                     spent_micros: used,
+                    request_micros: estimate,
                 });
             }
             acc.reserved = acc.reserved.saturating_add(estimate);
