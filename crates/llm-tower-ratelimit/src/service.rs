@@ -1,16 +1,16 @@
 //! [`RateLimitLayer`], the [`RateLimit`] service, its future and body.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use llm_tower_core::bounded::BoundedMap;
 use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
 use llm_tower_core::{BoxError, Key, KeyFn, LocalRateLimitHeaders, RateLimited, RequestInfo};
 use pin_project_lite::pin_project;
@@ -56,8 +56,7 @@ struct Shared<St> {
     /// Every request's demand but for its tokens.
     demand: Demand,
     store: St,
-    key_fn: Option<KeyFn>,
-    semaphores: Option<Mutex<HashMap<Key, Arc<Semaphore>>>>,
+    semaphores: Option<BoundedMap<Key, Arc<Semaphore>>>,
     counters: Counters,
 }
 
@@ -65,12 +64,15 @@ impl<St> Shared<St> {
     fn semaphore(&self, key: &Key) -> Option<Arc<Semaphore>> {
         let map = self.semaphores.as_ref()?;
         let max = self.limits.max_concurrent? as usize;
-        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 10_000 {
-            // Bounded: drop idle semaphores (no permit out).
-            map.retain(|_, s| s.available_permits() < max);
-        }
-        Some(map.entry(key.clone()).or_insert_with(|| Arc::new(Semaphore::new(max))).clone())
+        // Bounded (core's BoundedMap): only a semaphore with no permit out may
+        // go; when all are busy, new keys share the overflow semaphore.
+        let (sem, _) = map.with(
+            key.as_str(),
+            || (key.clone(), Arc::new(Semaphore::new(max))),
+            |s| s.available_permits() == max && Arc::strong_count(s) == 1,
+            |s| s.clone(),
+        );
+        Some(sem)
     }
 }
 
@@ -110,11 +112,12 @@ impl<St> Shared<St> {
 /// ```
 pub struct RateLimitLayer<St = MemoryStore> {
     shared: Arc<Shared<St>>,
+    key_fn: Option<KeyFn>,
 }
 
 impl<St> Clone for RateLimitLayer<St> {
     fn clone(&self) -> Self {
-        Self { shared: self.shared.clone() }
+        Self { shared: self.shared.clone(), key_fn: self.key_fn.clone() }
     }
 }
 
@@ -134,29 +137,28 @@ impl RateLimitLayer<MemoryStore> {
 impl<St: RateLimitStore> RateLimitLayer<St> {
     /// Limits kept in `store` (e.g. shared by several gateways).
     pub fn with_store(limits: Limits, store: St) -> Self {
-        let semaphores = limits.max_concurrent.map(|_| Mutex::new(HashMap::new()));
+        let semaphores =
+            limits.max_concurrent.map(|max| BoundedMap::new(10_000, Arc::new(Semaphore::new(max as usize))));
         Self {
             shared: Arc::new(Shared {
                 rates: limits.rates(),
                 demand: base_demand(&limits),
                 limits,
                 store,
-                key_fn: None,
                 semaphores,
                 counters: Counters::default(),
             }),
+            key_fn: None,
         }
     }
 
-    /// One set of limits per key (tenant, model, ...). Call before cloning the layer.
-    pub fn keyed(self, key_fn: KeyFn) -> Self {
-        match Arc::try_unwrap(self.shared) {
-            Ok(mut s) => {
-                s.key_fn = Some(key_fn);
-                Self { shared: Arc::new(s) }
-            }
-            Err(_) => panic!("RateLimitLayer::keyed must be called before the layer is cloned"),
-        }
+    /// One set of limits per key (tenant, model, ...), for the layer this
+    /// returns and the services it makes. It shares its store, stats and
+    /// handles with the layer it came from and that layer's clones (which keep
+    /// their own key function): calling it at any point is safe.
+    pub fn keyed(mut self, key_fn: KeyFn) -> Self {
+        self.key_fn = Some(key_fn);
+        self
     }
 
     /// A snapshot of the counters.
@@ -185,7 +187,7 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
     /// ```
     pub fn wait_for<B>(&self, req: &Request<B>) -> Option<Duration> {
         let shared = &self.shared;
-        let key = shared.key_fn.as_ref().map_or(GLOBAL, |f| f.key(req));
+        let key = self.key_fn.as_ref().map_or(GLOBAL, |f| f.key(req));
         let tokens = if shared.rates.tpm.is_some() { estimate_tokens(req, &shared.limits) } else { 0 };
         shared.store.peek(&key, &demand_of(shared, tokens))
     }
@@ -200,7 +202,7 @@ impl<S, St> tower::Layer<S> for RateLimitLayer<St> {
     type Service = RateLimit<S, St>;
 
     fn layer(&self, inner: S) -> RateLimit<S, St> {
-        RateLimit { inner, shared: self.shared.clone() }
+        RateLimit { inner, shared: self.shared.clone(), key_fn: self.key_fn.clone() }
     }
 }
 
@@ -208,11 +210,12 @@ impl<S, St> tower::Layer<S> for RateLimitLayer<St> {
 pub struct RateLimit<S, St = MemoryStore> {
     inner: S,
     shared: Arc<Shared<St>>,
+    key_fn: Option<KeyFn>,
 }
 
 impl<S: Clone, St> Clone for RateLimit<S, St> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), shared: self.shared.clone() }
+        Self { inner: self.inner.clone(), shared: self.shared.clone(), key_fn: self.key_fn.clone() }
     }
 }
 
@@ -262,7 +265,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
-        let key = shared.key_fn.as_ref().map_or(GLOBAL, |f| f.key(&req));
+        let key = self.key_fn.as_ref().map_or(GLOBAL, |f| f.key(&req));
         let tokens = if shared.rates.tpm.is_some() {
             // The request's meaning, parsed here if no layer above did (one
             // shared parse): a bare limiter reserves by `max_tokens` too.

@@ -268,3 +268,20 @@ async fn a_bare_limiter_reserves_by_max_tokens_without_a_parsing_layer_above() {
     assert_eq!(passed(4_000).await, 2);
     assert!((40..=48).contains(&passed(200).await));
 }
+
+#[tokio::test(start_paused = true)]
+async fn keyed_after_a_clone_is_safe_and_shares_the_store() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let base = RateLimitLayer::new(Limits::default().requests_per_minute(1).mode(Mode::Reject));
+    let _clone = base.clone(); // `keyed` used to panic here
+    let keyed = base.clone().keyed(KeyFn::header("x-tenant"));
+    let svc = keyed.layer(http(&mock));
+    assert!(svc.clone().oneshot(req_for("a")).await.is_ok());
+    assert!(svc.clone().oneshot(req_for("b")).await.is_ok(), "b has its own quota");
+    assert!(svc.clone().oneshot(req_for("a")).await.unwrap_err().is::<RateLimited>());
+    // The unkeyed layer it came from keeps one quota for all, in the same store.
+    let plain = base.layer(http(&mock));
+    assert!(plain.clone().oneshot(req_for("c")).await.is_ok());
+    assert!(plain.oneshot(req_for("d")).await.unwrap_err().is::<RateLimited>());
+    assert_eq!(base.stats().allowed, 3, "stats are shared");
+}
