@@ -19,7 +19,7 @@ header = "x-tenant"
 requests_per_minute = 100000000
 tokens_per_minute = 4000000000
 [tenants.default_budget]
-usd = 5.0
+usd = 1000.0
 period = "day"
 TOML
 } >"$tmp/gw.toml"
