@@ -38,7 +38,14 @@ models = ["gpt-4o-mini"]
 TOML
 }
 
-# run_gateway CONFIG_FILE LOAD_ARGS... -> prints "rps peak_rss_kib" (the load's line on stderr)
+# CPU time (user + system) of a process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run_gateway CONFIG_FILE LOAD_ARGS... -> prints "rps peak_rss_kib cpu_us_per_request"
+# (the load's line on stderr). CPU per request is the gateway's own user +
+# system time over the measured load divided by its requests: on a pinned core
+# it is the inverse of the throughput the gateway can reach, and it does not
+# move with what else the machine is doing the way req/s does.
 run_gateway() {
   local cfg=$1; shift
   RUST_LOG=warn taskset -c 1 "$BIN/llm-tower-gateway" --config "$cfg" 2>"$tmp/gw.log" &
@@ -46,13 +53,18 @@ run_gateway() {
   wait_up "$GW_PORT" /health
   # Warm-up (connections, allocator), excluded from the figures.
   taskset -c 0 "$BIN/examples/load" --url "http://127.0.0.1:$GW_PORT" --requests 5000 --concurrency "$CONC" --tenants single >/dev/null
-  local out hwm
+  local out hwm t0 t1 n
+  t0=$(cpu_ticks "$pid")
   out=$(taskset -c 0 "$BIN/examples/load" --url "http://127.0.0.1:$GW_PORT" --concurrency "$CONC" "$@")
+  t1=$(cpu_ticks "$pid")
   hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   if [[ -n "${STATS_OUT:-}" ]]; then
     python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$GW_PORT/stats').read().decode())" >"$STATS_OUT"
   fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  echo "$* -> $out peak_rss_kib $hwm" >&2
-  echo "$(sed -E 's/.* rps ([0-9]+).*/\1/' <<<"$out") $hwm"
+  n=$(sed -E 's/^requests ([0-9]+).*/\1/' <<<"$out")
+  local cpu_us
+  cpu_us=$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
+  echo "$* -> $out peak_rss_kib $hwm cpu_us_per_request $cpu_us" >&2
+  echo "$(sed -E 's/.* rps ([0-9]+).*/\1/' <<<"$out") $hwm $cpu_us"
 }

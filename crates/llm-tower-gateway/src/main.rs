@@ -6,6 +6,13 @@ use std::time::Duration;
 
 use llm_tower_gateway::{Gateway, GatewayConfig};
 
+// A request allocates and frees many small objects, and keyed state (tenants,
+// limits) churns under client-chosen keys: glibc's allocator fragments under
+// that and spends a large share of the gateway's CPU in its slow path.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const HELP: &str = "\
 llm-tower-gateway: an OpenAI-compatible LLM gateway built from llm-tower's layers
 
