@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
 use llm_tower_cache::{CacheConfig, CacheLayer};
 use llm_tower_circuit::{CircuitBreaker, CircuitBreakerLayer, CircuitConfig, CircuitHandle};
 use llm_tower_core::{BoxError, KeyFn, LlmBody, RequestInfo};
@@ -22,8 +20,9 @@ use tower::{Layer, Service, ServiceExt};
 /// (timeouts inside the HTTP service).
 pub type ProviderStack = Retry<CircuitBreaker<RateLimit<LlmHttpService>>>;
 
-/// The body of every response of a built stack.
-pub type LlmResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+/// The body of every response of a built stack (and of every layer): core's
+/// observed, metered-once body.
+pub use llm_tower_core::LlmResponseBody;
 
 /// A built stack as one cloneable service.
 pub type LlmService = BoxCloneSyncService<Request<LlmBody>, Response<LlmResponseBody>, BoxError>;
@@ -204,9 +203,9 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    BoxCloneSyncService::new(
-        svc.map_err(Into::into).map_response(|r| r.map(|b| b.map_err(Into::into).boxed_unsync())),
-    )
+    // Every layer already answers with an `LlmResponseBody`: `new` takes it
+    // as it is (no new box).
+    BoxCloneSyncService::new(svc.map_err(Into::into).map_response(|r| r.map(LlmResponseBody::new)))
 }
 
 impl<S> Layer<S> for TenantLimits {

@@ -1,117 +1,18 @@
-//! [`CacheBody`]: a hit's bytes, or the upstream body passed through (and
-//! recorded for the cache as it passes).
+//! The [`Recorder`]: observes an upstream answer as it passes and stores it
+//! once it ended complete and clean.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, ready};
+use std::task::Context;
 
 use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
-use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
-use pin_project_lite::pin_project;
+use llm_tower_core::response::{BodyEnd, BodyObserver};
+use llm_tower_core::usage::{BodyKind, StreamEnd};
 
 use crate::entry::{Entry, Form};
 use crate::layer::{Shared, log_l2};
 use crate::service::{FlightGuard, Plan};
-
-pin_project! {
-    /// Response body of [`Cache`](crate::Cache).
-    pub struct CacheBody<B> {
-        #[pin]
-        kind: Kind<B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
-        Full { data: Option<Bytes> },
-        Pass { #[pin] inner: B },
-        Record { #[pin] inner: B, rec: Option<Box<Recorder>> },
-    }
-}
-
-impl<B> CacheBody<B> {
-    pub(crate) fn full(data: Bytes) -> Self {
-        CacheBody { kind: Kind::Full { data: (!data.is_empty()).then_some(data) } }
-    }
-
-    pub(crate) fn pass(inner: B) -> Self {
-        CacheBody { kind: Kind::Pass { inner } }
-    }
-
-    pub(crate) fn record(inner: B, rec: Recorder) -> Self {
-        CacheBody { kind: Kind::Record { inner, rec: Some(Box::new(rec)) } }
-    }
-}
-
-impl<B> std::fmt::Debug for CacheBody<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.kind {
-            Kind::Full { .. } => "hit",
-            Kind::Pass { .. } => "pass",
-            Kind::Record { .. } => "recording",
-        };
-        f.debug_tuple("CacheBody").field(&kind).finish()
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for CacheBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Pass { inner } => inner.poll_frame(cx),
-            KindProj::Record { mut inner, rec } => {
-                let out = ready!(inner.as_mut().poll_frame(cx));
-                match &out {
-                    Some(Ok(frame)) => {
-                        if let (Some(r), Some(data)) = (rec.as_mut(), frame.data_ref()) {
-                            r.push(data);
-                        }
-                        if inner.is_end_stream() {
-                            if let Some(r) = rec.take() {
-                                r.finish(StreamEnd::Complete);
-                            }
-                        }
-                    }
-                    Some(Err(_)) => {
-                        if let Some(r) = rec.take() {
-                            r.finish(StreamEnd::Failed);
-                        }
-                    }
-                    None => {
-                        if let Some(r) = rec.take() {
-                            r.finish(StreamEnd::Complete);
-                        }
-                    }
-                }
-                Poll::Ready(out)
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Full { data } => data.is_none(),
-            Kind::Pass { inner } | Kind::Record { inner, .. } => inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::Pass { inner } | Kind::Record { inner, .. } => inner.size_hint(),
-        }
-    }
-}
 
 /// Records an upstream answer as it passes and stores it once complete.
 /// Dropped before its end (the caller went away, the stream broke), it
@@ -124,7 +25,7 @@ pub(crate) struct Recorder {
     len: usize,
     /// Over `max_entry_bytes`: passed on, no longer kept.
     overflow: bool,
-    extractor: UsageExtractor,
+    kind: BodyKind,
     flight: Option<FlightGuard>,
     done: bool,
 }
@@ -151,14 +52,13 @@ impl Recorder {
             chunks: Vec::new(),
             len: 0,
             overflow: false,
-            extractor: UsageExtractor::new(kind),
+            kind,
             flight,
             done: false,
         }
     }
 
     fn push(&mut self, data: &Bytes) {
-        self.extractor.feed(data);
         if self.overflow {
             return;
         }
@@ -185,9 +85,9 @@ impl Recorder {
     }
 
     /// Stores the answer if it is complete and clean.
-    fn finish(mut self: Box<Self>, end: StreamEnd) {
+    fn finish(mut self: Box<Self>, end: &BodyEnd) {
         self.done = true;
-        let report = std::mem::replace(&mut self.extractor, UsageExtractor::new(BodyKind::Json)).finish(end);
+        let Some(report) = end.report.as_ref() else { return };
         let truncated = report.finish_reason.as_deref().is_some_and(|r| TRUNCATED.contains(&r));
         let why_not = if report.end != StreamEnd::Complete {
             Some("incomplete")
@@ -244,5 +144,19 @@ impl Recorder {
         if insert.as_mut().poll(&mut cx).is_pending() {
             tokio::spawn(insert);
         }
+    }
+}
+
+impl BodyObserver for Recorder {
+    fn wants_usage(&self) -> Option<BodyKind> {
+        Some(self.kind)
+    }
+
+    fn on_data(&mut self, data: &Bytes) {
+        self.push(data);
+    }
+
+    fn on_end(self: Box<Self>, end: &mut BodyEnd) {
+        self.finish(end);
     }
 }

@@ -40,7 +40,6 @@ mod l2;
 mod layer;
 mod service;
 
-pub use body::CacheBody;
 pub use config::{CacheConfig, Predicate, Strategy};
 pub use entry::Form;
 pub use key::CacheKey;

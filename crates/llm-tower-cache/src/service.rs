@@ -12,12 +12,12 @@ use http::header::{AGE, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use llm_tower_core::usage::{BodyKind, Prices};
-use llm_tower_core::{Api, BoxError, Key, LlmBody, RequestInfo, ServedBy};
+use llm_tower_core::{Api, BoxError, Key, LlmBody, LlmResponseBody, RequestInfo, ServedBy};
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::body::{CacheBody, Recorder};
+use crate::body::Recorder;
 use crate::entry::{Entry, Form};
 use crate::layer::{Shared, log_l2};
 use crate::{CacheKey, Strategy};
@@ -267,9 +267,13 @@ fn on_response<R>(
     res: Response<R>,
     plan: Option<Plan>,
     flight: Option<FlightGuard>,
-) -> Response<CacheBody<R>> {
+) -> Response<LlmResponseBody>
+where
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
+{
     let Some(plan) = plan else {
-        return with_status(res.map(CacheBody::pass), "BYPASS");
+        return with_status(res.map(LlmResponseBody::new), "BYPASS");
     };
     let no_store = res
         .headers()
@@ -278,11 +282,11 @@ fn on_response<R>(
         .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-store")));
     if res.status() != StatusCode::OK || no_store {
         shared.counters.not_stored.fetch_add(1, Ordering::Relaxed);
-        return with_status(res.map(CacheBody::pass), "MISS");
+        return with_status(res.map(LlmResponseBody::new), "MISS");
     }
     let kind = BodyKind::from_headers(res.headers());
     let rec = Recorder::new(shared.clone(), plan, kind, flight);
-    with_status(res.map(|b| CacheBody::record(b, rec)), "MISS")
+    with_status(llm_tower_core::response::observe(res, rec), "MISS")
 }
 
 impl<S, R> tower::Service<Request<LlmBody>> for Cache<S>
@@ -291,10 +295,11 @@ where
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
 {
-    type Response = Response<CacheBody<R>>;
+    type Response = Response<LlmResponseBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, R>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -308,7 +313,7 @@ where
         };
         if plan.read {
             match shared.lookup_now(&plan) {
-                Lookup::Hit(res) => return ResponseFuture::ready(Ok(res.map(CacheBody::full))),
+                Lookup::Hit(res) => return ResponseFuture::ready(Ok(res.map(LlmResponseBody::full))),
                 Lookup::Later => return self.slow(req, plan, None),
                 Lookup::Miss => {}
             }
@@ -336,6 +341,7 @@ where
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
 {
     /// The paths that wait: a second-level lookup, a coalesced miss, a slow
     /// moka answer. Boxed: the hit and plain-miss paths are not.
@@ -344,7 +350,7 @@ where
         req: Request<LlmBody>,
         plan: Plan,
         role: Option<Role>,
-    ) -> ResponseFuture<S::Future, R> {
+    ) -> ResponseFuture<S::Future> {
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
@@ -358,13 +364,14 @@ async fn slow<S, R>(
     req: Request<LlmBody>,
     plan: Plan,
     mut role: Option<Role>,
-) -> Result<Response<CacheBody<R>>, BoxError>
+) -> Result<Response<LlmResponseBody>, BoxError>
 where
     S: tower::Service<Request<LlmBody>, Response = Response<R>>,
     S::Error: Into<BoxError>,
-    R: Body<Data = Bytes>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
 {
-    let hit = |e: &Entry, coalesced: bool| shared.serve(&plan, e, coalesced).map(|r| r.map(CacheBody::full));
+    let hit = |e: &Entry, coalesced: bool| shared.serve(&plan, e, coalesced).map(|r| r.map(LlmResponseBody::full));
     if role.is_none() && plan.read {
         // moka was busy: ask again, then join the flight.
         if let Some(res) = shared.cache.get(&plan.key).await.and_then(|e| hit(&e, false)) {
@@ -405,27 +412,27 @@ where
     Ok(on_response(&shared, res, Some(plan), guard))
 }
 
-type BoxedResponse<R> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<R>>, BoxError>> + Send>>;
+type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response<LlmResponseBody>, BoxError>> + Send>>;
 
 pin_project! {
     /// Response future of [`Cache`].
-    pub struct ResponseFuture<F, R> {
+    pub struct ResponseFuture<F> {
         #[pin]
-        state: State<F, R>,
+        state: State<F>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, R> {
-        Ready { res: Option<Result<Response<CacheBody<R>>, BoxError>> },
+    enum State<F> {
+        Ready { res: Option<Result<Response<LlmResponseBody>, BoxError>> },
         Calling { #[pin] fut: F, shared: Arc<Shared>, plan: Option<Plan>, flight: Option<FlightGuard> },
-        Slow { fut: BoxedResponse<R> },
+        Slow { fut: BoxedResponse },
     }
 }
 
-impl<F, R> ResponseFuture<F, R> {
-    fn ready(res: Result<Response<CacheBody<R>>, BoxError>) -> Self {
+impl<F> ResponseFuture<F> {
+    fn ready(res: Result<Response<LlmResponseBody>, BoxError>) -> Self {
         ResponseFuture { state: State::Ready { res: Some(res) } }
     }
 
@@ -433,18 +440,19 @@ impl<F, R> ResponseFuture<F, R> {
         ResponseFuture { state: State::Calling { fut, shared, plan, flight } }
     }
 
-    fn boxed(fut: BoxedResponse<R>) -> Self {
+    fn boxed(fut: BoxedResponse) -> Self {
         ResponseFuture { state: State::Slow { fut } }
     }
 }
 
-impl<F, R, E> Future for ResponseFuture<F, R>
+impl<F, R, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<R>, E>>,
     E: Into<BoxError>,
-    R: Body<Data = Bytes>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
 {
-    type Output = Result<Response<CacheBody<R>>, BoxError>;
+    type Output = Result<Response<LlmResponseBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {

@@ -49,4 +49,4 @@ mod service;
 pub use breaker::{CircuitState, Transition};
 pub use config::{CircuitConfig, RateRule, SlowRule, Window};
 pub use registry::{CircuitHandle, CircuitStats, KeyStats, ProbeFn};
-pub use service::{CircuitBody, CircuitBreaker, CircuitBreakerLayer, ResponseFuture};
+pub use service::{CircuitBreaker, CircuitBreakerLayer, ResponseFuture};

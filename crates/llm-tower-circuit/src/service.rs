@@ -1,4 +1,5 @@
-//! [`CircuitBreakerLayer`], the [`CircuitBreaker`] service, its future and body.
+//! [`CircuitBreakerLayer`], the [`CircuitBreaker`] service, its future and
+//! the observer that records an outcome known only at a body's end.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,8 +8,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http::{HeaderMap, Request, Response};
+use http_body::Body;
+use llm_tower_core::response::{BodyEnd, BodyObserver, LlmResponseBody};
+use llm_tower_core::usage::StreamEnd;
 use llm_tower_core::{
     BoxError, CircuitOpen, Classification, Classified, Classify, Deadline, Key, KeyFn, LlmClassifier,
 };
@@ -215,9 +218,11 @@ impl<S, B, R, C> tower::Service<Request<B>> for CircuitBreaker<S, C>
 where
     S: tower::Service<Request<B>, Response = Response<R>>,
     S::Error: Into<BoxError>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
     C: Classify,
 {
-    type Response = Response<CircuitBody<R, C>>;
+    type Response = Response<LlmResponseBody>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
@@ -281,9 +286,11 @@ impl<F, R, E, C> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<Response<R>, E>>,
     E: Into<BoxError>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
     C: Classify,
 {
-    type Output = Result<Response<CircuitBody<R, C>>, BoxError>;
+    type Output = Result<Response<LlmResponseBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
@@ -297,12 +304,12 @@ where
                     Ok(res) => match classifier.classify_response(&res) {
                         Classified::Ready(c) => {
                             permit.record(&c);
-                            Poll::Ready(Ok(res.map(|inner| CircuitBody { inner, pending: None })))
+                            Poll::Ready(Ok(res.map(LlmResponseBody::new)))
                         }
-                        Classified::AtEnd => {
-                            let pending = Some((permit, classifier.clone()));
-                            Poll::Ready(Ok(res.map(|inner| CircuitBody { inner, pending })))
-                        }
+                        Classified::AtEnd => Poll::Ready(Ok(llm_tower_core::response::observe(
+                            res,
+                            AtEnd { permit: Some(permit), classifier: classifier.clone() },
+                        ))),
                     },
                     Err(e) => {
                         let e: BoxError = e.into();
@@ -315,58 +322,28 @@ where
     }
 }
 
-pin_project! {
-    /// The inner body; when the outcome is known only at its end (gRPC
-    /// trailers), the breaker records it there.
-    pub struct CircuitBody<R, C> {
-        #[pin]
-        inner: R,
-        pending: Option<(Permit, C)>,
-    }
+/// Records a call whose outcome is known only at its body's end (gRPC
+/// trailers): from the trailers, a body that fails is an upstream failure,
+/// and a body dropped before its end is an abandoned call (a failure only at
+/// or past its deadline, as for a call dropped before its head).
+struct AtEnd<C> {
+    permit: Option<Permit>,
+    classifier: C,
 }
 
-impl<R, C> std::fmt::Debug for CircuitBody<R, C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CircuitBody").field("pending", &self.pending.is_some()).finish()
-    }
-}
-
-impl<R, C> Body for CircuitBody<R, C>
-where
-    R: Body<Data = Bytes>,
-    R::Error: Into<BoxError>,
-    C: Classify,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let out = ready!(this.inner.poll_frame(cx));
-        if this.pending.is_some() {
-            let class = match &out {
-                Some(Ok(f)) => {
-                    f.trailers_ref().map(|t| this.pending.as_ref().expect("checked").1.classify_end(Some(t)))
-                }
-                Some(Err(_)) => Some(Classification::upstream_failure(false)),
-                None => Some(this.pending.as_ref().expect("checked").1.classify_end(None)),
-            };
-            if let Some(c) = class {
-                let (permit, _) = this.pending.take().expect("checked");
-                permit.record(&c);
-            }
+impl<C: Classify> BodyObserver for AtEnd<C> {
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(p) = self.permit.take() {
+            p.record(&self.classifier.classify_end(Some(trailers)));
         }
-        Poll::Ready(out.map(|r| r.map_err(Into::into)))
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.pending.is_none() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn on_end(self: Box<Self>, end: &mut BodyEnd) {
+        let Some(p) = self.permit else { return };
+        match end.end {
+            StreamEnd::Complete => p.record(&self.classifier.classify_end(None)),
+            StreamEnd::Failed => p.record(&Classification::upstream_failure(false)),
+            StreamEnd::EndedEarly => drop(p),
+        }
     }
 }

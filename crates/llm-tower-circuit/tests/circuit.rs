@@ -51,7 +51,7 @@ where
     S: tower::Service<
             Request<LlmBody>,
             Response = http::Response<
-                llm_tower_circuit::CircuitBody<llm_tower_http::ResponseBody, llm_tower_core::LlmClassifier>,
+                llm_tower_core::LlmResponseBody,
             >,
             Error = tower::BoxError,
         > + Clone,

@@ -5,6 +5,8 @@
 //! in a request's `http::Extensions`.
 //!
 //! - [`LlmBody`]: the replayable `Bytes`-backed request body.
+//! - [`LlmResponseBody`]: the one response body of every layer, observed
+//!   (metered once) rather than wrapped: see [`response`].
 //! - [`RequestInfo`]: a request's meaning, parsed once, shared as `Arc`.
 //! - [`chat`]: OpenAI-compatible types that keep unknown fields.
 //! - [`usage`]: [`Usage`] and the incremental JSON / SSE usage extractor.
@@ -29,6 +31,7 @@ pub mod hint;
 pub mod info;
 pub mod key;
 pub mod peek;
+pub mod response;
 mod secret;
 pub mod sse;
 pub mod usage;
@@ -42,6 +45,7 @@ pub use error::{
 };
 pub use info::{Api, RequestInfo};
 pub use key::{Key, KeyFn};
+pub use response::LlmResponseBody;
 pub use secret::Secret;
 pub use usage::{Usage, UsageReport};
 

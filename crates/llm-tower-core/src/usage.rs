@@ -278,6 +278,17 @@ impl UsageExtractor {
         self
     }
 
+    /// Whether this extractor collects the generated text ([`with_text`](Self::with_text)).
+    ///
+    /// ```
+    /// use llm_tower_core::usage::{BodyKind, UsageExtractor};
+    /// assert!(!UsageExtractor::new(BodyKind::Sse).collects_text());
+    /// assert!(UsageExtractor::new(BodyKind::Sse).with_text().collects_text());
+    /// ```
+    pub fn collects_text(&self) -> bool {
+        self.acc.text.is_some()
+    }
+
     /// The kind of body this extractor reads.
     ///
     /// ```

@@ -17,7 +17,7 @@ mod strategy;
 
 pub use backend::{AvailableFn, Backend, BackendStats, Health, HealthConfig, WaitFn};
 pub use service::{
-    Failover, FailoverBody, FailoverBuilder, FailoverConfigError, Hedge, HedgeDelay, Route, Target,
+    Failover, FailoverBuilder, FailoverConfigError, Hedge, HedgeDelay, Route, Target,
     X_LLM_BACKEND,
 };
 pub use strategy::{

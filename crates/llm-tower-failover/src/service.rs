@@ -5,21 +5,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use llm_tower_core::classify::{Classified, Classify, LlmClassifier, OutcomeClass};
 use llm_tower_core::info::rewrite_model;
-use llm_tower_core::peek::{Prefixed, peek};
-use llm_tower_core::sse::GuardBody;
-use llm_tower_core::usage::BodyKind;
+use llm_tower_core::peek::peek;
+use llm_tower_core::response::{BodyEnd, BodyObserver, LlmResponseBody};
+use llm_tower_core::usage::{BodyKind, StreamEnd};
 use llm_tower_core::{
     AllBackendsFailed, BackendAttempt, BoxError, InvalidRequest, LlmBody, ModelNotFound, RequestInfo,
 };
-use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -583,20 +582,20 @@ fn request_for(req: &Request<LlmBody>, info: &RequestInfo, model: Option<&str>) 
 }
 
 /// What one call came to.
-enum Outcome<B> {
+enum Outcome {
     /// Return this to the caller.
-    Answer(Response<FailoverBody<B>>),
+    Answer(Response<LlmResponseBody>),
     /// Return this error to the caller.
     Error(BoxError),
     /// Fail over (keeping what it answered, returned if it was the only backend tried).
-    Failed(BackendAttempt, Last<B>),
+    Failed(BackendAttempt, Last),
     /// Too long for this model: try the route's larger-context model.
     TooLong(BackendAttempt),
 }
 
 /// A failed call's own answer.
-enum Last<B> {
-    Response(Response<FailoverBody<B>>),
+enum Last {
+    Response(Response<LlmResponseBody>),
     Error(BoxError),
 }
 
@@ -620,11 +619,11 @@ async fn call_one<S, B>(
     step: Step,
     req: Request<LlmBody>,
     peek_too_long: bool,
-) -> Outcome<B>
+) -> Outcome
 where
     S: tower::Service<Request<LlmBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let backend = &shared.backends[step.backend];
@@ -682,7 +681,7 @@ where
                             BackendAttempt::new(&*name, "context_length_exceeded").status(400),
                         );
                     }
-                    let mut res = Response::from_parts(parts, FailoverBody::peeked(peeked));
+                    let mut res = Response::from_parts(parts, LlmResponseBody::new(peeked));
                     res.headers_mut().insert(X_LLM_BACKEND, header(&name));
                     Outcome::Answer(res)
                 }
@@ -711,12 +710,18 @@ fn header(name: &str) -> HeaderValue {
     HeaderValue::from_str(name).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-fn answer<S, B>(res: Response<B>, name: &str, guard: InFlight<S>) -> Response<FailoverBody<B>>
+fn answer<S, B>(res: Response<B>, name: &str, guard: InFlight<S>) -> Response<LlmResponseBody>
 where
     S: Send + Sync + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     let sse = BodyKind::from_headers(res.headers()) == BodyKind::Sse;
-    let mut res = res.map(|b| FailoverBody::live(b, guard.erase(), sse));
+    let mut res = llm_tower_core::response::observe(res, guard);
+    // A stream that breaks mid-way ends with an SSE `event: error`, never a clean end.
+    if sse {
+        res.body_mut().guard_sse();
+    }
     res.headers_mut().insert(X_LLM_BACKEND, header(name));
     res
 }
@@ -744,20 +749,13 @@ impl<S> Drop for InFlight<S> {
     }
 }
 
-/// The part of an in-flight call a body needs, without the service type.
-trait Tracked: Send + Sync {
-    fn broke(&self);
-}
-
-impl<S: Send + Sync + 'static> Tracked for InFlight<S> {
-    fn broke(&self) {
-        self.state().failure(&self.shared.health, Instant::now());
-    }
-}
-
-impl<S: Send + Sync + 'static> InFlight<S> {
-    fn erase(self) -> Box<dyn Tracked> {
-        Box::new(self)
+/// Observes the answer's body: the call stays in flight until the body ends,
+/// and a body that breaks counts against its backend.
+impl<S: Send + Sync + 'static> BodyObserver for InFlight<S> {
+    fn on_end(self: Box<Self>, end: &mut BodyEnd) {
+        if end.end == StreamEnd::Failed {
+            self.state().failure(&self.shared.health, Instant::now());
+        }
     }
 }
 
@@ -769,7 +767,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<FailoverBody<B>>;
+    type Response = Response<LlmResponseBody>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -791,7 +789,7 @@ async fn route_request<S, B>(
     shared: Arc<Shared<S>>,
     req: Request<LlmBody>,
     info: Arc<RequestInfo>,
-) -> Result<Response<FailoverBody<B>>, BoxError>
+) -> Result<Response<LlmResponseBody>, BoxError>
 where
     S: tower::Service<Request<LlmBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
     S::Future: Send,
@@ -883,12 +881,12 @@ where
 }
 
 /// Two calls at once: the first usable outcome wins, the other is dropped.
-async fn race<B>(
-    a: impl Future<Output = Outcome<B>>,
-    b: impl Future<Output = Outcome<B>>,
+async fn race(
+    a: impl Future<Output = Outcome>,
+    b: impl Future<Output = Outcome>,
     attempts: &mut Vec<BackendAttempt>,
     tried: &mut usize,
-) -> Outcome<B> {
+) -> Outcome {
     let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
     let (mut a_done, mut b_done) = (false, false);
     loop {
@@ -932,114 +930,3 @@ where
     }
 }
 
-pin_project! {
-    /// Response body of [`Failover`]: the backend's body, counted in flight
-    /// until it ends. A stream that breaks mid-way counts against its backend
-    /// and ends with an SSE `event: error` (core's [`GuardBody`]; never a clean end).
-    pub struct FailoverBody<B> {
-        #[pin]
-        inner: Kind<B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
-        Live { #[pin] body: GuardBody<Tracking<B>> },
-        // Boxed: rare (a peeked 400), and large.
-        Peeked { body: Box<Prefixed<B>> },
-    }
-}
-
-pin_project! {
-    /// Ends the call's in-flight count with the body, and counts a body that
-    /// breaks against its backend.
-    struct Tracking<B> {
-        #[pin]
-        body: B,
-        guard: Option<Box<dyn Tracked>>,
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for Tracking<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let out = ready!(this.body.poll_frame(cx));
-        match &out {
-            Some(Ok(_)) => {}
-            Some(Err(_)) => {
-                if let Some(g) = this.guard.take() {
-                    g.broke();
-                }
-            }
-            None => {
-                this.guard.take();
-            }
-        }
-        Poll::Ready(out)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl<B> FailoverBody<B> {
-    fn live(body: B, guard: Box<dyn Tracked>, sse: bool) -> Self {
-        let body = GuardBody::new(Tracking { body, guard: Some(guard) }, sse);
-        FailoverBody { inner: Kind::Live { body } }
-    }
-
-    fn peeked(body: Prefixed<B>) -> Self {
-        FailoverBody { inner: Kind::Peeked { body: Box::new(body) } }
-    }
-}
-
-impl<B> std::fmt::Debug for FailoverBody<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FailoverBody")
-    }
-}
-
-impl<B> Body for FailoverBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project().inner.project() {
-            KindProj::Peeked { body } => Pin::new(&mut **body).poll_frame(cx),
-            KindProj::Live { body } => body.poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Kind::Peeked { body } => body.is_end_stream(),
-            Kind::Live { body } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Kind::Peeked { body } => body.size_hint(),
-            Kind::Live { body } => body.size_hint(),
-        }
-    }
-}

@@ -7,9 +7,10 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use llm_tower_core::{AllBackendsFailed, LlmBody, error_response};
 use llm_tower_failover::{
-    Backend, Failover, FailoverBody, Health, HealthConfig, Hedge, HedgeDelay, Route, StrategyKind, Target,
+    Backend, Failover, Health, HealthConfig, Hedge, HedgeDelay, Route, StrategyKind, Target,
 };
-use llm_tower_http::{LlmHttpService, Provider, ResponseBody};
+use llm_tower_core::LlmResponseBody;
+use llm_tower_http::{LlmHttpService, Provider};
 use llm_tower_mock::{Fault, FaultPlan, Latency, MockConfig, MockServer};
 use tower::ServiceExt;
 
@@ -56,7 +57,7 @@ fn req(body: &str) -> Request<LlmBody> {
     Request::post("/v1/chat/completions").body(LlmBody::from(body.to_owned())).unwrap()
 }
 
-type Res = http::Response<FailoverBody<ResponseBody>>;
+type Res = http::Response<LlmResponseBody>;
 
 async fn send(f: &Failover<LlmHttpService>, body: &str) -> Result<Res, tower::BoxError> {
     f.clone().oneshot(req(body)).await

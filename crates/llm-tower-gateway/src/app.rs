@@ -18,7 +18,8 @@ use http_body_util::{BodyExt, Limited};
 use llm_tower::Llm;
 use llm_tower_cache::CacheKey;
 use llm_tower_core::chat::ModelList;
-use llm_tower_core::usage::{BodyKind, UsageBody, UsageReport, UsageSlot};
+use llm_tower_core::response::{BodyEnd, BodyObserver};
+use llm_tower_core::usage::{BodyKind, UsageReport};
 use llm_tower_core::{
     Api, Deadline, ErrorInfo, InvalidRequest, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Secret,
     ServedBy, Timeout, TimeoutPhase, Upstream,
@@ -31,7 +32,6 @@ use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::GatewayConfig;
-use crate::body::{GuardBody, NotifyEnd};
 use llm_tower::config::{BuildError, ConfigError};
 
 /// Why the gateway could not start.
@@ -409,8 +409,7 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
             Err(_) => Err(Timeout { phase: TimeoutPhase::Total, after: limit }.into()),
         },
         None => call.await,
-    }
-    .map(|r| r.map(AxumBody::new));
+    };
     let res = match outcome {
         Ok(res) => res,
         Err(e) => {
@@ -458,18 +457,33 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let log = move |report: UsageReport| {
         access_log(&method, &path, &model, &provider, status, headers_at, start, &report)
     };
-    let (parts, body) = res.into_parts();
-    let sse = kind == BodyKind::Sse;
-    // The accounting layer has read this body's usage: log its report rather
-    // than parse the body a second time.
-    let body = match parts.extensions.get::<UsageSlot>().cloned() {
-        Some(slot) => {
-            let on_end = move |end| log(slot.get().cloned().unwrap_or_else(|| UsageReport::ended(end)));
-            AxumBody::new(GuardBody::new(NotifyEnd::new(body, on_end), sse))
+    let (parts, mut body) = res.into_parts();
+    // The access line, written when the body ends, with the usage the
+    // body's one meter read (and any estimate accounting filled in).
+    body.observe(AccessLog { kind, log: Some(log) });
+    // A stream that breaks mid-way ends with an SSE error event.
+    if kind == BodyKind::Sse {
+        body.guard_sse();
+    }
+    Response::from_parts(parts, AxumBody::new(body)).into_response()
+}
+
+/// Writes a request's access line when its answer's body ends.
+struct AccessLog<F> {
+    kind: BodyKind,
+    log: Option<F>,
+}
+
+impl<F: FnOnce(UsageReport) + Send + 'static> BodyObserver for AccessLog<F> {
+    fn wants_usage(&self) -> Option<BodyKind> {
+        Some(self.kind)
+    }
+
+    fn on_end(mut self: Box<Self>, end: &mut BodyEnd) {
+        if let Some(log) = self.log.take() {
+            log(end.report.clone().unwrap_or_else(|| UsageReport::ended(end.end)));
         }
-        None => AxumBody::new(GuardBody::new(UsageBody::new(body, kind, log), sse)),
-    };
-    Response::from_parts(parts, body).into_response()
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

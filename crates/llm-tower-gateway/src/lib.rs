@@ -21,7 +21,6 @@
 #![deny(missing_docs)]
 
 mod app;
-pub mod body;
 
 /// The configuration (the facade's [`llm_tower::config`], shared with library users).
 pub mod config {

@@ -29,4 +29,4 @@ mod service;
 pub use client::{CachingResolver, ClientConfig, HostStats, HttpClient};
 pub use headers::{HOP_BY_HOP, strip_hop_by_hop};
 pub use provider::{ANTHROPIC_VERSION, BaseUrlError, Provider, ProviderKind};
-pub use service::{DEFAULT_MAX_RESPONSE_BYTES, LlmHttpService, ResponseBody, ResponseFuture, Timeouts};
+pub use service::{DEFAULT_MAX_RESPONSE_BYTES, LlmHttpService, ResponseFuture, Timeouts};

@@ -12,6 +12,7 @@ use http::uri::Authority;
 use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use llm_tower_core::LlmResponseBody;
 use llm_tower_core::sse::EventSizeLimit;
 use llm_tower_core::{
     Api, BadResponse, BadResponseKind, BoxError, Connect, Deadline, InvalidRequest, LlmBody, RequestInfo,
@@ -249,7 +250,7 @@ impl LlmHttpService {
 }
 
 impl tower::Service<Request<LlmBody>> for LlmHttpService {
-    type Response = Response<ResponseBody>;
+    type Response = Response<LlmResponseBody>;
     type Error = BoxError;
     type Future = ResponseFuture;
 
@@ -389,7 +390,7 @@ struct Reading {
 }
 
 impl Reading {
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<ResponseBody>, BoxError>> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<LlmResponseBody>, BoxError>> {
         loop {
             match ready!(self.body.poll_frame(cx)) {
                 Some(Ok(frame)) => {
@@ -432,7 +433,7 @@ impl Reading {
                     }
                     let mut parts = std::mem::replace(&mut self.parts, Response::new(()).into_parts().0);
                     parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
-                    let body = ResponseBody { kind: Kind::Full { data: Some(bytes) } };
+                    let body = LlmResponseBody::full(bytes);
                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
                 }
             }
@@ -467,7 +468,7 @@ fn is_json(headers: &http::HeaderMap) -> bool {
 }
 
 impl Future for ResponseFuture {
-    type Output = Result<Response<ResponseBody>, BoxError>;
+    type Output = Result<Response<LlmResponseBody>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
@@ -518,7 +519,7 @@ impl Future for ResponseFuture {
                                 if is_event_stream(&parts.headers) {
                                     body.events = Some(EventSizeLimit::new(c.max_event_bytes));
                                 }
-                                let body = ResponseBody { kind: Kind::Streaming { body } };
+                                let body = LlmResponseBody::new(body);
                                 return Poll::Ready(Ok(Response::from_parts(parts, body)));
                             }
                             // Read whole, by the earlier of the total limit and the caller's deadline.
@@ -571,27 +572,6 @@ fn map_client_error(e: hyper_util::client::legacy::Error, authority: &Authority)
         cur = err.source();
     }
     if e.is_connect() { Box::new(Connect::new(authority.as_str(), e)) } else { Box::new(Transport::new(e)) }
-}
-
-/// The body of an [`LlmHttpService`] answer: a stream passed on as it comes,
-/// or a non-streamed answer already read whole (its `size_hint` exact).
-///
-/// A stream's errors are typed: [`Timeout`] (`Idle` or `Total`) when a limit
-/// expires, [`StreamAborted`] when the upstream breaks the body.
-pub struct ResponseBody {
-    kind: Kind,
-}
-
-enum Kind {
-    Streaming { body: Streaming },
-    Full { data: Option<Bytes> },
-}
-
-impl ResponseBody {
-    /// Whether this is a non-streamed answer that was read whole.
-    pub fn is_complete(&self) -> bool {
-        matches!(self.kind, Kind::Full { .. })
-    }
 }
 
 /// A streamed upstream body with idle and total timeouts.
@@ -668,23 +648,7 @@ impl Streaming {
     }
 }
 
-impl std::fmt::Debug for ResponseBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.kind {
-            Kind::Streaming { body } => f
-                .debug_struct("ResponseBody")
-                .field("streaming", &true)
-                .field("done", &body.guard.is_none())
-                .finish(),
-            Kind::Full { data } => f
-                .debug_struct("ResponseBody")
-                .field("remaining", &data.as_ref().map_or(0, Bytes::len))
-                .finish(),
-        }
-    }
-}
-
-impl Body for ResponseBody {
+impl Body for Streaming {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -692,26 +656,15 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.kind {
-            Kind::Streaming { body } => body.poll_frame(cx),
-            Kind::Full { data } => {
-                Poll::Ready(data.take().filter(|d| !d.is_empty()).map(|d| Ok(Frame::data(d))))
-            }
-        }
+        Streaming::poll_frame(&mut self, cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Streaming { body } => body.guard.is_none() || body.inner.is_end_stream(),
-            Kind::Full { data } => data.as_ref().is_none_or(Bytes::is_empty),
-        }
+        self.guard.is_none() || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Streaming { body } => body.inner.size_hint(),
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-        }
+        self.inner.size_hint()
     }
 }
 

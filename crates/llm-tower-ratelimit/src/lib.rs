@@ -40,5 +40,5 @@ mod service;
 mod store;
 
 pub use limits::{LimitKind, Limits, Mode, Rate, Rates};
-pub use service::{RateLimit, RateLimitBody, RateLimitLayer, RateLimitStats, ResponseFuture};
+pub use service::{RateLimit, RateLimitLayer, RateLimitStats, ResponseFuture};
 pub use store::{Adjustment, Decision, Demand, Grant, KeyStats, MemoryStore, Quota, RateLimitStore};

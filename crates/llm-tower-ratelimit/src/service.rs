@@ -1,4 +1,5 @@
-//! [`RateLimitLayer`], the [`RateLimit`] service, its future and body.
+//! [`RateLimitLayer`], the [`RateLimit`] service, its future and the
+//! observer that settles a call when its body ends.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,10 +9,11 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body::Body;
 use llm_tower_core::bounded::BoundedMap;
-use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
+use llm_tower_core::response::{BodyEnd, BodyObserver, LlmResponseBody};
+use llm_tower_core::usage::{BodyKind, UsageReport};
 use llm_tower_core::{BoxError, Key, KeyFn, LocalRateLimitHeaders, RateLimited, RequestInfo};
 use pin_project_lite::pin_project;
 use serde::Serialize;
@@ -252,10 +254,11 @@ where
     S: tower::Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     B: 'static,
-    R: Body<Data = Bytes>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
     St: RateLimitStore,
 {
-    type Response = Response<RateLimitBody<R, St>>;
+    type Response = Response<LlmResponseBody>;
     type Error = BoxError;
     type Future = ResponseFuture<S, B, St>;
 
@@ -410,10 +413,11 @@ impl<S, B, R, St> Future for ResponseFuture<S, B, St>
 where
     S: tower::Service<Request<B>, Response = Response<R>>,
     S::Error: Into<BoxError>,
-    R: Body<Data = Bytes>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
     St: RateLimitStore,
 {
-    type Output = Result<Response<RateLimitBody<R, St>>, BoxError>;
+    type Output = Result<Response<LlmResponseBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -509,22 +513,19 @@ where
                                     parts.extensions.insert(LocalRateLimitHeaders);
                                 }
                             }
-                            // Boxed: the body stays two words wide when no token limit is set.
-                            let metered = shared.rates.tpm.is_some().then(|| {
-                                Box::new(Meter {
-                                    shared: shared.clone(),
-                                    key: t.key.clone(),
-                                    reserved: t.tokens,
-                                    success: parts.status.is_success(),
-                                    extractor: Some(UsageExtractor::new(BodyKind::from_headers(
-                                        &parts.headers,
-                                    ))),
-                                })
+                            let meter = shared.rates.tpm.is_some().then(|| Meter {
+                                shared: shared.clone(),
+                                key: t.key.clone(),
+                                reserved: t.tokens,
+                                success: parts.status.is_success(),
+                                kind: BodyKind::from_headers(&parts.headers),
                             });
-                            Ok(Response::from_parts(
-                                parts,
-                                RateLimitBody { inner: body, meter: metered, permit: this.permit.take() },
-                            ))
+                            let mut body = LlmResponseBody::new(body);
+                            let permit = this.permit.take();
+                            if meter.is_some() || permit.is_some() {
+                                body.observe(Settle { meter, permit });
+                            }
+                            Ok(Response::from_parts(parts, body))
                         }
                     });
                 }
@@ -539,13 +540,27 @@ fn refund_tokens<St: RateLimitStore>(shared: &Shared<St>, key: &Key, tokens: u64
     }
 }
 
-fn header_num(h: &HeaderMap, name: &str) -> Option<u64> {
+fn header_num(h: &HeaderMap, name: &HeaderName) -> Option<u64> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-fn header_reset(h: &HeaderMap, name: &str) -> Option<Duration> {
+fn header_reset(h: &HeaderMap, name: &HeaderName) -> Option<Duration> {
     llm_tower_core::hint::parse_reset(h.get(name)?.to_str().ok()?).ok()
 }
+
+/// `x-ratelimit-{limit,remaining,reset}-requests`, built once (no
+/// formatting on the response path).
+const REQUESTS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+/// `x-ratelimit-{limit,remaining,reset}-tokens`.
+const TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 /// Learns from the provider's own limit headers.
 fn adapt<St: RateLimitStore>(shared: &Shared<St>, key: &Key, status: http::StatusCode, h: &HeaderMap) {
@@ -555,10 +570,11 @@ fn adapt<St: RateLimitStore>(shared: &Shared<St>, key: &Key, status: http::Statu
             return;
         }
     }
-    for kind in ["requests", "tokens"] {
-        let remaining = header_num(h, &format!("x-ratelimit-remaining-{kind}"));
-        let reset = header_reset(h, &format!("x-ratelimit-reset-{kind}"));
-        let limit = header_num(h, &format!("x-ratelimit-limit-{kind}"));
+    for (kind, names) in [("requests", &REQUESTS), ("tokens", &TOKENS)] {
+        let [limit, remaining, reset] = names;
+        let remaining = header_num(h, remaining);
+        let reset = header_reset(h, reset);
+        let limit = header_num(h, limit);
         match (remaining, reset) {
             (Some(0), Some(reset)) => shared.store.adjust(key, Adjustment::Hold(reset)),
             // Nearly out (under 10 % left): spread what remains over the time to reset.
@@ -575,25 +591,20 @@ fn adapt<St: RateLimitStore>(shared: &Shared<St>, key: &Key, status: http::Statu
 }
 
 fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates) {
-    let mut put = |kind: &str, q: &Quota| {
-        h.insert(
-            format!("x-ratelimit-limit-{kind}").parse::<http::HeaderName>().expect("valid"),
-            HeaderValue::from(q.limit),
-        );
-        h.insert(
-            format!("x-ratelimit-remaining-{kind}").parse::<http::HeaderName>().expect("valid"),
-            HeaderValue::from(q.remaining),
-        );
-        let reset = format!("{}ms", q.reset.as_millis());
-        if let Ok(v) = HeaderValue::from_str(&reset) {
-            h.insert(format!("x-ratelimit-reset-{kind}").parse::<http::HeaderName>().expect("valid"), v);
+    let mut put = |[limit, remaining, reset]: &[HeaderName; 3], q: &Quota| {
+        h.insert(limit.clone(), HeaderValue::from(q.limit));
+        h.insert(remaining.clone(), HeaderValue::from(q.remaining));
+        let mut v = String::with_capacity(24);
+        let _ = std::fmt::Write::write_fmt(&mut v, format_args!("{}ms", q.reset.as_millis()));
+        if let Ok(v) = HeaderValue::try_from(v) {
+            h.insert(reset.clone(), v);
         }
     };
     if let Some(q) = &g.requests(rates) {
-        put("requests", q);
+        put(&REQUESTS, q);
     }
     if let Some(q) = &g.tokens(rates) {
-        put("tokens", q);
+        put(&TOKENS, q);
     }
 }
 
@@ -603,18 +614,17 @@ struct Meter<St: RateLimitStore> {
     key: Key,
     reserved: u64,
     success: bool,
-    extractor: Option<UsageExtractor>,
+    kind: BodyKind,
 }
 
 impl<St: RateLimitStore> Meter<St> {
-    fn settle(&mut self, end: StreamEnd) {
-        let Some(x) = self.extractor.take() else { return };
+    fn settle(self, report: Option<&UsageReport>) {
         if !self.success {
             refund_tokens(&self.shared, &self.key, self.reserved);
             return;
         }
-        if let Some(u) = x.finish(end).usage {
-            let delta = u.total() as i64 - self.reserved as i64;
+        if let Some(u) = report.and_then(|r| r.usage) {
+            let delta = (u.total() as i64).saturating_sub(self.reserved as i64);
             if delta != 0 {
                 self.shared.store.adjust(&self.key, Adjustment::Tokens { delta, rates: self.shared.rates });
             }
@@ -622,81 +632,23 @@ impl<St: RateLimitStore> Meter<St> {
     }
 }
 
-impl<St: RateLimitStore> Drop for Meter<St> {
-    fn drop(&mut self) {
-        self.settle(StreamEnd::EndedEarly);
-    }
+/// Observes a call's body: holds its concurrency permit until the body ends
+/// and reconciles the token reservation with the usage the body reports (a
+/// failure's reservation is refunded).
+struct Settle<St: RateLimitStore> {
+    meter: Option<Meter<St>>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
-pin_project! {
-    /// The inner body, holding the concurrency permit until it ends and
-    /// reconciling the token reservation with the usage it reports.
-    pub struct RateLimitBody<R, St>
-    where
-        St: RateLimitStore,
-    {
-        #[pin]
-        inner: R,
-        meter: Option<Box<Meter<St>>>,
-        permit: Option<OwnedSemaphorePermit>,
+impl<St: RateLimitStore> BodyObserver for Settle<St> {
+    fn wants_usage(&self) -> Option<BodyKind> {
+        self.meter.as_ref().filter(|m| m.success).map(|m| m.kind)
     }
-}
 
-impl<R, St: RateLimitStore> std::fmt::Debug for RateLimitBody<R, St> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitBody").field("holds_permit", &self.permit.is_some()).finish()
-    }
-}
-
-impl<R, St> Body for RateLimitBody<R, St>
-where
-    R: Body<Data = Bytes>,
-    St: RateLimitStore,
-{
-    type Data = Bytes;
-    type Error = R::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, R::Error>>> {
-        let mut this = self.project();
-        let out = ready!(this.inner.as_mut().poll_frame(cx));
-        match &out {
-            Some(Ok(frame)) => {
-                if let (Some(data), Some(m)) = (frame.data_ref(), this.meter.as_mut()) {
-                    if let Some(x) = m.extractor.as_mut() {
-                        x.feed(data);
-                    }
-                }
-                if this.inner.is_end_stream() {
-                    if let Some(mut m) = this.meter.take() {
-                        m.settle(StreamEnd::Complete);
-                    }
-                    this.permit.take();
-                }
-            }
-            Some(Err(_)) => {
-                if let Some(mut m) = this.meter.take() {
-                    m.settle(StreamEnd::Failed);
-                }
-                this.permit.take();
-            }
-            None => {
-                if let Some(mut m) = this.meter.take() {
-                    m.settle(StreamEnd::Complete);
-                }
-                this.permit.take();
-            }
+    fn on_end(self: Box<Self>, end: &mut BodyEnd) {
+        if let Some(m) = self.meter {
+            m.settle(end.report.as_ref());
         }
-        Poll::Ready(out)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        drop(self.permit);
     }
 }

@@ -38,13 +38,11 @@
 #![deny(missing_docs)]
 
 mod adaptive;
-mod body;
 mod budget;
 mod policy;
 mod service;
 mod stats;
 
-pub use body::RetryBody;
 pub use budget::RetryBudget;
 pub use policy::{
     AttemptTimeout, Backoff, BudgetConfig, Jitter, RandomSource, RetryPolicy, SeededRandom, ThreadRandom,

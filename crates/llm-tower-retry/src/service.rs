@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
+use llm_tower_core::LlmResponseBody;
 use llm_tower_core::peek::{Peek, peek};
 use llm_tower_core::{
     Attempt, BoxError, Classification, Classified, Classify, Deadline, LlmClassifier, OutcomeClass,
@@ -20,7 +21,7 @@ use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use crate::adaptive::LatencyTracker;
 use crate::budget::RetryBudget;
 use crate::stats::Counters;
-use crate::{AttemptTimeout, RandomSource, RetryBody, RetryPolicy, RetryStats, ThreadRandom};
+use crate::{AttemptTimeout, RandomSource, RetryPolicy, RetryStats, ThreadRandom};
 
 /// How much of a 429's body is read to look for `insufficient_quota` (the
 /// whole body is passed on whatever its size).
@@ -203,11 +204,11 @@ where
     S: tower::Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
-    R: Body<Data = Bytes>,
+    R: Body<Data = Bytes> + Send + 'static,
     R::Error: Into<BoxError>,
     C: Classify,
 {
-    type Response = Response<RetryBody<R>>;
+    type Response = Response<LlmResponseBody>;
     type Error = BoxError;
     type Future = ResponseFuture<S, B, R, C>;
 
@@ -420,11 +421,11 @@ where
     S: tower::Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
-    R: Body<Data = Bytes>,
+    R: Body<Data = Bytes> + Send + 'static,
     R::Error: Into<BoxError>,
     C: Classify,
 {
-    type Output = Result<Response<RetryBody<R>>, BoxError>;
+    type Output = Result<Response<LlmResponseBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -453,7 +454,7 @@ where
                                 if *this.attempt > 1 {
                                     Counters::bump(&shared.counters.recovered);
                                 }
-                                return Poll::Ready(Ok(res.map(RetryBody::inner)));
+                                return Poll::Ready(Ok(res.map(LlmResponseBody::new)));
                             }
                             if !class.retryable || *this.attempt >= shared.policy.max_attempts {
                                 return Poll::Ready(Ok(give_up_response(shared, *this.attempt, res)));
@@ -537,7 +538,7 @@ where
                     match delay {
                         Some(delay) => this.state.set(State::Sleeping { sleep: Box::pin(sleep(delay)) }),
                         None => {
-                            let res = Response::from_parts(parts, RetryBody::peeked(body));
+                            let res = Response::from_parts(parts, LlmResponseBody::new(body));
                             if *this.attempt > 1 {
                                 Counters::bump(&shared.counters.give_ups);
                             }
@@ -615,13 +616,17 @@ fn plan<C>(
     Some(delay)
 }
 
-fn give_up_response<C, R>(shared: &Shared<C>, attempt: u32, res: Response<R>) -> Response<RetryBody<R>> {
+fn give_up_response<C, R>(shared: &Shared<C>, attempt: u32, res: Response<R>) -> Response<LlmResponseBody>
+where
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
+{
     if attempt > 1 {
         Counters::bump(&shared.counters.give_ups);
         metrics::counter!("llm_tower_retry_give_ups_total").increment(1);
         tracing::info!(attempts = attempt, status = res.status().as_u16(), "giving up");
     }
-    res.map(RetryBody::inner)
+    res.map(LlmResponseBody::new)
 }
 
 fn give_up_error<C>(shared: &Shared<C>, attempt: u32, err: BoxError) -> BoxError {

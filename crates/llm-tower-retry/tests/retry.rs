@@ -48,7 +48,7 @@ async fn send(
     layer: &RetryLayer,
     mock: &MockServer,
     body: &'static str,
-) -> Result<http::Response<llm_tower_retry::RetryBody<llm_tower_http::ResponseBody>>, BoxError> {
+) -> Result<http::Response<llm_tower_core::LlmResponseBody>, BoxError> {
     layer.layer(http(mock)).oneshot(req(body)).await
 }
 
@@ -336,7 +336,6 @@ async fn a_large_429_body_is_read_for_its_quota_code_and_passed_on_whole() {
     let layer = RetryLayer::new(plain());
     let res = send(&layer, &mock, CHAT).await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(res.body().is_buffered(), "the layer read the start of it");
     let body = res.into_body().collect().await.unwrap().to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body).expect("whole JSON");
     assert_eq!(json["error"]["message"].as_str().unwrap().len(), 100_000);

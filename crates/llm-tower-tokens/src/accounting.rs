@@ -6,15 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use llm_tower_core::sse::SseParser;
-use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor, UsageSlot};
+use http_body::Body;
+use llm_tower_core::response::{BodyEnd, BodyObserver, LlmResponseBody};
+use llm_tower_core::usage::BodyKind;
 use llm_tower_core::{Api, BoxError, Key, LlmBody, RequestInfo, ServedBy, ServedModel, Usage};
 use pin_project_lite::pin_project;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use crate::budget::{Budget, BudgetStore, MemoryBudgets};
 use crate::ledger::Ledger;
@@ -305,10 +303,11 @@ impl<S, R, St> tower::Service<Request<LlmBody>> for TokenAccounting<S, St>
 where
     S: tower::Service<Request<LlmBody>, Response = Response<R>>,
     S::Error: Into<BoxError>,
-    R: Body<Data = Bytes>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
     St: BudgetStore,
 {
-    type Response = Response<AccountingBody<R, St>>;
+    type Response = Response<LlmResponseBody>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, St>;
 
@@ -394,10 +393,11 @@ impl<F, R, E, St> Future for ResponseFuture<F, St>
 where
     F: Future<Output = Result<Response<R>, E>>,
     E: Into<BoxError>,
-    R: Body<Data = Bytes>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
     St: BudgetStore,
 {
-    type Output = Result<Response<AccountingBody<R, St>>, BoxError>;
+    type Output = Result<Response<LlmResponseBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
@@ -428,18 +428,15 @@ where
                         }
                         let kind = BodyKind::from_headers(res.headers());
                         let strip = *strip && kind == BodyKind::Sse;
-                        // Outer layers (the gateway's access log) read the report here
-                        // instead of parsing the body again.
-                        let slot = UsageSlot::default();
-                        let mut res = res;
-                        res.extensions_mut().insert(slot.clone());
-                        Poll::Ready(Ok(res.map(|inner| AccountingBody {
-                            inner,
-                            extractor: Some(UsageExtractor::new(kind).with_text()),
-                            settle: Some(settle),
-                            filter: strip.then(EventFilter::default),
-                            slot,
-                        })))
+                        let mut res = res.map(LlmResponseBody::new);
+                        if strip {
+                            res.body_mut().strip_usage_only_events();
+                        }
+                        // A failure was released above: nothing to charge.
+                        if res.status().is_success() {
+                            res.body_mut().observe(Charge { settle, kind });
+                        }
+                        Poll::Ready(Ok(res))
                     }
                 }
             }
@@ -447,144 +444,32 @@ where
     }
 }
 
-/// Holds back partial SSE events so the usage-only chunk can be removed.
-#[derive(Default)]
-struct EventFilter {
-    pending: BytesMut,
+/// Observes the answer's body and settles its cost when it ends, with the
+/// usage the body reported, or, when it reported none, the counted input
+/// and the generated text counted so far. A body dropped before its end (the
+/// caller went away) is charged the same way: the provider bills the
+/// generation either way. Observers told after it (the gateway's access
+/// log) see the usage it recorded.
+struct Charge<St: BudgetStore> {
+    settle: Settle<St>,
+    kind: BodyKind,
 }
 
-#[derive(Deserialize)]
-struct UsageOnly {
-    choices: Vec<IgnoredAny>,
-    usage: Option<IgnoredAny>,
-}
+impl<St: BudgetStore> BodyObserver for Charge<St> {
+    fn wants_usage(&self) -> Option<BodyKind> {
+        Some(self.kind)
+    }
 
-fn is_usage_only(event: &[u8]) -> bool {
-    let mut parser = SseParser::default();
-    let mut found = false;
-    parser.feed(event, |ev| {
-        if let Ok(u) = serde_json::from_slice::<UsageOnly>(ev.data) {
-            found = u.choices.is_empty() && u.usage.is_some();
+    fn wants_text(&self) -> bool {
+        true
+    }
+
+    fn on_end(mut self: Box<Self>, end: &mut BodyEnd) {
+        let reported = end.report.as_ref().and_then(|r| r.usage);
+        if let Some(u) = self.settle.finish(reported, &end.text)
+            && let Some(r) = end.report.as_mut()
+        {
+            r.usage = Some(u);
         }
-    });
-    found
-}
-
-impl EventFilter {
-    /// Appends `data`; returns the complete events to forward.
-    fn push(&mut self, data: &[u8]) -> Bytes {
-        self.pending.extend_from_slice(data);
-        let mut out = BytesMut::new();
-        loop {
-            let p = &self.pending[..];
-            let end = p
-                .windows(2)
-                .position(|w| w == b"\n\n")
-                .map(|i| i + 2)
-                .or_else(|| p.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4));
-            let Some(end) = end else { break };
-            let event = self.pending.split_to(end);
-            if !is_usage_only(&event) {
-                out.extend_from_slice(&event);
-            }
-        }
-        out.freeze()
-    }
-}
-
-pin_project! {
-    /// The upstream body, read for usage as it passes (and, for streams the
-    /// layer asked for usage, without the extra usage chunk). A body dropped
-    /// before its end (the caller went away) is charged what it reported so
-    /// far, or the text counted so far: the provider bills the generation
-    /// either way.
-    pub struct AccountingBody<R, St: BudgetStore> {
-        #[pin]
-        inner: R,
-        extractor: Option<UsageExtractor>,
-        settle: Option<Settle<St>>,
-        filter: Option<EventFilter>,
-        slot: UsageSlot,
-    }
-
-    impl<R, St: BudgetStore> PinnedDrop for AccountingBody<R, St> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            AccountingBody::<R, St>::end(this.extractor, this.settle, this.slot, StreamEnd::EndedEarly);
-        }
-    }
-}
-
-impl<R, St: BudgetStore> AccountingBody<R, St> {
-    fn end(
-        extractor: &mut Option<UsageExtractor>,
-        settle: &mut Option<Settle<St>>,
-        slot: &UsageSlot,
-        end: StreamEnd,
-    ) {
-        if let (Some(x), Some(mut s)) = (extractor.take(), settle.take()) {
-            let (mut report, text) = x.finish_with_text(end);
-            if let Some(u) = s.finish(report.usage, &text) {
-                report.usage = Some(u);
-            }
-            slot.set(report);
-        }
-    }
-}
-
-impl<R, St> Body for AccountingBody<R, St>
-where
-    R: Body<Data = Bytes>,
-    St: BudgetStore,
-{
-    type Data = Bytes;
-    type Error = R::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, R::Error>>> {
-        let mut this = self.project();
-        loop {
-            let out = ready!(this.inner.as_mut().poll_frame(cx));
-            match out {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    if let Some(x) = this.extractor.as_mut() {
-                        x.feed(&data);
-                    }
-                    let data = match this.filter.as_mut() {
-                        Some(f) => f.push(&data),
-                        None => data,
-                    };
-                    if this.inner.is_end_stream() {
-                        Self::end(this.extractor, this.settle, this.slot, StreamEnd::Complete);
-                    }
-                    if data.is_empty() {
-                        continue;
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => {
-                    Self::end(this.extractor, this.settle, this.slot, StreamEnd::Failed);
-                    return Poll::Ready(Some(Err(e)));
-                }
-                None => {
-                    Self::end(this.extractor, this.settle, this.slot, StreamEnd::Complete);
-                    let rest = this.filter.as_mut().map(|f| f.pending.split().freeze()).unwrap_or_default();
-                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.settle.is_none()
-            && self.inner.is_end_stream()
-            && self.filter.as_ref().is_none_or(|f| f.pending.is_empty())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.filter.is_some() { SizeHint::default() } else { self.inner.size_hint() }
     }
 }

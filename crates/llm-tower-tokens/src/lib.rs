@@ -36,7 +36,7 @@ mod layer;
 mod ledger;
 mod models;
 
-pub use accounting::{AccountingBody, AccountingConfig, TokenAccounting, TokenAccountingLayer};
+pub use accounting::{AccountingConfig, TokenAccounting, TokenAccountingLayer};
 pub use budget::{Budget, BudgetStore, MemoryBudgets, Period};
 pub use counter::{Heuristic, Tiktoken, TokenCounter, counter_for};
 pub use layer::{Preflight, ResponseFuture, TokenCount, TokenCountLayer, count_input};

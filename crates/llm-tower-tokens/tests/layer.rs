@@ -34,7 +34,7 @@ fn counted(
 ) -> (
     impl tower::Service<
         Request<LlmBody>,
-        Response = http::Response<llm_tower_http::ResponseBody>,
+        Response = http::Response<llm_tower_core::LlmResponseBody>,
         Error = tower::BoxError,
     > + Clone,
     Seen,

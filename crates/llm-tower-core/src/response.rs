@@ -1,0 +1,638 @@
+//! [`LlmResponseBody`]: the one response body type of every llm-tower layer.
+//!
+//! Layers that need to see an answer as it passes (a limiter reconciling its
+//! token reservation, accounting charging the cost, a cache recording the
+//! bytes, a breaker reading gRPC trailers, failover counting a call in flight)
+//! do not wrap the body in a type of their own. They attach a
+//! [`BodyObserver`] to the one body, which calls each observer as the bytes
+//! pass and once at the end. So:
+//!
+//! - every layer's `Service::Response` is `http::Response<LlmResponseBody>`,
+//!   whatever it wraps: `ServiceBuilder::option_layer` and
+//!   `tower::util::Either` work for every layer, and a stack has a short,
+//!   nameable type;
+//! - the usage in a body is parsed **once**, by the body's meter, however many
+//!   observers want it (they receive the [`UsageReport`] at the end);
+//! - a body that is already an `LlmResponseBody` is taken as it is
+//!   ([`LlmResponseBody::new`] does not box it again); any other body
+//!   (hyper's `Incoming`, a tonic body, `Full`) is boxed once.
+//!
+//! What the caller reads can differ from what observers see in two ways, both
+//! asked for by a layer: [`guard_sse`](LlmResponseBody::guard_sse) ends an
+//! event stream that fails with an SSE `error` event instead of an error, and
+//! [`strip_usage_only_events`](LlmResponseBody::strip_usage_only_events) drops
+//! the usage-only chunk a layer asked the upstream for. Observers always see
+//! the upstream's bytes.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::sync::{Arc, Mutex};
+//! use http_body_util::BodyExt;
+//! use llm_tower_core::response::{BodyEnd, BodyObserver, LlmResponseBody};
+//! use llm_tower_core::usage::BodyKind;
+//!
+//! // An observer that keeps the input tokens the answer reported.
+//! struct Tokens(Arc<Mutex<Option<u64>>>);
+//! impl BodyObserver for Tokens {
+//!     fn wants_usage(&self) -> Option<BodyKind> { Some(BodyKind::Json) }
+//!     fn on_end(self: Box<Self>, end: &mut BodyEnd) {
+//!         *self.0.lock().unwrap() = end.report.as_ref().and_then(|r| r.usage).map(|u| u.input);
+//!     }
+//! }
+//! let seen = Arc::new(Mutex::new(None));
+//! let mut body = LlmResponseBody::full(r#"{"usage":{"prompt_tokens":7,"completion_tokens":1}}"#);
+//! body.observe(Tokens(seen.clone()));
+//! body.collect().await.unwrap();
+//! assert_eq!(*seen.lock().unwrap(), Some(7));
+//! # }
+//! ```
+
+use std::any::Any;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+
+use crate::BoxError;
+use crate::usage::{BodyKind, StreamEnd, UsageExtractor, UsageReport};
+
+/// Sees an answer's bytes as they pass and is told once how it ended.
+/// Attach it with [`LlmResponseBody::observe`]. See the [module docs](self).
+///
+/// An observer that is dropped without [`on_end`](Self::on_end) (it never
+/// is, unless the process unwinds) should release what it holds in `Drop`.
+pub trait BodyObserver: Send + 'static {
+    /// Whether this observer wants the body's usage, and which kind of body
+    /// to read it from (usually `BodyKind::from_headers` of the response).
+    /// Asked once, when it is attached. The body then keeps one meter for
+    /// all observers that want usage.
+    fn wants_usage(&self) -> Option<BodyKind> {
+        None
+    }
+
+    /// Whether the meter should also collect the generated text (for a
+    /// fallback count when the upstream reports no usage). Implies usage.
+    fn wants_text(&self) -> bool {
+        false
+    }
+
+    /// Each data frame as it passes (in order; never the bytes a guard or a
+    /// filter added or removed).
+    fn on_data(&mut self, _data: &Bytes) {}
+
+    /// The trailers, if the body has any.
+    fn on_trailers(&mut self, _trailers: &HeaderMap) {}
+
+    /// Once, when the body ends: read to its end (`Complete`), failed
+    /// (`Failed`), or dropped before either (`EndedEarly`, the caller went
+    /// away). Observers are told in the order they were attached (the
+    /// innermost layer first) and may fill in what the report lacks, such
+    /// as an estimate for a stream that reported no usage; those told later
+    /// see it.
+    fn on_end(self: Box<Self>, end: &mut BodyEnd);
+}
+
+/// How a body ended, with what its meter read, for [`BodyObserver::on_end`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct BodyEnd {
+    /// How the body itself ended.
+    pub end: StreamEnd,
+    /// What the meter read (when an observer wanted usage). Its `end` can be
+    /// more precise than [`end`](Self::end): a stream that closed without
+    /// its terminator is `EndedEarly`.
+    pub report: Option<UsageReport>,
+    /// The generated text (when an observer wanted it).
+    pub text: String,
+}
+
+enum Source {
+    Empty,
+    Full(Option<Bytes>),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+/// The response body of every llm-tower layer. See the [module docs](self).
+pub struct LlmResponseBody {
+    source: Source,
+    observers: Vec<Box<dyn BodyObserver>>,
+    meter: Option<UsageExtractor>,
+    /// `Some(at_boundary)` when the body is an event stream to end with an
+    /// SSE error event on failure.
+    guard: Option<bool>,
+    filter: Option<BytesMut>,
+    /// A guard's error event, or the filter's last bytes, still to send.
+    tail: Option<Bytes>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for LlmResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match &self.source {
+            Source::Empty => "empty",
+            Source::Full(_) => "full",
+            Source::Boxed(_) => "stream",
+        };
+        f.debug_struct("LlmResponseBody")
+            .field("source", &source)
+            .field("observers", &self.observers.len())
+            .field("metered", &self.meter.is_some())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl Default for LlmResponseBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl LlmResponseBody {
+    fn from_source(source: Source) -> Self {
+        LlmResponseBody {
+            source,
+            observers: Vec::new(),
+            meter: None,
+            guard: None,
+            filter: None,
+            tail: None,
+            ended: false,
+        }
+    }
+
+    /// `body` as an `LlmResponseBody`: itself if it already is one (no new
+    /// box), boxed once otherwise.
+    ///
+    /// ```
+    /// use http_body::Body;
+    /// use llm_tower_core::response::LlmResponseBody;
+    /// let body = LlmResponseBody::new(http_body_util::Full::new(bytes::Bytes::from("hi")));
+    /// assert_eq!(body.size_hint().exact(), Some(2));
+    /// ```
+    pub fn new<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut slot = Some(body);
+        if let Some(same) = (&mut slot as &mut dyn Any).downcast_mut::<Option<LlmResponseBody>>() {
+            return same.take().expect("just set");
+        }
+        let body = slot.expect("just set");
+        Self::from_source(Source::Boxed(body.map_err(Into::into).boxed_unsync()))
+    }
+
+    /// A body of `data` (a buffered answer, a cache hit, an error).
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        if data.is_empty() { Self::empty() } else { Self::from_source(Source::Full(Some(data))) }
+    }
+
+    /// A body with no bytes.
+    pub fn empty() -> Self {
+        Self::from_source(Source::Empty)
+    }
+
+    /// Attaches `observer` (after those already attached). An observer
+    /// attached to a body that has already ended is told at once.
+    pub fn observe(&mut self, observer: impl BodyObserver) {
+        self.observe_boxed(Box::new(observer));
+    }
+
+    /// [`observe`](Self::observe) for an observer already boxed.
+    pub fn observe_boxed(&mut self, observer: Box<dyn BodyObserver>) {
+        if let Some(kind) = observer.wants_usage() {
+            let meter = self.meter.get_or_insert_with(|| UsageExtractor::new(kind));
+            if observer.wants_text() && !meter.collects_text() {
+                let m = self.meter.take().expect("just set");
+                self.meter = Some(m.with_text());
+            }
+        }
+        if self.ended {
+            let mut end = BodyEnd { end: StreamEnd::Complete, report: None, text: String::new() };
+            observer.on_end(&mut end);
+            return;
+        }
+        if self.observers.capacity() == 0 {
+            self.observers.reserve_exact(4);
+        }
+        self.observers.push(observer);
+    }
+
+    /// How many observers wait for this body's end.
+    pub fn observers(&self) -> usize {
+        self.observers.len()
+    }
+
+    /// Ends this body, if it is an event stream and fails, with an SSE
+    /// `event: error` carrying an OpenAI-format error object (OpenAI's SDKs
+    /// raise it), after a blank line if the failure came mid-event; the
+    /// caller never reads a stream that stops as if complete. A JSON body
+    /// that fails keeps its error (the transfer is aborted).
+    pub fn guard_sse(&mut self) {
+        self.guard.get_or_insert(true);
+    }
+
+    /// Drops events that carry only usage (`"choices": []` with `usage`)
+    /// from what the caller reads: for a layer that asked the upstream for
+    /// usage the caller did not ask for. Observers still see them.
+    pub fn strip_usage_only_events(&mut self) {
+        self.filter.get_or_insert_with(BytesMut::new);
+    }
+
+    fn finish(&mut self, end: StreamEnd) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let (report, text) = match self.meter.take() {
+            Some(m) => {
+                let (r, t) = m.finish_with_text(end);
+                (Some(r), t)
+            }
+            None => (None, String::new()),
+        };
+        let mut out = BodyEnd { end, report, text };
+        for o in self.observers.drain(..) {
+            o.on_end(&mut out);
+        }
+    }
+
+    fn saw(&mut self, data: &Bytes) {
+        if let Some(m) = self.meter.as_mut() {
+            m.feed(data);
+        }
+        for o in &mut self.observers {
+            o.on_data(data);
+        }
+        if let Some(at) = self.guard.as_mut()
+            && !data.is_empty()
+        {
+            *at = ends_event(data);
+        }
+    }
+
+    fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.source {
+            Source::Empty => Poll::Ready(None),
+            Source::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Source::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn source_ended(&self) -> bool {
+        match &self.source {
+            Source::Empty => true,
+            Source::Full(d) => d.is_none(),
+            Source::Boxed(b) => b.is_end_stream(),
+        }
+    }
+}
+
+impl Drop for LlmResponseBody {
+    fn drop(&mut self) {
+        self.finish(StreamEnd::EndedEarly);
+    }
+}
+
+/// Whether `chunk` ends with a blank line (`\n\n`, `\r\n\r\n`, `\r\r`).
+fn ends_event(chunk: &[u8]) -> bool {
+    chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\r") || chunk.ends_with(b"\n\r\n")
+}
+
+/// Where the first complete event in `p` ends.
+fn event_end(p: &[u8]) -> Option<usize> {
+    let lf = p.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = p.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether an SSE event carries only usage: `"choices": []` and a `usage`.
+/// Most events are told apart by a byte search alone.
+fn is_usage_only(event: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        choices: Vec<serde::de::IgnoredAny>,
+        usage: Option<serde::de::IgnoredAny>,
+    }
+    if memchr::memmem::find(event, b"\"usage\"").is_none() {
+        return false;
+    }
+    let mut found = false;
+    crate::sse::SseParser::default().feed(event, |ev| {
+        if let Ok(u) = serde_json::from_slice::<UsageOnly>(ev.data) {
+            found = u.choices.is_empty() && u.usage.is_some();
+        }
+    });
+    found
+}
+
+/// Appends `data` to `pending`; returns the complete events to send on.
+fn filter_events(pending: &mut BytesMut, data: &[u8]) -> Bytes {
+    pending.extend_from_slice(data);
+    let mut out = BytesMut::new();
+    while let Some(end) = event_end(pending) {
+        let event = pending.split_to(end);
+        if !is_usage_only(&event) {
+            out.extend_from_slice(&event);
+        }
+    }
+    out.freeze()
+}
+
+impl Body for LlmResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                return Poll::Ready(this.tail.take().map(|t| Ok(Frame::data(t))));
+            }
+            match ready!(this.poll_source(cx)) {
+                Some(Ok(frame)) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => {
+                            this.saw(&data);
+                            let data = match this.filter.as_mut() {
+                                Some(pending) => filter_events(pending, &data),
+                                None => data,
+                            };
+                            if this.source_ended() {
+                                this.finish(StreamEnd::Complete);
+                                this.tail = this.filter.as_mut().map(|p| p.split().freeze());
+                                this.tail = this.tail.take().filter(|t| !t.is_empty());
+                            }
+                            if data.is_empty() {
+                                continue;
+                            }
+                            Frame::data(data)
+                        }
+                        Err(frame) => {
+                            if let Some(t) = frame.trailers_ref() {
+                                for o in &mut this.observers {
+                                    o.on_trailers(t);
+                                }
+                            }
+                            if this.source_ended() {
+                                this.finish(StreamEnd::Complete);
+                            }
+                            frame
+                        }
+                    };
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                None => {
+                    this.finish(StreamEnd::Complete);
+                    this.tail = this.filter.as_mut().map(|p| p.split().freeze()).filter(|t| !t.is_empty());
+                    continue;
+                }
+                Some(Err(e)) => {
+                    this.finish(StreamEnd::Failed);
+                    match this.guard {
+                        Some(at_boundary) => {
+                            let event = crate::sse::error_event(&*e);
+                            this.tail = Some(if at_boundary {
+                                event
+                            } else {
+                                let mut out = BytesMut::with_capacity(event.len() + 2);
+                                out.extend_from_slice(b"\n\n");
+                                out.extend_from_slice(&event);
+                                out.freeze()
+                            });
+                            continue;
+                        }
+                        None => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if self.ended {
+            return self.tail.is_none();
+        }
+        // The source's own end counts: readers that know the length (hyper
+        // with content-length) stop at the last byte. Observers are then
+        // told when the body is dropped, as `Complete` if nothing is left.
+        self.tail.is_none() && self.filter.as_ref().is_none_or(|p| p.is_empty()) && self.source_ended()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.ended {
+            return SizeHint::with_exact(self.tail.as_ref().map_or(0, |t| t.len() as u64));
+        }
+        if self.guard.is_some() || self.filter.is_some() {
+            return SizeHint::default();
+        }
+        match &self.source {
+            Source::Empty => SizeHint::with_exact(0),
+            Source::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            Source::Boxed(b) => b.size_hint(),
+        }
+    }
+}
+
+impl From<Bytes> for LlmResponseBody {
+    fn from(b: Bytes) -> Self {
+        Self::full(b)
+    }
+}
+
+impl From<String> for LlmResponseBody {
+    fn from(s: String) -> Self {
+        Self::full(s)
+    }
+}
+
+impl From<&'static str> for LlmResponseBody {
+    fn from(s: &'static str) -> Self {
+        Self::full(s)
+    }
+}
+
+/// Converts a response's body into an [`LlmResponseBody`] (see
+/// [`LlmResponseBody::new`]) and attaches `observer` to it.
+///
+/// ```
+/// use llm_tower_core::response::{BodyEnd, BodyObserver, observe};
+/// struct Count;
+/// impl BodyObserver for Count {
+///     fn on_end(self: Box<Self>, _: &mut BodyEnd) {}
+/// }
+/// let res = observe(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()), Count);
+/// assert_eq!(res.body().observers(), 1);
+/// ```
+pub fn observe<B>(res: http::Response<B>, observer: impl BodyObserver) -> http::Response<LlmResponseBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut res = res.map(LlmResponseBody::new);
+    res.body_mut().observe(observer);
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[derive(Default, Clone)]
+    struct Log(Arc<Mutex<Vec<String>>>);
+
+    struct Obs {
+        name: &'static str,
+        log: Log,
+        usage: bool,
+        estimate: Option<u64>,
+    }
+
+    impl BodyObserver for Obs {
+        fn wants_usage(&self) -> Option<BodyKind> {
+            self.usage.then_some(BodyKind::Sse)
+        }
+        fn on_data(&mut self, d: &Bytes) {
+            self.log.0.lock().unwrap().push(format!("{} data {}", self.name, d.len()));
+        }
+        fn on_end(self: Box<Self>, end: &mut BodyEnd) {
+            let input = end.report.as_ref().and_then(|r| r.usage).map(|u| u.input);
+            self.log.0.lock().unwrap().push(format!("{} end {:?} {:?}", self.name, end.end, input));
+            if let (Some(e), Some(r)) = (self.estimate, end.report.as_mut()) {
+                r.usage.get_or_insert_with(Default::default).input = e;
+            }
+        }
+    }
+
+    /// A body that yields `parts` one frame per poll.
+    struct Scripted(std::collections::VecDeque<Result<&'static str, &'static str>>);
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|p| match p {
+                Ok(s) => Ok(Frame::data(Bytes::from_static(s.as_bytes()))),
+                Err(e) => Err(BoxError::from(e)),
+            }))
+        }
+    }
+
+    fn stream(parts: Vec<Result<&'static str, &'static str>>) -> LlmResponseBody {
+        LlmResponseBody::new(Scripted(parts.into()))
+    }
+
+    fn obs(name: &'static str, log: &Log, usage: bool) -> Obs {
+        Obs { name, log: log.clone(), usage, estimate: None }
+    }
+
+    #[tokio::test]
+    async fn an_llm_response_body_is_not_boxed_twice() {
+        let inner = LlmResponseBody::full("abc");
+        let again = LlmResponseBody::new(inner);
+        assert!(matches!(again.source, Source::Full(_)));
+        let boxed = LlmResponseBody::new(http_body_util::Full::new(Bytes::from("abc")));
+        assert!(matches!(boxed.source, Source::Boxed(_)));
+        assert_eq!(boxed.collect().await.unwrap().to_bytes(), "abc");
+    }
+
+    #[tokio::test]
+    async fn observers_see_every_byte_once_in_order_and_usage_is_read_once() {
+        let log = Log::default();
+        const ONE: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\n";
+        const TWO: &str =
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+        let mut body = stream(vec![Ok(ONE), Ok(TWO)]);
+        body.observe(obs("a", &log, true));
+        body.observe(Obs { estimate: Some(99), ..obs("b", &log, true) });
+        body.observe(obs("c", &log, true));
+        let out = body.collect().await.unwrap().to_bytes();
+        assert!(out.ends_with(b"data: [DONE]\n\n"));
+        let log = log.0.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            [
+                format!("a data {}", ONE.len()),
+                format!("b data {}", ONE.len()),
+                format!("c data {}", ONE.len()),
+                format!("a data {}", TWO.len()),
+                format!("b data {}", TWO.len()),
+                format!("c data {}", TWO.len()),
+                "a end Complete Some(3)".into(),
+                "b end Complete Some(3)".into(),
+                // A later observer sees what an earlier one filled in.
+                "c end Complete Some(99)".into(),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_body_tells_its_observers_it_ended_early() {
+        let log = Log::default();
+        let mut body = stream(vec![Ok("data: {}\n\n"), Ok("data: {}\n\n")]);
+        body.observe(obs("a", &log, false));
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "data: {}\n\n");
+        drop(body);
+        assert_eq!(log.0.lock().unwrap().last().unwrap(), "a end EndedEarly None");
+    }
+
+    #[tokio::test]
+    async fn a_guarded_stream_that_fails_ends_with_an_error_event_after_a_blank_line() {
+        let log = Log::default();
+        let mut body = stream(vec![Ok("data: {\"partial"), Err("reset")]);
+        body.guard_sse();
+        body.observe(obs("a", &log, false));
+        let out = body.collect().await.expect("a guarded stream does not fail").to_bytes();
+        assert!(out.starts_with(b"data: {\"partial\n\nevent: error\ndata: {\"error\":"), "{out:?}");
+        assert_eq!(log.0.lock().unwrap().last().unwrap(), "a end Failed None");
+        // Unguarded, the error reaches the caller.
+        let err = stream(vec![Ok("data: {}\n\n"), Err("reset")]).collect().await.unwrap_err();
+        assert_eq!(err.to_string(), "reset");
+    }
+
+    #[tokio::test]
+    async fn usage_only_events_are_stripped_for_the_caller_but_metered() {
+        let log = Log::default();
+        let mut body = stream(vec![
+            Ok("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"us"),
+            Ok("age\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n"),
+            Ok("data: [DONE]\n\n"),
+        ]);
+        body.strip_usage_only_events();
+        body.observe(obs("a", &log, true));
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(out, "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n");
+        assert_eq!(log.0.lock().unwrap().last().unwrap(), "a end Complete Some(5)");
+    }
+
+    #[tokio::test]
+    async fn the_end_is_reported_when_the_source_says_it_ended_without_another_poll() {
+        let log = Log::default();
+        let mut body = LlmResponseBody::full("{}");
+        body.observe(obs("a", &log, false));
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "{}");
+        assert!(body.is_end_stream());
+        assert_eq!(log.0.lock().unwrap().last().unwrap(), "a end Complete None");
+    }
+}
