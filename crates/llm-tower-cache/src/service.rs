@@ -345,12 +345,7 @@ where
 {
     /// The paths that wait: a second-level lookup, a coalesced miss, a slow
     /// moka answer. Boxed: the hit and plain-miss paths are not.
-    fn slow(
-        &mut self,
-        req: Request<LlmBody>,
-        plan: Plan,
-        role: Option<Role>,
-    ) -> ResponseFuture<S::Future> {
+    fn slow(&mut self, req: Request<LlmBody>, plan: Plan, role: Option<Role>) -> ResponseFuture<S::Future> {
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
@@ -371,7 +366,8 @@ where
     R: Body<Data = Bytes> + Send + 'static,
     R::Error: Into<BoxError>,
 {
-    let hit = |e: &Entry, coalesced: bool| shared.serve(&plan, e, coalesced).map(|r| r.map(LlmResponseBody::full));
+    let hit =
+        |e: &Entry, coalesced: bool| shared.serve(&plan, e, coalesced).map(|r| r.map(LlmResponseBody::full));
     if role.is_none() && plan.read {
         // moka was busy: ask again, then join the flight.
         if let Some(res) = shared.cache.get(&plan.key).await.and_then(|e| hit(&e, false)) {

@@ -50,9 +50,7 @@ async fn call<S>(svc: &S) -> Result<u16, String>
 where
     S: tower::Service<
             Request<LlmBody>,
-            Response = http::Response<
-                llm_tower_core::LlmResponseBody,
-            >,
+            Response = http::Response<llm_tower_core::LlmResponseBody>,
             Error = tower::BoxError,
         > + Clone,
 {

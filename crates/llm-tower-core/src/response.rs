@@ -120,11 +120,12 @@ enum Source {
 pub struct LlmResponseBody {
     source: Source,
     observers: Vec<Box<dyn BodyObserver>>,
-    meter: Option<UsageExtractor>,
+    // Boxed, as the filter: a body stays small to move when nobody meters it.
+    meter: Option<Box<UsageExtractor>>,
     /// `Some(at_boundary)` when the body is an event stream to end with an
     /// SSE error event on failure.
     guard: Option<bool>,
-    filter: Option<BytesMut>,
+    filter: Option<Box<BytesMut>>,
     /// A guard's error event, or the filter's last bytes, still to send.
     tail: Option<Bytes>,
     ended: bool,
@@ -207,10 +208,10 @@ impl LlmResponseBody {
     /// [`observe`](Self::observe) for an observer already boxed.
     pub fn observe_boxed(&mut self, observer: Box<dyn BodyObserver>) {
         if let Some(kind) = observer.wants_usage() {
-            let meter = self.meter.get_or_insert_with(|| UsageExtractor::new(kind));
+            let meter = self.meter.get_or_insert_with(|| Box::new(UsageExtractor::new(kind)));
             if observer.wants_text() && !meter.collects_text() {
                 let m = self.meter.take().expect("just set");
-                self.meter = Some(m.with_text());
+                self.meter = Some(Box::new(m.with_text()));
             }
         }
         if self.ended {
@@ -242,7 +243,7 @@ impl LlmResponseBody {
     /// from what the caller reads: for a layer that asked the upstream for
     /// usage the caller did not ask for. Observers still see them.
     pub fn strip_usage_only_events(&mut self) {
-        self.filter.get_or_insert_with(BytesMut::new);
+        self.filter.get_or_insert_with(Box::default);
     }
 
     fn finish(&mut self, end: StreamEnd) {
@@ -252,7 +253,7 @@ impl LlmResponseBody {
         self.ended = true;
         let (report, text) = match self.meter.take() {
             Some(m) => {
-                let (r, t) = m.finish_with_text(end);
+                let (r, t) = (*m).finish_with_text(end);
                 (Some(r), t)
             }
             None => (None, String::new()),
@@ -558,9 +559,9 @@ mod tests {
     #[tokio::test]
     async fn observers_see_every_byte_once_in_order_and_usage_is_read_once() {
         let log = Log::default();
-        const ONE: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\n";
-        const TWO: &str =
-            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+        const ONE: &str =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\n";
+        const TWO: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
         let mut body = stream(vec![Ok(ONE), Ok(TWO)]);
         body.observe(obs("a", &log, true));
         body.observe(Obs { estimate: Some(99), ..obs("b", &log, true) });

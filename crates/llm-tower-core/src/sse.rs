@@ -12,15 +12,6 @@
 //! end a stream whose event grows past the limit with a typed
 //! [`EventTooLarge`](crate::EventTooLarge), without parsing it.
 
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
-
-use crate::BoxError;
-
 /// One dispatched event.
 ///
 /// ```
@@ -288,107 +279,6 @@ pub fn error_event(err: &(dyn std::error::Error + 'static)) -> bytes::Bytes {
     let body = crate::ErrorInfo::from_error(err).body();
     let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
     bytes::Bytes::from(format!("event: error\ndata: {json}\n\n"))
-}
-
-pin_project! {
-    /// Wraps an upstream body. For an SSE response, an error from the
-    /// upstream becomes a final `event: error` carrying an OpenAI-format error
-    /// object (OpenAI's SDKs raise it), after which the stream ends; a JSON
-    /// response that breaks is aborted, so the client sees a truncated
-    /// transfer, never a short body that looks complete.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use http_body_util::{BodyExt, Full, Limited};
-    /// // A body that fails (it is over its limit) inside an event stream.
-    /// let failing = Limited::new(Full::new(bytes::Bytes::from_static(b"data: {}\n\n")), 4);
-    /// let text = llm_tower_core::sse::GuardBody::new(failing, true).collect().await.unwrap().to_bytes();
-    /// assert!(text.starts_with(b"event: error\ndata: {\"error\":") && text.ends_with(b"\n\n"));
-    /// # }
-    /// ```
-    pub struct GuardBody<B> {
-        #[pin]
-        inner: B,
-        sse: bool,
-        done: bool,
-        // Whether the bytes passed on so far end at an event boundary (a
-        // blank line): if not, the error event is preceded by one, so that
-        // it is never glued to a half-sent event.
-        at_boundary: bool,
-    }
-}
-
-impl<B> GuardBody<B> {
-    /// Guards `inner`; `sse` says whether it is an event stream.
-    pub fn new(inner: B, sse: bool) -> Self {
-        Self { inner, sse, done: false, at_boundary: true }
-    }
-}
-
-/// Whether `chunk` ends with a blank line (`\n\n`, `\r\n\r\n`, `\r\r`).
-fn ends_event(chunk: &[u8]) -> bool {
-    chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\r") || chunk.ends_with(b"\n\r\n")
-}
-
-impl<B> Body for GuardBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        if *this.done {
-            return Poll::Ready(None);
-        }
-        match ready!(this.inner.poll_frame(cx)) {
-            Some(Ok(f)) => {
-                if *this.sse
-                    && let Some(d) = f.data_ref()
-                    && !d.is_empty()
-                {
-                    *this.at_boundary = ends_event(d);
-                }
-                Poll::Ready(Some(Ok(f)))
-            }
-            None => {
-                *this.done = true;
-                Poll::Ready(None)
-            }
-            Some(Err(e)) => {
-                *this.done = true;
-                let e: BoxError = e.into();
-                if *this.sse {
-                    let event = error_event(&*e);
-                    if *this.at_boundary {
-                        return Poll::Ready(Some(Ok(Frame::data(event))));
-                    }
-                    let mut out = Vec::with_capacity(event.len() + 2);
-                    out.extend_from_slice(b"\n\n");
-                    out.extend_from_slice(&event);
-                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
-                } else {
-                    Poll::Ready(Some(Err(e)))
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        // The inner body's own end counts: readers that know the length (hyper
-        // with content-length) stop at the last byte, and the layers above
-        // settle on this.
-        self.done || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.sse { SizeHint::default() } else { self.inner.size_hint() }
-    }
 }
 
 #[cfg(test)]

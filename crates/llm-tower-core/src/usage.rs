@@ -1,21 +1,18 @@
 //! Token usage, read from JSON bodies and SSE streams as they pass.
 //!
 //! [`UsageExtractor`] is fed the response bytes chunk by chunk and never holds
-//! a stream back; [`UsageBody`] wraps any response body with one and reports a
-//! [`UsageReport`] exactly once: when the body ends, fails, or is dropped.
+//! a stream back; a response body's meter ([`LlmResponseBody`](crate::LlmResponseBody))
+//! runs one and hands its [`UsageReport`] to every observer exactly once: when
+//! the body ends, fails, or is dropped.
 //! Understood shapes: OpenAI chat completions (JSON, and SSE chunks with
 //! `stream_options.include_usage`), OpenAI Responses (`response.completed`
 //! events and objects), Anthropic Messages (JSON, and `message_start` /
 //! `message_delta` / `message_stop` events).
 
 use std::borrow::Cow;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
@@ -183,32 +180,6 @@ impl UsageReport {
     /// ```
     pub fn ended(end: StreamEnd) -> Self {
         UsageReport { usage: None, finish_reason: None, end, error: None, bytes: 0 }
-    }
-}
-
-/// A usage report published by the layer that read the body, for the layers
-/// outside it: put in the response's extensions so a body is parsed once.
-///
-/// ```
-/// use llm_tower_core::usage::{StreamEnd, UsageReport, UsageSlot};
-/// let slot = UsageSlot::default();
-/// let reader = slot.clone();
-/// assert!(reader.get().is_none());
-/// slot.set(UsageReport::ended(StreamEnd::Complete));
-/// assert_eq!(reader.get().unwrap().end, StreamEnd::Complete);
-/// ```
-#[derive(Clone, Debug, Default)]
-pub struct UsageSlot(std::sync::Arc<std::sync::OnceLock<UsageReport>>);
-
-impl UsageSlot {
-    /// Publishes the report (the first one wins).
-    pub fn set(&self, report: UsageReport) {
-        let _ = self.0.set(report);
-    }
-
-    /// The report, once the body has ended.
-    pub fn get(&self) -> Option<&UsageReport> {
-        self.0.get()
     }
 }
 
@@ -759,105 +730,6 @@ struct Details {
     reasoning_tokens: Option<u64>,
 }
 
-pin_project! {
-    /// A response body that extracts usage as it passes and reports it once.
-    ///
-    /// `on_end` is called exactly once: when the body ends (`Complete`, or
-    /// `EndedEarly` for a stream without its terminator), when reading it fails
-    /// (`Failed`), or when it is dropped before its end (`EndedEarly`).
-    ///
-    /// ```
-    /// use http_body_util::BodyExt;
-    /// use llm_tower_core::usage::{BodyKind, UsageBody};
-    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-    /// let (tx, rx) = std::sync::mpsc::channel();
-    /// let inner = http_body_util::Full::new(bytes::Bytes::from_static(
-    ///     br#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#));
-    /// let body = UsageBody::new(inner, BodyKind::Json, move |r| tx.send(r).unwrap());
-    /// body.collect().await.unwrap();
-    /// assert_eq!(rx.recv().unwrap().usage.unwrap().output, 2);
-    /// # });
-    /// ```
-    pub struct UsageBody<B, F>
-    where
-        F: FnOnce(UsageReport),
-    {
-        #[pin]
-        inner: B,
-        state: Option<(UsageExtractor, F)>,
-    }
-
-    impl<B, F> PinnedDrop for UsageBody<B, F>
-    where
-        F: FnOnce(UsageReport),
-    {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some((x, f)) = this.state.take() {
-                f(x.finish(StreamEnd::EndedEarly));
-            }
-        }
-    }
-}
-
-impl<B, F: FnOnce(UsageReport)> UsageBody<B, F> {
-    /// Wraps `inner`, reading it as `kind`, and calls `on_end` with the report.
-    pub fn new(inner: B, kind: BodyKind, on_end: F) -> Self {
-        Self { inner, state: Some((UsageExtractor::new(kind), on_end)) }
-    }
-}
-
-impl<B, F> Body for UsageBody<B, F>
-where
-    B: Body<Data = Bytes>,
-    F: FnOnce(UsageReport),
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
-        let res = ready!(this.inner.as_mut().poll_frame(cx));
-        match &res {
-            Some(Ok(frame)) => {
-                if let (Some(data), Some((x, _))) = (frame.data_ref(), this.state.as_mut()) {
-                    x.feed(data);
-                }
-                // Readers that know the length (hyper with content-length) stop
-                // polling after the last byte: report now rather than at drop.
-                if this.inner.is_end_stream() {
-                    if let Some((x, f)) = this.state.take() {
-                        f(x.finish(StreamEnd::Complete));
-                    }
-                }
-            }
-            Some(Err(_)) => {
-                if let Some((x, f)) = this.state.take() {
-                    f(x.finish(StreamEnd::Failed));
-                }
-            }
-            None => {
-                if let Some((x, f)) = this.state.take() {
-                    f(x.finish(StreamEnd::Complete));
-                }
-            }
-        }
-        Poll::Ready(res)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        // Report only once the inner body has said so through `poll_frame`.
-        self.state.is_none() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1047,66 +919,6 @@ mod tests {
             let split = run(BodyKind::Sse, &chunks, StreamEnd::Complete);
             prop_assert!(whole.usage.is_some());
             prop_assert_eq!(split, whole);
-        }
-    }
-
-    #[tokio::test]
-    async fn body_reports_once_on_end_error_or_drop() {
-        use http_body_util::BodyExt;
-        use std::sync::{Arc, Mutex};
-
-        let reports = Arc::new(Mutex::new(Vec::new()));
-        let sink = |r: &Arc<Mutex<Vec<UsageReport>>>| {
-            let r = r.clone();
-            move |rep| r.lock().unwrap().push(rep)
-        };
-
-        // Ends normally.
-        let full = http_body_util::Full::new(Bytes::from_static(OPENAI_STREAM.as_bytes()));
-        UsageBody::new(full, BodyKind::Sse, sink(&reports)).collect().await.unwrap();
-        // Dropped before being read.
-        let full = http_body_util::Full::new(Bytes::from_static(OPENAI_STREAM.as_bytes()));
-        drop(UsageBody::new(full, BodyKind::Sse, sink(&reports)));
-        // Fails mid-way.
-        let failing = Scripted(vec![Err("reset"), Ok(Bytes::from_static(b"data: {}\n\n"))]);
-        assert!(UsageBody::new(failing, BodyKind::Sse, sink(&reports)).collect().await.is_err());
-
-        let reports = reports.lock().unwrap();
-        let ends: Vec<_> = reports.iter().map(|r| r.end).collect();
-        assert_eq!(ends, vec![StreamEnd::Complete, StreamEnd::EndedEarly, StreamEnd::Failed]);
-        assert_eq!(reports[0].usage.unwrap().input, 12);
-    }
-
-    #[tokio::test]
-    async fn reports_complete_when_reader_stops_at_known_length() {
-        use http_body_util::BodyExt;
-        // Like hyper writing a content-length body: poll until the exact size is
-        // delivered, then drop without polling for the end.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let json = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
-        let full = http_body_util::Full::new(Bytes::from_static(json));
-        let mut body = UsageBody::new(full, BodyKind::Json, move |r| tx.send(r).unwrap());
-        let frame = std::pin::Pin::new(&mut body).frame().await.unwrap().unwrap();
-        assert_eq!(frame.into_data().unwrap().len(), json.len());
-        assert!(body.is_end_stream());
-        drop(body);
-        let r = rx.recv().unwrap();
-        assert_eq!(r.end, StreamEnd::Complete);
-        assert_eq!(r.usage.unwrap().output, 4);
-        assert!(rx.try_recv().is_err(), "reported exactly once");
-    }
-
-    /// A body that yields the given results, last element first.
-    struct Scripted(Vec<Result<Bytes, &'static str>>);
-
-    impl Body for Scripted {
-        type Data = Bytes;
-        type Error = &'static str;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
-            Poll::Ready(self.0.pop().map(|r| r.map(Frame::data)))
         }
     }
 }

@@ -595,7 +595,8 @@ enum Outcome {
 
 /// A failed call's own answer.
 enum Last {
-    Response(Response<LlmResponseBody>),
+    // Boxed: the failure path, and a response head is large.
+    Response(Box<Response<LlmResponseBody>>),
     Error(BoxError),
 }
 
@@ -694,7 +695,7 @@ where
                     let a = BackendAttempt::new(&*name, reason.trim_end()).status(status.as_u16());
                     Outcome::Failed(
                         a.retry_after(c.hint.map(|h| h.after)),
-                        Last::Response(answer(res, &name, guard)),
+                        Last::Response(Box::new(answer(res, &name, guard))),
                     )
                 }
                 _ => {
@@ -867,7 +868,7 @@ where
             // timeout), as if there were no failover.
             _ if tried == 1 => {
                 return match last {
-                    Some(Last::Response(r)) => Ok(r),
+                    Some(Last::Response(r)) => Ok(*r),
                     Some(Last::Error(e)) => Err(e),
                     None => Err(Box::new(AllBackendsFailed { attempts })),
                 };
@@ -929,4 +930,3 @@ where
         }
     }
 }
-

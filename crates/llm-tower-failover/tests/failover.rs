@@ -5,11 +5,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use llm_tower_core::LlmResponseBody;
 use llm_tower_core::{AllBackendsFailed, LlmBody, error_response};
 use llm_tower_failover::{
     Backend, Failover, Health, HealthConfig, Hedge, HedgeDelay, Route, StrategyKind, Target,
 };
-use llm_tower_core::LlmResponseBody;
 use llm_tower_http::{LlmHttpService, Provider};
 use llm_tower_mock::{Fault, FaultPlan, Latency, MockConfig, MockServer};
 use tower::ServiceExt;

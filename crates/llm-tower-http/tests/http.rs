@@ -8,7 +8,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use llm_tower_core::usage::{BodyKind, StreamEnd, UsageBody};
+use llm_tower_core::response::{BodyEnd, BodyObserver};
+use llm_tower_core::usage::{BodyKind, StreamEnd};
 use llm_tower_core::{
     BadResponse, BadResponseKind, BoxError, Classified, Classify, Connect, Deadline, ErrorInfo, LlmBody,
     LlmClassifier, Secret, StreamAborted, Timeout, TimeoutPhase, Transport, UsageReport,
@@ -43,15 +44,23 @@ async fn call(
     svc.clone().oneshot(req).await
 }
 
-/// Reads a body through the usage extractor and returns the bytes and report.
-async fn read_with_usage<B>(body: B, kind: BodyKind) -> (Result<Bytes, B::Error>, UsageReport)
-where
-    B: Body<Data = Bytes>,
-{
+/// Reads a body with a usage observer attached; returns the bytes and report.
+async fn read_with_usage(
+    mut body: llm_tower_core::LlmResponseBody,
+    kind: BodyKind,
+) -> (Result<Bytes, BoxError>, UsageReport) {
+    struct Keep(BodyKind, Arc<Mutex<Option<UsageReport>>>);
+    impl BodyObserver for Keep {
+        fn wants_usage(&self) -> Option<BodyKind> {
+            Some(self.0)
+        }
+        fn on_end(self: Box<Self>, end: &mut BodyEnd) {
+            *self.1.lock().unwrap() = end.report.clone();
+        }
+    }
     let slot = Arc::new(Mutex::new(None));
-    let s = slot.clone();
-    let wrapped = UsageBody::new(body, kind, move |r| *s.lock().unwrap() = Some(r));
-    let bytes = wrapped.collect().await.map(|c| c.to_bytes());
+    body.observe(Keep(kind, slot.clone()));
+    let bytes = body.collect().await.map(|c| c.to_bytes());
     let report = slot.lock().unwrap().take().expect("usage reported");
     (bytes, report)
 }
@@ -81,8 +90,8 @@ async fn stream_first_chunk_arrives_before_the_last_is_sent() {
     let start = tokio::time::Instant::now();
     let res = call(&service(&mock), post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
     assert_eq!(res.headers()["content-type"], "text/event-stream");
-    let mut body = std::pin::pin!(res.into_body());
-    let first = body.as_mut().frame().await.unwrap().unwrap().into_data().unwrap();
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert!(first.starts_with(b"data: "), "{first:?}");
     // 16 tokens at 1 s each: the first chunk came long before generation ended.
     assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
