@@ -5,6 +5,8 @@
 //! in a request's `http::Extensions`.
 //!
 //! - [`LlmBody`]: the replayable `Bytes`-backed request body.
+//! - [`edge`]: [`LlmEdgeLayer`](edge::LlmEdgeLayer), any request body in, OpenAI-format
+//!   errors out: what `Router::route_service` and a hyper server need.
 //! - [`LlmResponseBody`]: the one response body of every layer, observed
 //!   (metered once) rather than wrapped: see [`response`].
 //! - [`RequestInfo`]: a request's meaning, parsed once, shared as `Arc`.
@@ -12,6 +14,7 @@
 //! - [`usage`]: [`Usage`] and the incremental JSON / SSE usage extractor.
 //! - [`classify`]: success, client error or upstream failure, with retry hints.
 //! - [`error`]: typed errors and their OpenAI-format JSON responses.
+//! - [`tenant`]: [`TenantLayer`](tenant::TenantLayer), who a request spends as.
 //! - [`KeyFn`]: request partitioning; [`Secret`]: keys that never print.
 //!
 //! ```
@@ -26,6 +29,7 @@ mod body;
 pub mod bounded;
 pub mod chat;
 pub mod classify;
+pub mod edge;
 pub mod error;
 pub mod hint;
 pub mod info;
@@ -34,6 +38,7 @@ pub mod peek;
 pub mod response;
 mod secret;
 pub mod sse;
+pub mod tenant;
 pub mod usage;
 
 pub use body::LlmBody;
