@@ -22,7 +22,10 @@
 //!   `error` event.
 //!
 //! Its service never fails (`Error = Infallible`) and answers with an
-//! [`LlmResponseBody`].
+//! [`LlmResponseBody`]. Each response carries the request's
+//! `Arc<RequestInfo>` in its extensions (when it parsed), and one the edge
+//! made from an error carries that error's text ([`EdgeError`]), for an access
+//! log outside.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -155,6 +158,7 @@ where
         let (parts, body) = req.into_parts();
         let svc = self.inner.clone();
         EdgeFuture {
+            info: None,
             state: State::Reading {
                 collect: Limited::new(body, self.cfg.max_body_bytes).collect(),
                 parts: Some(parts),
@@ -175,6 +179,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
+        info: Option<Arc<RequestInfo>>,
     }
 }
 
@@ -230,31 +235,37 @@ where
                     let bytes = match ready!(collect.poll(cx)) {
                         Ok(c) => c.to_bytes(),
                         Err(e) => {
-                            let res = if e.downcast_ref::<LengthLimitError>().is_some() {
-                                answer(&PayloadTooLarge { limit: cfg.max_body_bytes })
+                            let err: BoxError = if e.downcast_ref::<LengthLimitError>().is_some() {
+                                Box::new(PayloadTooLarge { limit: cfg.max_body_bytes })
                             } else {
-                                answer(&InvalidRequest::new("could not read the request body"))
+                                Box::new(InvalidRequest::new("could not read the request body"))
                             };
-                            self.as_mut().project().state.set(State::Done);
-                            return Poll::Ready(Ok(res));
+                            let text = Arc::from(err.to_string());
+                            return Poll::Ready(Ok(self.finish(answer(&*err), Some(text))));
                         }
                     };
                     let parts = parts.take().expect("polled after completion");
                     let svc = svc.take().expect("polled after completion");
                     let cfg = *cfg;
                     let mut req = Request::from_parts(parts, LlmBody::from(bytes));
-                    if RequestInfo::get(&req).is_none() {
-                        let api = Api::from_path(req.uri().path());
-                        match RequestInfo::parse(api, req.body().as_bytes()) {
-                            Ok(info) => {
-                                req.extensions_mut().insert(Arc::new(info));
-                            }
-                            Err(e) => {
-                                self.as_mut().project().state.set(State::Done);
-                                return Poll::Ready(Ok(answer(&e)));
+                    let info = match RequestInfo::get(&req) {
+                        Some(info) => info.clone(),
+                        None => {
+                            match RequestInfo::parse(Api::from_path(req.uri().path()), req.body().as_bytes())
+                            {
+                                Ok(info) => {
+                                    let info = Arc::new(info);
+                                    req.extensions_mut().insert(info.clone());
+                                    info
+                                }
+                                Err(e) => {
+                                    let text = Arc::from(e.to_string());
+                                    return Poll::Ready(Ok(self.finish(answer(&e), Some(text))));
+                                }
                             }
                         }
-                    }
+                    };
+                    *self.as_mut().project().info = Some(info);
                     let next = match cfg.deadline {
                         None => State::Calling { call: Oneshot::new(svc, req) },
                         Some(limit) => {
@@ -281,16 +292,15 @@ where
                             out.headers_mut().insert(k.clone(), v.clone());
                         }
                     }
-                    self.as_mut().project().state.set(State::Done);
-                    return Poll::Ready(Ok(out));
+                    return Poll::Ready(Ok(self.finish(out, None)));
                 }
                 StateProj::Done => panic!("EdgeFuture polled after completion"),
             };
             let res = match outcome {
                 Ok(res) => res.map(LlmResponseBody::new),
                 Err(e) => {
-                    self.as_mut().project().state.set(State::Done);
-                    return Poll::Ready(Ok(answer(&*e)));
+                    let text = Arc::from(e.to_string());
+                    return Poll::Ready(Ok(self.finish(answer(&*e), Some(text))));
                 }
             };
             let kind = BodyKind::from_headers(res.headers());
@@ -306,8 +316,37 @@ where
             if kind == BodyKind::Sse {
                 res.body_mut().guard_sse();
             }
-            self.as_mut().project().state.set(State::Done);
-            return Poll::Ready(Ok(res));
+            return Poll::Ready(Ok(self.finish(res, None)));
         }
     }
 }
+
+impl<S, B> EdgeFuture<S, B>
+where
+    S: Service<Request<LlmBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    /// Ends the future with `res`, which carries the request's meaning and,
+    /// when it was made from an error, that error's text.
+    fn finish(
+        mut self: Pin<&mut Self>,
+        mut res: Response<LlmResponseBody>,
+        error: Option<Arc<str>>,
+    ) -> Response<LlmResponseBody> {
+        let mut this = self.as_mut().project();
+        this.state.set(State::Done);
+        if let Some(info) = this.info.take() {
+            res.extensions_mut().insert(info);
+        }
+        if let Some(text) = error {
+            res.extensions_mut().insert(EdgeError(text));
+        }
+        res
+    }
+}
+
+/// On a response the edge made from an error of the stack: that error's
+/// text, for an access log (the body holds the OpenAI-format error).
+#[derive(Clone, Debug)]
+pub struct EdgeError(pub Arc<str>);

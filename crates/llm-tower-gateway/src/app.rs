@@ -4,31 +4,33 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body as AxumBody;
 use axum::extract::{Path, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use llm_tower::Llm;
+use llm_tower::{Llm, LlmService};
 use llm_tower_cache::CacheKey;
 use llm_tower_core::chat::ModelList;
+use llm_tower_core::edge::{EdgeError, LlmEdge, LlmEdgeLayer};
 use llm_tower_core::response::{BodyEnd, BodyObserver};
+use llm_tower_core::tenant::{Tenant, TenantLayer};
 use llm_tower_core::usage::{BodyKind, UsageReport};
 use llm_tower_core::{
-    Api, Deadline, ErrorInfo, InvalidRequest, LlmBody, ModelNotFound, PayloadTooLarge, RequestInfo, Secret,
-    ServedBy, Timeout, TimeoutPhase, Upstream,
+    BoxError, ErrorInfo, InvalidRequest, LlmBody, LlmResponseBody, ModelNotFound, RequestInfo, Secret,
+    ServedBy,
 };
 use llm_tower_http::HttpClient;
 use llm_tower_mock::MockServer;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tower::ServiceExt;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::GatewayConfig;
@@ -64,14 +66,12 @@ struct AppState {
     /// The whole stack, built by `LlmStack` (as library users build it).
     llm: Llm,
     tenant_header: http::HeaderName,
-    models: HashSet<String>,
+    /// The LLM routes: the edge, the tenant, the model check, the stack.
+    proxy: Proxy,
     admin_token: Option<Secret>,
     models_json: Bytes,
     /// Each model's own JSON (`GET /v1/models/{id}`).
     model_json: std::collections::HashMap<String, Bytes>,
-    max_body: usize,
-    /// The longest a client waits for an answer to start (`server.deadline_ms`).
-    deadline: Option<Duration>,
     _mocks: Vec<MockServer>,
 }
 
@@ -118,15 +118,28 @@ impl Gateway {
         let tenant_header =
             http::HeaderName::from_bytes(config.tenants.header.as_bytes()).expect("validated");
         let mocks = built.mocks;
+        // The same pieces a library user composes: the edge (body limit, one
+        // parse, the deadline, OpenAI-format errors, stream guard), then who
+        // the request spends as, then the stack.
+        let mut edge = LlmEdgeLayer::new().max_body_bytes(config.server.max_body_bytes);
+        if let Some(limit) = config.deadline() {
+            edge = edge.deadline(limit);
+        }
+        let known = KnownModels {
+            models: Arc::new(llm.models().into_iter().collect()),
+            inner: llm.service().clone(),
+        };
+        let llm_routes = ServiceBuilder::new()
+            .layer(edge)
+            .layer(TenantLayer::header(tenant_header.clone()))
+            .service(known);
         let state = Arc::new(AppState {
-            models: llm.models().into_iter().collect(),
             llm,
             tenant_header,
+            proxy: llm_routes,
             admin_token: config.admin_token(),
             models_json,
             model_json,
-            max_body: config.server.max_body_bytes,
-            deadline: config.deadline(),
             _mocks: mocks,
         });
         let mut router = Router::new();
@@ -354,118 +367,89 @@ fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<http_b
     res.map(|b| http_body_util::Full::new(b.into_bytes()))
 }
 
-/// Largest non-JSON upstream error body read to build an OpenAI-format error.
-const MAX_ERROR_BODY: usize = 64 << 10;
+/// The gateway's LLM routes.
+type Proxy = LlmEdge<Tenant<KnownModels>>;
+
+/// Refuses a model no route serves (404 `model_not_found`) before the stack.
+#[derive(Clone)]
+struct KnownModels {
+    models: Arc<HashSet<String>>,
+    inner: LlmService,
+}
+
+impl tower::Service<http::Request<LlmBody>> for KnownModels {
+    type Response = http::Response<LlmResponseBody>;
+    type Error = BoxError;
+    type Future = KnownFuture<<LlmService as tower::Service<http::Request<LlmBody>>>::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<LlmBody>) -> Self::Future {
+        match RequestInfo::get(&req) {
+            Some(info) if !self.models.contains(&*info.model) => {
+                KnownFuture::Refused { err: Some(ModelNotFound::new(&*info.model).into()) }
+            }
+            _ => KnownFuture::Calling { fut: self.inner.call(req) },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KnownProj]
+    enum KnownFuture<F> {
+        Refused { err: Option<BoxError> },
+        Calling { #[pin] fut: F },
+    }
+}
+
+impl<F, T> Future for KnownFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            KnownProj::Calling { fut } => fut.poll(cx),
+            KnownProj::Refused { err } => {
+                std::task::Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())))
+            }
+        }
+    }
+}
 
 async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let start = Instant::now();
-    let (parts, body) = req.into_parts();
-    let method = parts.method.clone();
-    let path: Arc<str> = parts.uri.path().into();
-    let bytes = match Limited::new(body, app.max_body).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            let res = if e.is::<http_body_util::LengthLimitError>() {
-                error(&PayloadTooLarge { limit: app.max_body })
-            } else {
-                error(&InvalidRequest::new("could not read the request body"))
-            };
-            log_error(&method, &path, None, None, res.status(), start, "request body");
-            return res;
-        }
-    };
-    let tenant: Option<Arc<str>> =
-        parts.headers.get(&app.tenant_header).and_then(|v| v.to_str().ok()).map(Arc::from);
-    let info = match RequestInfo::parse(Api::from_path(&path), &bytes) {
-        Ok(mut i) => {
-            i.tenant = tenant.clone();
-            Arc::new(i)
-        }
-        Err(e) => {
-            let res = error(&e);
-            log_error(&method, &path, None, None, res.status(), start, &e.to_string());
-            return res;
-        }
-    };
-    if !app.models.contains(&*info.model) {
-        let res = error(&ModelNotFound::new(&*info.model));
-        log_error(&method, &path, Some(&info.model), None, res.status(), start, "unknown model");
-        return res;
-    }
-    let mut upstream_req = http::Request::from_parts(parts, LlmBody::from(bytes));
-    upstream_req.extensions_mut().insert(info.clone());
-    // The stack LlmStack built: counted, accounted, cached, tenant limits,
-    // then failover over the providers' own stacks. The request's deadline
-    // covers all of it: every layer below sees it (`Deadline`), and whatever
-    // is still waiting when it passes is dropped and answered 504.
-    let deadline = app.deadline.map(|limit| (start + limit, limit));
-    if let Some((at, _)) = deadline {
-        upstream_req.extensions_mut().insert(Deadline(at));
-    }
-    let call = app.llm.service().oneshot(upstream_req);
-    let outcome = match deadline {
-        Some((at, limit)) => match tokio::time::timeout_at(at, call).await {
-            Ok(r) => r,
-            Err(_) => Err(Timeout { phase: TimeoutPhase::Total, after: limit }.into()),
-        },
-        None => call.await,
-    };
-    let res = match outcome {
+    let method = req.method().clone();
+    let path: Arc<str> = req.uri().path().into();
+    let res = match app.proxy.clone().oneshot(req).await {
         Ok(res) => res,
-        Err(e) => {
-            let res = error(&*e);
-            log_error(&method, &path, Some(&info.model), None, res.status(), start, &e.to_string());
-            return res;
-        }
+        Err(never) => match never {},
     };
-    let status = res.status();
-    let answered_by = ServedBy::of(&res).map(str::to_owned);
-    let kind = BodyKind::from_headers(res.headers());
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
-    if !status.is_success() && kind != BodyKind::Sse && !is_json {
-        // A load balancer's HTML or plain-text error: turn it into OpenAI format.
-        let hint = llm_tower_core::hint::retry_hint(res.headers(), SystemTime::now()).map(|h| h.after);
-        let (parts, body) = res.into_parts();
-        let text =
-            Limited::new(body, MAX_ERROR_BODY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-        let mut out = error(&Upstream::from_body(status, hint, &text));
-        for (k, v) in parts.headers.iter() {
-            if k.as_str().starts_with("x-ratelimit-") || k == "x-request-id" {
-                out.headers_mut().insert(k.clone(), v.clone());
-            }
-        }
-        log_error(
-            &method,
-            &path,
-            Some(&info.model),
-            answered_by.as_deref(),
-            status,
-            start,
-            "upstream error page",
-        );
-        return out;
+    let (parts, mut body) = res.into_parts();
+    let status = parts.status;
+    let model = parts.extensions.get::<Arc<RequestInfo>>().map(|i| i.model.clone());
+    let served: Option<Arc<str>> = parts.extensions.get::<ServedBy>().map(|s| s.0.clone());
+    if let Some(EdgeError(e)) = parts.extensions.get::<EdgeError>() {
+        log_error(&method, &path, model.as_deref(), served.as_deref(), status, start, e);
+        return Response::from_parts(parts, AxumBody::new(body));
     }
     let headers_at = start.elapsed();
-    // Who answered: the provider, or the cache.
-    let provider: Arc<str> =
-        res.extensions().get::<ServedBy>().map_or_else(|| Arc::from("-"), |s| s.0.clone());
-    let model = info.model.clone();
+    let kind = BodyKind::from_headers(&parts.headers);
+    let provider = served.unwrap_or_else(|| Arc::from("-"));
+    let model = model.unwrap_or_else(|| Arc::from("-"));
     let log = move |report: UsageReport| {
         access_log(&method, &path, &model, &provider, status, headers_at, start, &report)
     };
-    let (parts, mut body) = res.into_parts();
     // The access line, written when the body ends, with the usage the
     // body's one meter read (and any estimate accounting filled in).
     body.observe(AccessLog { kind, log: Some(log) });
-    // A stream that breaks mid-way ends with an SSE error event.
-    if kind == BodyKind::Sse {
-        body.guard_sse();
-    }
-    Response::from_parts(parts, AxumBody::new(body)).into_response()
+    Response::from_parts(parts, AxumBody::new(body))
 }
 
 /// Writes a request's access line when its answer's body ends.
