@@ -49,7 +49,7 @@
 //! assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "gpt-4o-mini");
 //!
 //! // Bad input is an OpenAI-format error, never a failed service.
-//! let bad = http::Request::post("/v1/chat/completions").body(Full::new("{not json".into())).unwrap();
+//! let bad = http::Request::post("/v1/chat/completions").body(Full::new(bytes::Bytes::from("{not json"))).unwrap();
 //! let res = svc.oneshot(bad).await.unwrap();
 //! assert_eq!(res.status(), 400);
 //! # }
