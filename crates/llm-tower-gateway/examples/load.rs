@@ -1,9 +1,10 @@
 //! A small closed-loop load generator for the gateway's load scripts
-//! (`scripts/tenant-flood.sh`, `scripts/cache-bound.sh`): `--requests N` chat
+//! (`scripts/tenant-flood.sh`, `scripts/cache-bound.sh`, `scripts/stack-cost.sh`): `--requests N` chat
 //! requests over `--concurrency C` keep-alive connections, each request with
 //! its own `x-tenant` value (`--tenants distinct`) or one shared value
 //! (`--tenants single`), and each a different prompt (`--unique`) or the same
-//! one. Prints one line: requests, errors by status, seconds, requests/s.
+//! one, streamed (`--stream`) or not. Prints one line: requests, errors by
+//! status, seconds, requests/s.
 //!
 //! It only talks to loopback addresses.
 //!
@@ -30,6 +31,7 @@ struct Args {
     concurrency: u64,
     distinct_tenants: bool,
     unique_prompts: bool,
+    stream: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -39,6 +41,7 @@ fn parse() -> Result<Args, String> {
         concurrency: 32,
         distinct_tenants: false,
         unique_prompts: false,
+        stream: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +58,7 @@ fn parse() -> Result<Args, String> {
                 }
             }
             "--unique" => a.unique_prompts = true,
+            "--stream" => a.stream = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -85,8 +89,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     return statuses;
                 }
                 let prompt = if args.unique_prompts { format!("question number {i}") } else { "hello".into() };
+                let stream = if args.stream { r#""stream":true,"# } else { "" };
                 let body = format!(
-                    r#"{{"model":"gpt-4o-mini","temperature":0,"max_tokens":16,"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+                    r#"{{"model":"gpt-4o-mini",{stream}"temperature":0,"max_tokens":16,"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
                 );
                 let tenant = if args.distinct_tenants { format!("tenant-{i}") } else { "tenant".into() };
                 let req = Request::post(format!("{}/v1/chat/completions", args.url))
