@@ -48,5 +48,5 @@ mod service;
 
 pub use breaker::{CircuitState, Transition};
 pub use config::{CircuitConfig, RateRule, SlowRule, Window};
-pub use registry::{CircuitHandle, CircuitStats, KeyStats, ProbeFn};
+pub use registry::{CircuitHandle, CircuitStats, KeyStats, OVERFLOW_KEY, ProbeFn, UNKEYED};
 pub use service::{CircuitBreaker, CircuitBreakerLayer, ResponseFuture};

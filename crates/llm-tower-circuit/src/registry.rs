@@ -22,6 +22,10 @@ pub type ProbeFn = Arc<dyn Fn(Key) -> Pin<Box<dyn Future<Output = bool> + Send>>
 /// breakers that may not be dropped (open, half-open, or recently used).
 pub const OVERFLOW_KEY: &str = "(overflow)";
 
+/// The key of an unkeyed layer's one breaker (what [`CircuitHandle::state`]
+/// and `CircuitOpen` name it).
+pub const UNKEYED: &str = "*";
+
 pub(crate) struct Registry {
     pub(crate) cfg: CircuitConfig,
     base: Instant,
@@ -30,23 +34,37 @@ pub(crate) struct Registry {
     /// Keyed breakers, bounded by `max_keys` (core's `BoundedMap`).
     keys: BoundedMap<Key, Arc<Breaker>>,
     tx: watch::Sender<Option<Transition>>,
-    pub(crate) probe: Option<(Duration, ProbeFn)>,
-    keyed: bool,
+    /// Set by the layer's builder methods in place, so that handles taken
+    /// before them stay the layer's (never a second registry).
+    probe: std::sync::Mutex<Option<(Duration, ProbeFn)>>,
+    keyed: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
-    pub(crate) fn new(cfg: CircuitConfig, probe: Option<(Duration, ProbeFn)>, keyed: bool) -> Self {
+    pub(crate) fn new(cfg: CircuitConfig) -> Self {
         let base = Instant::now();
         let overflow = Arc::new(Breaker::new(Key::from_static(OVERFLOW_KEY), &cfg, base));
         Registry {
             cfg,
             base,
-            single: Arc::new(Breaker::new(Key::from_static("*"), &cfg, base)),
+            single: Arc::new(Breaker::new(Key::from_static(UNKEYED), &cfg, base)),
             keys: BoundedMap::new(cfg.max_keys.max(1), overflow),
             tx: watch::channel(None).0,
-            probe,
-            keyed,
+            probe: std::sync::Mutex::new(None),
+            keyed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn set_keyed(&self) {
+        self.keyed.store(true, Release);
+    }
+
+    fn keyed(&self) -> bool {
+        self.keyed.load(Acquire)
+    }
+
+    pub(crate) fn set_probe(&self, interval: Duration, probe: ProbeFn) {
+        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((interval, probe));
     }
 
     /// The breaker for `key`, created on first use. Only a closed breaker
@@ -68,7 +86,7 @@ impl Registry {
     }
 
     fn find(&self, key: &str) -> Option<Arc<Breaker>> {
-        if !self.keyed {
+        if !self.keyed() {
             return (key == self.single.key.as_str()).then(|| self.single.clone());
         }
         if key == OVERFLOW_KEY {
@@ -83,7 +101,7 @@ impl Registry {
         if self.keys.overflow_hits() > 0 {
             out.push(self.keys.with_overflow(|b| b.clone()));
         }
-        if !self.keyed {
+        if !self.keyed() {
             out.push(self.single.clone());
         }
         out
@@ -99,7 +117,9 @@ impl Registry {
     }
 
     fn spawn_probe(self: &Arc<Self>, b: &Arc<Breaker>) {
-        let Some((interval, probe)) = self.probe.clone() else { return };
+        let Some((interval, probe)) = self.probe.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
         if b.probing.swap(true, AcqRel) {
             return;
         }
@@ -166,7 +186,7 @@ impl CircuitHandle {
     }
 
     /// The state of `key`'s circuit (an elapsed open period reads as
-    /// half-open; an unknown key is closed). An unkeyed layer's key is `*`.
+    /// half-open; an unknown key is closed). An unkeyed layer's key is [`UNKEYED`].
     pub fn state(&self, key: &str) -> CircuitState {
         self.reg.find(key).map_or(CircuitState::Closed, |b| b.effective_state(Instant::now()))
     }

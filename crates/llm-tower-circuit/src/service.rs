@@ -71,23 +71,16 @@ impl<C> std::fmt::Debug for CircuitBreakerLayer<C> {
 impl CircuitBreakerLayer<LlmClassifier> {
     /// One breaker for every request, with the LLM classifier.
     pub fn new(cfg: CircuitConfig) -> Self {
-        Self {
-            reg: Arc::new(Registry::new(cfg, None, false)),
-            key_fn: None,
-            classifier: LlmClassifier::default(),
-        }
+        Self { reg: Arc::new(Registry::new(cfg)), key_fn: None, classifier: LlmClassifier::default() }
     }
 }
 
 impl<C: Classify> CircuitBreakerLayer<C> {
-    /// One breaker per key. Call before taking a [`handle`](Self::handle).
+    /// One breaker per key. In any order with the other builder methods:
+    /// a [`handle`](Self::handle) taken before stays this layer's.
     pub fn keyed(self, key_fn: KeyFn) -> Self {
-        let probe = self.reg.probe.clone();
-        Self {
-            reg: Arc::new(Registry::new(self.reg.cfg, probe, true)),
-            key_fn: Some(key_fn),
-            classifier: self.classifier,
-        }
+        self.reg.set_keyed();
+        Self { key_fn: Some(key_fn), ..self }
     }
 
     /// Uses another classifier (e.g. `GrpcClassifier`).
@@ -96,7 +89,8 @@ impl<C: Classify> CircuitBreakerLayer<C> {
     }
 
     /// While a circuit is open, runs `probe(key)` every `interval`; `true`
-    /// closes the circuit early. Call before taking a [`handle`](Self::handle).
+    /// closes the circuit early. In any order with the other builder
+    /// methods: a [`handle`](Self::handle) taken before stays this layer's.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -110,8 +104,8 @@ impl<C: Classify> CircuitBreakerLayer<C> {
         Fut: Future<Output = bool> + Send + 'static,
     {
         let probe: ProbeFn = Arc::new(move |k| Box::pin(probe(k)));
-        let keyed = self.key_fn.is_some();
-        Self { reg: Arc::new(Registry::new(self.reg.cfg, Some((interval, probe)), keyed)), ..self }
+        self.reg.set_probe(interval, probe);
+        self
     }
 
     /// The handle to this layer's circuits (shared by every service it makes).

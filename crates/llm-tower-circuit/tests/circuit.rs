@@ -304,6 +304,29 @@ async fn forced_states_and_health_probe() {
     assert_eq!(layer.handle().state("*"), CircuitState::Closed);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_handle_taken_before_the_builder_methods_stays_the_layers() {
+    let m =
+        mock(MockConfig { faults: FaultPlan::Always { fault: Fault::status(503) }, ..Default::default() })
+            .await;
+    let probes = Arc::new(AtomicUsize::new(0));
+    let p = probes.clone();
+    let layer = CircuitBreakerLayer::new(cfg().consecutive_failures(Some(1)));
+    let early = layer.handle();
+    // Keyed and probed after the handle was taken: in any order, one registry.
+    let layer = layer.with_health_probe(secs(5), move |_| {
+        p.fetch_add(1, Ordering::SeqCst);
+        async { false }
+    });
+    let layer = layer.keyed(KeyFn::model());
+    let svc = layer.layer(http(&m));
+    assert_eq!(call(&svc).await, Ok(503));
+    assert_eq!(early.state("gpt-4o-mini"), CircuitState::Open, "the early handle sees the keyed circuit");
+    assert_eq!(early.stats().keys.len(), 1);
+    tokio::time::sleep(secs(6)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), 1, "the probe set after the handle runs");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn half_open_admits_exactly_k_probes_under_contention() {
     let m = mock(MockConfig {
