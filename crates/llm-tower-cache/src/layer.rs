@@ -101,6 +101,18 @@ pub(crate) struct Shared {
 /// # let _ = stack;
 /// assert_eq!(cache.stats().entries, 0);
 /// ```
+///
+/// # Reads and writes
+///
+/// - Reads the request's `Arc<RequestInfo>` (parsing it once when no layer
+///   above did), its tenant for the scope, `cache-control` / `x-llm-cache` /
+///   `x-llm-cache-ttl`, and the model's `Prices` in the extensions (set by
+///   accounting above) for the savings figures.
+/// - Writes `x-llm-cache: HIT | MISS | BYPASS` (and `age` on hits) and, on a
+///   hit, core's `ServedBy` `cache` (accounting above records it at cost 0).
+/// - Records a 200 miss as its body passes (an `LlmResponseBody` observer)
+///   and stores it only when the body ends complete and clean: a body dropped
+///   or broken stores nothing.
 #[derive(Clone)]
 pub struct CacheLayer {
     pub(crate) shared: Arc<Shared>,

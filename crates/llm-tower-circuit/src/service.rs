@@ -47,6 +47,17 @@ use crate::registry::{CircuitHandle, ProbeFn, Registry};
 /// let stack = tower::ServiceBuilder::new().layer(breaker);
 /// # let _ = (stack, handle);
 /// ```
+///
+/// # Reads and writes
+///
+/// - Reads the key from its `KeyFn` and the request's core `Deadline` (a call
+///   dropped at or after it counts as a failure: a hang; earlier, nothing).
+/// - Reads the response head through its classifier (status, `retry-after`,
+///   `x-should-retry`); our own layers' refusals (`RateLimited`,
+///   `BudgetExceeded`, `CircuitOpen`) never count.
+/// - Refuses with core's `CircuitOpen` (an error: 503 with `retry-after`).
+/// - Writes nothing to requests or responses. When the classifier decides at
+///   the end (gRPC trailers) it records the outcome when the body ends.
 pub struct CircuitBreakerLayer<C = LlmClassifier> {
     reg: Arc<Registry>,
     key_fn: Option<KeyFn>,

@@ -386,6 +386,18 @@ const RECENT: usize = 256;
 /// assert_eq!(res.headers()["x-llm-backend"], "secondary");
 /// # Ok(()) }
 /// ```
+///
+/// # Reads and writes
+///
+/// - Reads the request's `Arc<RequestInfo>` (parsing it once when no layer
+///   above did) for the route; rewrites the body's `model` for a target's
+///   model and writes its `RequestInfo`.
+/// - Reads each backend's answer head through its classifier; peeks the
+///   start of a 400 for `context_length_exceeded` and passes it on whole.
+/// - Writes `x-llm-backend` (who answered) on responses, guards event
+///   streams (a stream that breaks ends with an SSE `error` event), and
+///   keeps the call in flight on its backend until the body ends (an
+///   `LlmResponseBody` observer; a broken body counts against the backend).
 pub struct Failover<S> {
     shared: Arc<Shared<S>>,
 }

@@ -117,6 +117,16 @@ impl Timeouts {
 /// assert!(body.starts_with(b"{"));
 /// # Ok(()) }
 /// ```
+///
+/// # Reads and writes
+///
+/// - Reads the request's `Arc<RequestInfo>` (stream or not, the model to
+///   rewrite for an alias) and core's `Deadline` (it stops waiting there).
+/// - Removes hop-by-hop headers and the caller's credentials, adds the
+///   provider's; sets `accept-encoding: identity`.
+/// - Writes core's `ServedBy` (the provider's name) and `ServedModel` on
+///   responses. A non-streamed answer is read whole first (its body is then
+///   an exact `LlmResponseBody::full`); a stream is passed on as it comes.
 #[derive(Clone)]
 pub struct LlmHttpService {
     client: HttpClient,

@@ -112,6 +112,25 @@ impl<St> Shared<St> {
 /// let stack = tower::ServiceBuilder::new().layer(limiter.clone());
 /// # let _ = stack;
 /// ```
+///
+/// # Reads and writes
+///
+/// - Reads the request's `Arc<RequestInfo>` for its token estimate (input
+///   estimate + `max_tokens` x `n`), parsing it once itself when no layer
+///   above did (`RequestInfo::ensure_any`); the key from its `KeyFn`.
+/// - Refuses with core's `RateLimited` (an error: 429 with `retry-after` at
+///   the edge), never a response; a refusal is not an upstream failure for a
+///   breaker or retry above.
+/// - On 2xx answers writes `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
+///   from its own state (`emit_headers`) and marks the response with core's
+///   `LocalRateLimitHeaders`, so an adaptive limiter above never reads them
+///   as the provider's. Failures keep the upstream's hints untouched.
+/// - Reads the provider's `x-ratelimit-*` and `retry-after` (`adaptive`),
+///   unless marked local.
+/// - Settles when the response body ends (`LlmResponseBody` observer): the
+///   token reservation is reconciled with the usage the body reports, and a
+///   concurrency permit is held until then. A body never read to its end
+///   settles when it is dropped.
 pub struct RateLimitLayer<St = MemoryStore> {
     shared: Arc<Shared<St>>,
     key_fn: Option<KeyFn>,

@@ -107,6 +107,18 @@ impl<C> Shared<C> {
 /// # let _ = stack;
 /// assert_eq!(retry.stats().retries, 0);
 /// ```
+///
+/// # Reads and writes
+///
+/// - Clones the request for each attempt (`B: Clone`; `LlmBody` is cheap).
+/// - Reads the request's core `Deadline` and writes each attempt's (the
+///   earlier of the caller's and its own), and core's `Attempt` (2, 3, ...).
+/// - Reads the response head through its classifier and the upstream's
+///   `retry-after` / `retry-after-ms` / `x-should-retry`; never the limiter's
+///   own `x-ratelimit-*` (marked `LocalRateLimitHeaders`). Reads the start of
+///   a 429's body for `insufficient_quota` and passes the whole body on.
+/// - Retries only before a response is returned: a stream that started is
+///   never retried. Writes nothing else.
 pub struct RetryLayer<C = LlmClassifier> {
     shared: Arc<Shared<C>>,
 }

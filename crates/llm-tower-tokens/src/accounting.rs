@@ -131,6 +131,22 @@ impl AccountingConfig {
 /// # let _ = stack;
 /// assert!(accounting.ledger().entries().is_empty());
 /// ```
+///
+/// # Reads and writes
+///
+/// - Reads the request's `Arc<RequestInfo>` (parsing it once when no layer
+///   above did) and its tenant; refuses with core's `BudgetExceeded` (an
+///   error: 429 `insufficient_quota`) before the call.
+/// - Writes the model's `Prices` into the request's extensions (for a cache
+///   below) and, for a stream whose client did not ask for usage, injects
+///   `stream_options.include_usage` into the body and strips the usage-only
+///   chunk from what the caller reads.
+/// - Reads core's `ServedBy` (a cache hit costs 0) and `ServedModel` (the
+///   price of the model that answered) from the response.
+/// - Settles when the response body ends (an `LlmResponseBody` observer):
+///   the reported usage, or the counted input and generated text when none
+///   was reported; a caller that leaves before the head is charged the
+///   estimate. Observers outside it see the usage it recorded.
 pub struct TokenAccountingLayer<St = MemoryBudgets> {
     shared: Arc<Shared<St>>,
 }

@@ -45,6 +45,13 @@ pub enum Preflight {
 /// let stack = tower::ServiceBuilder::new().layer(TokenCountLayer::new(Preflight::Enforce));
 /// # let _ = stack;
 /// ```
+///
+/// # Reads and writes
+///
+/// Reads and writes the request's `Arc<RequestInfo>` (its
+/// `estimated_input_tokens`); refuses with core's `InvalidRequest`
+/// (`context_length_exceeded`, 400) under `Preflight::Enforce`. Responses
+/// pass through untouched.
 #[derive(Clone, Copy, Debug)]
 pub struct TokenCountLayer {
     preflight: Preflight,
