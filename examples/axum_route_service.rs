@@ -26,6 +26,7 @@ async fn main() -> Result<(), tower::BoxError> {
     let mock = MockServer::start(Default::default()).await?;
     let provider = Provider::openai_compatible("mock", &format!("{}/v1", mock.url()))?;
 
+    // README:begin
     let accounting = TokenAccountingLayer::new(AccountingConfig {
         default_budget: Some(Budget { limit_micros: 1_000_000, period: Period::Day }),
         ..Default::default()
@@ -41,6 +42,7 @@ async fn main() -> Result<(), tower::BoxError> {
         .layer(RateLimitLayer::new(Limits::default().requests_per_minute(600).tokens_per_minute(100_000)))
         .service(LlmHttpService::new(provider));
     let app = Router::new().route_service("/v1/chat/completions", stack);
+    // README:end
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
