@@ -24,7 +24,25 @@ pub type ProviderStack = Retry<CircuitBreaker<RateLimit<LlmHttpService>>>;
 /// observed, metered-once body.
 pub use llm_tower_core::LlmResponseBody;
 
-/// A built stack as one cloneable service.
+/// A built stack as one cloneable service, and the name for any stack of
+/// llm-tower layers over an HTTP service: every layer answers with an
+/// `LlmResponseBody` and a `BoxError`, so `LlmService::new(stack)` boxes a
+/// hand-composed stack once, without mapping its body or errors.
+///
+/// ```
+/// use llm_tower::ratelimit::{Limits, RateLimitLayer};
+/// use llm_tower::retry::{RetryLayer, RetryPolicy};
+/// use llm_tower::{LlmHttpService, LlmService, Provider};
+/// let http = LlmHttpService::new(Provider::openai_compatible("local", "http://127.0.0.1:11434/v1")?);
+/// let stack: LlmService = LlmService::new(
+///     tower::ServiceBuilder::new()
+///         .layer(RetryLayer::new(RetryPolicy::default()))
+///         .option_layer(Some(RateLimitLayer::new(Limits::default().requests_per_minute(60))))
+///         .service(http),
+/// );
+/// # let _ = stack;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type LlmService = BoxCloneSyncService<Request<LlmBody>, Response<LlmResponseBody>, BoxError>;
 
 /// A provider and how to call it: the models it serves and its own layers.
