@@ -315,8 +315,64 @@ pub fn rewrite_model(body: &[u8], model: &str) -> Option<Bytes> {
 }
 
 /// Byte span (quotes included) of the string value of `key` in a top-level object.
-fn find_top_level_string(s: &[u8], key: &str) -> Option<(usize, usize)> {
-    let mut i = skip_ws(s, 0);
+/// Sets `stream_options.include_usage` to `true` in a JSON object body by a
+/// byte splice: every other byte (field order, whitespace, unknown fields)
+/// stays as it was, and nothing is parsed into a tree. `None` when the body
+/// is not a JSON object (or its `stream_options` cannot take the field).
+///
+/// ```
+/// use llm_tower_core::info::with_include_usage;
+/// let out = with_include_usage(br#"{"model":"m","stream":true}"#).unwrap();
+/// assert_eq!(&out[..], br#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#);
+/// let out = with_include_usage(br#"{"stream_options": {"x": 1}}"#).unwrap();
+/// assert_eq!(&out[..], br#"{"stream_options": {"include_usage":true,"x": 1}}"#);
+/// let out = with_include_usage(br#"{"stream_options":{"include_usage":false}}"#).unwrap();
+/// assert_eq!(&out[..], br#"{"stream_options":{"include_usage":true}}"#);
+/// ```
+pub fn with_include_usage(body: &[u8]) -> Option<Bytes> {
+    let splice = |at: usize, end: usize, text: &[u8]| {
+        let mut out = BytesMut::with_capacity(body.len() - (end - at) + text.len());
+        out.extend_from_slice(&body[..at]);
+        out.extend_from_slice(text);
+        out.extend_from_slice(&body[end..]);
+        Some(out.freeze())
+    };
+    let open = skip_ws(body, 0);
+    if body.get(open) != Some(&b'{') {
+        return None;
+    }
+    let Some((start, end)) = find_top_level(body, "stream_options")? else {
+        let empty = body.get(skip_ws(body, open + 1)) == Some(&b'}');
+        let field: &[u8] = if empty {
+            br#""stream_options":{"include_usage":true}"#
+        } else {
+            br#""stream_options":{"include_usage":true},"#
+        };
+        return splice(open + 1, open + 1, field);
+    };
+    if body[start] != b'{' {
+        // `null` or another non-object: replaced by the object we need.
+        return splice(start, end, br#"{"include_usage":true}"#);
+    }
+    match find_in_object(body, start, "include_usage")? {
+        Some((a, b)) => splice(a, b, b"true"),
+        None => {
+            let empty = body.get(skip_ws(body, start + 1)) == Some(&b'}');
+            let field: &[u8] = if empty { br#""include_usage":true"# } else { br#""include_usage":true,"# };
+            splice(start + 1, start + 1, field)
+        }
+    }
+}
+
+/// The span of the value of top-level `key` in the object `s`: `Some(None)`
+/// when the object has no such key, `None` when `s` is not a JSON object.
+fn find_top_level(s: &[u8], key: &str) -> Option<Option<(usize, usize)>> {
+    find_in_object(s, skip_ws(s, 0), key)
+}
+
+/// [`find_top_level`] for the object that starts at `open`.
+fn find_in_object(s: &[u8], open: usize, key: &str) -> Option<Option<(usize, usize)>> {
+    let mut i = open;
     if s.get(i) != Some(&b'{') {
         return None;
     }
@@ -324,7 +380,7 @@ fn find_top_level_string(s: &[u8], key: &str) -> Option<(usize, usize)> {
     loop {
         i = skip_ws(s, i);
         match s.get(i)? {
-            b'}' => return None,
+            b'}' => return Some(None),
             b'"' => {}
             _ => return None,
         }
@@ -341,16 +397,20 @@ fn find_top_level_string(s: &[u8], key: &str) -> Option<(usize, usize)> {
         }
         i = skip_ws(s, i + 1);
         let value_end = skip_value(s, i)?;
-        if matches && s.get(i) == Some(&b'"') {
-            return Some((i, value_end));
+        if matches {
+            return Some(Some((i, value_end)));
         }
         i = skip_ws(s, value_end);
         match s.get(i)? {
             b',' => i += 1,
-            b'}' => return None,
+            b'}' => return Some(None),
             _ => return None,
         }
     }
+}
+
+fn find_top_level_string(s: &[u8], key: &str) -> Option<(usize, usize)> {
+    find_top_level(s, key)?.filter(|&(start, _)| s[start] == b'"')
 }
 
 fn skip_ws(s: &[u8], mut i: usize) -> usize {
@@ -411,6 +471,37 @@ fn skip_value(s: &[u8], i: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn include_usage_splice_matches_a_tree_edit_and_keeps_every_other_field() {
+        let cases = [
+            r#"{"model":"m","stream":true,"messages":[]}"#,
+            r#"{}"#,
+            r#"  { }  "#,
+            r#"{"stream_options":{}}"#,
+            r#"{"stream_options": { } , "model":"m"}"#,
+            r#"{"stream_options":null,"n":2}"#,
+            r#"{"stream_options":{"include_usage":false,"x":[1,{"include_usage":false}]}}"#,
+            r#"{"messages":[{"content":"{\"stream_options\":1}"}],"stream_options":{"y":"}"}}"#,
+            r#"{"str\u0065am_options":{"a":1}}"#,
+        ];
+        for case in cases {
+            let out = super::with_include_usage(case.as_bytes()).unwrap_or_else(|| panic!("{case}"));
+            let got: serde_json::Value =
+                serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let mut want: serde_json::Value = serde_json::from_str(case).unwrap();
+            let obj = want.as_object_mut().unwrap();
+            let opts = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+            if !opts.is_object() {
+                *opts = serde_json::json!({});
+            }
+            opts.as_object_mut().unwrap().insert("include_usage".into(), true.into());
+            assert_eq!(got, want, "{case} -> {}", String::from_utf8_lossy(&out));
+        }
+        for not_an_object in ["[]", "\"x\"", "", "{\"a\":", "nul"] {
+            assert!(super::with_include_usage(not_an_object.as_bytes()).is_none(), "{not_an_object}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -307,14 +307,6 @@ impl<St: BudgetStore> Drop for Settle<St> {
     }
 }
 
-fn with_include_usage(body: &[u8]) -> Option<Bytes> {
-    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let obj = v.as_object_mut()?;
-    let opts = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
-    opts.as_object_mut()?.insert("include_usage".into(), true.into());
-    serde_json::to_vec(&v).ok().map(Bytes::from)
-}
-
 impl<S, R, St> tower::Service<Request<LlmBody>> for TokenAccounting<S, St>
 where
     S: tower::Service<Request<LlmBody>, Response = Response<R>>,
@@ -350,7 +342,8 @@ where
         let strip =
             cfg.inject_stream_usage && info.api == Api::ChatCompletions && info.stream && !info.include_usage;
         if strip {
-            if let Some(b) = with_include_usage(req.body().as_bytes()) {
+            // A byte splice, like the model rewrite: no JSON tree.
+            if let Some(b) = llm_tower_core::info::with_include_usage(req.body().as_bytes()) {
                 *req.body_mut() = LlmBody::from(b);
             }
         }
