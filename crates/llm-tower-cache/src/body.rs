@@ -71,19 +71,6 @@ impl Recorder {
         }
     }
 
-    /// Whether the recorded JSON body parses (a 200 can carry a broken body).
-    fn valid_json(&self) -> bool {
-        let whole;
-        let b: &[u8] = match self.chunks.as_slice() {
-            [one] => one,
-            many => {
-                whole = many.concat();
-                &whole
-            }
-        };
-        serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
-    }
-
     /// Stores the answer if it is complete and clean.
     fn finish(mut self: Box<Self>, end: &BodyEnd) {
         self.done = true;
@@ -97,7 +84,8 @@ impl Recorder {
             Some("too large")
         } else if truncated && !self.shared.cfg.store_truncated {
             Some("truncated")
-        } else if self.form == Form::Json && !self.valid_json() {
+        } else if self.form == Form::Json && report.json_valid != Some(true) {
+            // Read by the body's meter in its one pass (a 200 can carry a broken body).
             Some("not JSON")
         } else {
             None

@@ -462,3 +462,28 @@ async fn not_json_and_other_endpoints_pass_through() {
     let mut s = svc.clone();
     std::future::poll_fn(|cx| s.poll_ready(cx)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_200_whose_json_is_broken_is_never_stored_whatever_is_below() {
+    // Not the HTTP service (which refuses such an answer itself): a service
+    // that answers 200 with JSON cut in the middle, then a whole answer.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = calls.clone();
+    let inner = tower::service_fn(move |_req: Request<LlmBody>| {
+        let call = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let body = if call == 0 { r#"{"choices":[{"message""# } else { r#"{"choices":[]}"# };
+            let res =
+                Response::builder().header("content-type", "application/json").body(LlmBody::from(body));
+            Ok::<_, tower::BoxError>(res.unwrap())
+        }
+    });
+    let layer = CacheLayer::new(CacheConfig::default());
+    let svc = layer.layer(inner);
+    for expect in ["MISS", "MISS", "HIT"] {
+        let res = svc.clone().oneshot(req(DET)).await.unwrap();
+        assert_eq!(res.headers()["x-llm-cache"], expect);
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!((layer.stats().not_stored, layer.stats().stored), (1, 1), "the broken one was read, not kept");
+}

@@ -169,6 +169,12 @@ pub struct UsageReport {
     pub error: Option<String>,
     /// Body bytes seen.
     pub bytes: u64,
+    /// For a JSON body read to its end: whether it is one valid JSON
+    /// document (read in the same pass as the usage, so a layer that must
+    /// not keep a broken answer need not parse it again). `None` for a
+    /// stream, a body that did not end, or one over [`MAX_JSON_BYTES`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_valid: Option<bool>,
 }
 
 impl UsageReport {
@@ -179,7 +185,7 @@ impl UsageReport {
     /// assert!(UsageReport::ended(StreamEnd::EndedEarly).usage.is_none());
     /// ```
     pub fn ended(end: StreamEnd) -> Self {
-        UsageReport { usage: None, finish_reason: None, end, error: None, bytes: 0 }
+        UsageReport { usage: None, finish_reason: None, end, error: None, bytes: 0, json_valid: None }
     }
 }
 
@@ -327,15 +333,20 @@ impl UsageExtractor {
     /// Like [`finish`](Self::finish), and also returns the generated text
     /// collected (empty unless [`with_text`](Self::with_text) was asked).
     pub fn finish_with_text(mut self, end: StreamEnd) -> (UsageReport, String) {
-        if self.kind == BodyKind::Json && !self.json.is_empty() && end == StreamEnd::Complete {
-            let whole: Cow<'_, [u8]> = if self.json.len() == 1 {
-                Cow::Borrowed(&self.json[0][..])
-            } else {
-                Cow::Owned(self.json.concat())
+        let mut json_valid = None;
+        if self.kind == BodyKind::Json && end == StreamEnd::Complete && self.json_len <= MAX_JSON_BYTES {
+            let whole: Cow<'_, [u8]> = match self.json.as_slice() {
+                [one] => Cow::Borrowed(&one[..]),
+                many => Cow::Owned(many.concat()),
             };
-            if let Ok(p) = serde_json::from_slice::<Probe<'_>>(&whole) {
-                self.acc.absorb(&p);
-            }
+            json_valid = Some(match serde_json::from_slice::<Probe<'_>>(&whole) {
+                Ok(p) => {
+                    self.acc.absorb(&p);
+                    true
+                }
+                // Valid JSON of another shape (rare): asked once more, to say so.
+                Err(_) => serde_json::from_slice::<IgnoredAny>(&whole).is_ok(),
+            });
         }
         let end = match (self.kind, end) {
             // An event past the parser's limit: whatever came after is unknown.
@@ -353,6 +364,7 @@ impl UsageExtractor {
             end,
             error: self.acc.error,
             bytes: self.acc.bytes,
+            json_valid,
         };
         (report, self.acc.text.unwrap_or_default())
     }
@@ -773,6 +785,21 @@ mod tests {
             x.feed(&Bytes::copy_from_slice(c));
         }
         x.finish(end)
+    }
+
+    #[test]
+    fn a_json_body_read_whole_says_whether_it_is_valid_json() {
+        let valid = |chunks: &[&[u8]]| run(BodyKind::Json, chunks, StreamEnd::Complete).json_valid;
+        assert_eq!(valid(&[b"{\"usage\":{\"prompt_tokens\":1,", b"\"completion_tokens\":2}}"]), Some(true));
+        assert_eq!(valid(&[b"[1, 2]"]), Some(true), "valid JSON of another shape");
+        assert_eq!(valid(&[b"{\"choices\":[{\"mess"]), Some(false), "cut");
+        assert_eq!(valid(&[]), Some(false), "empty");
+        assert_eq!(
+            run(BodyKind::Json, &[b"{}"], StreamEnd::EndedEarly).json_valid,
+            None,
+            "not read to its end"
+        );
+        assert_eq!(run(BodyKind::Sse, &[b"data: {}\n\n"], StreamEnd::Complete).json_valid, None);
     }
 
     #[test]
