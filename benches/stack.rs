@@ -1,0 +1,173 @@
+//! What each layer, and the whole stack, costs per request in process: every
+//! configuration over the same no-op inner service (a fixed JSON answer or a
+//! short event stream with usage), measured in one run, plus the heap
+//! allocations per request (a counting allocator).
+//!
+//! `cargo bench --bench stack`. The allocation counts are printed first, one
+//! line per configuration; criterion's times follow.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use llm_tower::cache::{CacheConfig, CacheLayer};
+use llm_tower::circuit::{CircuitBreakerLayer, CircuitConfig};
+use llm_tower::ratelimit::{Limits, RateLimitLayer};
+use llm_tower::retry::{RetryLayer, RetryPolicy};
+use llm_tower::tokens::{AccountingConfig, TokenAccountingLayer};
+use llm_tower::{LlmBody, LlmResponseBody, LlmService};
+use tower::{Layer, ServiceBuilder, ServiceExt};
+
+/// Counts every allocation of the process.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as it is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const JSON_ANSWER: &str = r#"{"id":"c","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":8,"total_tokens":17}}"#;
+
+fn sse_answer() -> Bytes {
+    let mut s = String::new();
+    for t in ["Hello", " there", ",", " friend"] {
+        s.push_str(&format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"}},\"finish_reason\":null}}]}}\n\n"
+        ));
+    }
+    s.push_str(
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    );
+    s.push_str("data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\ndata: [DONE]\n\n");
+    Bytes::from(s)
+}
+
+/// The no-op upstream: answers at once, JSON or a stream as asked.
+fn noop() -> LlmService {
+    let sse = sse_answer();
+    LlmService::new(tower::service_fn(move |req: Request<LlmBody>| {
+        let stream = llm_tower::RequestInfo::get(&req).is_some_and(|i| i.stream)
+            || req.body().as_bytes().windows(13).any(|w| w == br#""stream":true"#);
+        let res = if stream {
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(LlmResponseBody::full(sse.clone()))
+        } else {
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(LlmResponseBody::full(Bytes::from_static(JSON_ANSWER.as_bytes())))
+        };
+        std::future::ready(Ok::<_, tower::BoxError>(res.expect("valid response")))
+    }))
+}
+
+fn limits() -> Limits {
+    Limits::default().requests_per_minute(1_000_000_000).tokens_per_minute(u32::MAX)
+}
+
+fn accounting() -> TokenAccountingLayer {
+    TokenAccountingLayer::new(AccountingConfig::default())
+}
+
+/// Every configuration measured, by name.
+fn stacks() -> Vec<(&'static str, LlmService)> {
+    let all = || {
+        LlmService::new(
+            ServiceBuilder::new()
+                .layer(accounting())
+                .layer(CacheLayer::new(CacheConfig::default()))
+                .layer(RetryLayer::new(RetryPolicy::default()))
+                .layer(CircuitBreakerLayer::new(CircuitConfig::default()))
+                .layer(RateLimitLayer::new(limits()))
+                .service(noop()),
+        )
+    };
+    vec![
+        ("noop", noop()),
+        ("retry", LlmService::new(RetryLayer::new(RetryPolicy::default()).layer(noop()))),
+        ("breaker", LlmService::new(CircuitBreakerLayer::new(CircuitConfig::default()).layer(noop()))),
+        ("limiter", LlmService::new(RateLimitLayer::new(limits()).layer(noop()))),
+        ("accounting", LlmService::new(accounting().layer(noop()))),
+        ("cache_miss", LlmService::new(CacheLayer::new(CacheConfig::default()).layer(noop()))),
+        ("all_cache_miss", all()),
+        ("all_cache_hit", all()),
+    ]
+}
+
+fn request(i: u64, stream: bool, unique: bool) -> Request<LlmBody> {
+    let n = if unique { i } else { 0 };
+    let stream = if stream { r#""stream":true,"# } else { "" };
+    let body = format!(
+        r#"{{"model":"gpt-4o-mini",{stream}"temperature":0,"max_tokens":16,"messages":[{{"role":"user","content":"question {n}"}}]}}"#
+    );
+    Request::post("/v1/chat/completions").body(LlmBody::from(body)).expect("valid request")
+}
+
+async fn one(svc: &LlmService, i: u64, stream: bool, unique: bool) -> usize {
+    let res = svc.clone().oneshot(request(i, stream, unique)).await.expect("answered");
+    res.into_body().collect().await.expect("whole body").to_bytes().len()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    // Allocations per request, steady state (after a warm-up).
+    for stream in [false, true] {
+        for (name, svc) in stacks() {
+            let unique = name != "all_cache_hit";
+            rt.block_on(async {
+                for i in 0..1_000 {
+                    one(&svc, i, stream, unique).await;
+                }
+                let before = ALLOCATIONS.load(Ordering::Relaxed);
+                let n = 10_000;
+                for i in 1_000..1_000 + n {
+                    one(&svc, i, stream, unique).await;
+                }
+                let per = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / n as f64;
+                let kind = if stream { "sse" } else { "json" };
+                println!("allocations per request: {kind}/{name}: {per:.1}");
+            });
+        }
+    }
+    let mut group = c.benchmark_group("stack");
+    for stream in [false, true] {
+        for (name, svc) in stacks() {
+            let unique = name != "all_cache_hit";
+            let kind = if stream { "sse" } else { "json" };
+            // Past the warm-up's prompts: a miss stays a miss.
+            let mut i = 1_000_000u64;
+            group.bench_function(format!("{kind}/{name}"), |b| {
+                b.iter(|| {
+                    i += 1;
+                    black_box(rt.block_on(one(&svc, i, stream, unique)))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
