@@ -38,6 +38,21 @@ models = ["gpt-4o-mini"]
 TOML
 }
 
+# tenants_toml BUDGET_USD: per-tenant limits high enough never to refuse, and
+# a daily budget per tenant (the scripts that send as tenants append it).
+tenants_toml() {
+  cat <<TOML
+[tenants]
+header = "x-tenant"
+[tenants.default]
+requests_per_minute = 100000000
+tokens_per_minute = 4000000000
+[tenants.default_budget]
+usd = $1
+period = "day"
+TOML
+}
+
 # CPU time (user + system) of a process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

@@ -28,15 +28,8 @@ layers_toml() {
 [providers.rate_limit]
 requests_per_minute = 100000000
 tokens_per_minute = 4000000000
-[tenants]
-header = "x-tenant"
-[tenants.default]
-requests_per_minute = 100000000
-tokens_per_minute = 4000000000
-[tenants.default_budget]
-usd = 1000000.0
-period = "day"
 TOML
+  tenants_toml 1000000.0
 }
 bare_toml >"$tmp/bare.toml"
 layers_toml >"$tmp/layers.toml"

@@ -10,19 +10,7 @@
 source "$(dirname "$0")/gateway-load-common.sh"
 DISTINCT=${1:-1000000}
 SINGLE=${2:-200000}
-{
-  provider_toml
-  cat <<'TOML'
-[tenants]
-header = "x-tenant"
-[tenants.default]
-requests_per_minute = 100000000
-tokens_per_minute = 4000000000
-[tenants.default_budget]
-usd = 1000.0
-period = "day"
-TOML
-} >"$tmp/gw.toml"
+{ provider_toml; tenants_toml 1000.0; } >"$tmp/gw.toml"
 # The single-tenant run goes before and after the long distinct run and the two
 # are averaged, so a slow phase of the machine does not land on one side only.
 read -r s1_rps s1_rss s1_cpu < <(run_gateway "$tmp/gw.toml" --requests "$SINGLE" --tenants single)

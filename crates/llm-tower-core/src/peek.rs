@@ -228,14 +228,14 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::VecDeque;
 
     use super::*;
     use http_body_util::BodyExt;
 
-    /// Frames given in advance, one per poll.
-    struct Chunks(VecDeque<Result<Bytes, BoxError>>);
+    /// Frames given in advance, one per poll (the response body's tests use it too).
+    pub(crate) struct Chunks(VecDeque<Result<Bytes, BoxError>>);
 
     impl Body for Chunks {
         type Data = Bytes;
@@ -248,7 +248,7 @@ mod tests {
         }
     }
 
-    fn chunks(parts: &[Result<&'static str, &'static str>]) -> Chunks {
+    pub(crate) fn chunks(parts: &[Result<&'static str, &'static str>]) -> Chunks {
         Chunks(
             parts
                 .iter()

@@ -278,6 +278,11 @@ impl LlmResponseBody {
         }
     }
 
+    /// What the usage filter still holds back (an event without its blank line).
+    fn take_filtered_rest(&mut self) -> Option<Bytes> {
+        self.filter.as_mut().map(|p| p.split().freeze()).filter(|t| !t.is_empty())
+    }
+
     fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.source {
             Source::Empty => Poll::Ready(None),
@@ -373,8 +378,7 @@ impl Body for LlmResponseBody {
                             };
                             if this.source_ended() {
                                 this.finish(StreamEnd::Complete);
-                                this.tail = this.filter.as_mut().map(|p| p.split().freeze());
-                                this.tail = this.tail.take().filter(|t| !t.is_empty());
+                                this.tail = this.take_filtered_rest();
                             }
                             if data.is_empty() {
                                 continue;
@@ -397,7 +401,7 @@ impl Body for LlmResponseBody {
                 }
                 None => {
                     this.finish(StreamEnd::Complete);
-                    this.tail = this.filter.as_mut().map(|p| p.split().freeze()).filter(|t| !t.is_empty());
+                    this.tail = this.take_filtered_rest();
                     continue;
                 }
                 Some(Err(e)) => {
@@ -521,25 +525,8 @@ mod tests {
         }
     }
 
-    /// A body that yields `parts` one frame per poll.
-    struct Scripted(std::collections::VecDeque<Result<&'static str, &'static str>>);
-
-    impl Body for Scripted {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front().map(|p| match p {
-                Ok(s) => Ok(Frame::data(Bytes::from_static(s.as_bytes()))),
-                Err(e) => Err(BoxError::from(e)),
-            }))
-        }
-    }
-
     fn stream(parts: Vec<Result<&'static str, &'static str>>) -> LlmResponseBody {
-        LlmResponseBody::new(Scripted(parts.into()))
+        LlmResponseBody::new(crate::peek::tests::chunks(&parts))
     }
 
     fn obs(name: &'static str, log: &Log, usage: bool) -> Obs {
