@@ -38,6 +38,8 @@ mod entry;
 pub mod key;
 mod l2;
 mod layer;
+#[cfg(feature = "serde")]
+pub mod section;
 mod service;
 
 pub use config::{CacheConfig, Predicate, Strategy};

@@ -44,6 +44,8 @@
 mod breaker;
 mod config;
 mod registry;
+#[cfg(feature = "serde")]
+pub mod section;
 mod service;
 
 pub use breaker::{CircuitState, Transition};

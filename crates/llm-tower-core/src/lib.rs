@@ -29,6 +29,7 @@ mod body;
 pub mod bounded;
 pub mod chat;
 pub mod classify;
+pub mod config;
 pub mod edge;
 pub mod error;
 pub mod hint;

@@ -12,6 +12,8 @@
 #![deny(missing_docs)]
 
 mod backend;
+#[cfg(feature = "serde")]
+pub mod section;
 mod service;
 mod strategy;
 

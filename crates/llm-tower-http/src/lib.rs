@@ -24,6 +24,8 @@
 mod client;
 mod headers;
 mod provider;
+#[cfg(feature = "serde")]
+pub mod section;
 mod service;
 
 pub use client::{CachingResolver, ClientConfig, HostStats, HttpClient};

@@ -36,6 +36,8 @@
 #![deny(missing_docs)]
 
 mod limits;
+#[cfg(feature = "serde")]
+pub mod section;
 mod service;
 mod store;
 

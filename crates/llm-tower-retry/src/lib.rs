@@ -40,6 +40,8 @@
 mod adaptive;
 mod budget;
 mod policy;
+#[cfg(feature = "serde")]
+pub mod section;
 mod service;
 mod stats;
 

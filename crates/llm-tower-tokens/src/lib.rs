@@ -35,6 +35,8 @@ mod counter;
 mod layer;
 mod ledger;
 mod models;
+#[cfg(feature = "serde")]
+pub mod section;
 
 pub use accounting::{AccountingConfig, TokenAccounting, TokenAccountingLayer};
 pub use budget::{Budget, BudgetStore, MemoryBudgets, Period};
