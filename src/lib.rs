@@ -5,7 +5,7 @@
 //!
 //! - [`core`]: the shared vocabulary ([`LlmBody`], [`RequestInfo`], usage
 //!   extraction, classification, typed errors, [`Secret`]).
-//! - [`http`]: the hyper-based LLM service ([`LlmHttpService`], [`Provider`]).
+//! - [`upstream`]: the hyper-based LLM service ([`LlmHttpService`], [`Provider`]).
 //! - [`retry`]: retry with jitter, server hints, budget and deadline.
 //! - [`circuit`]: keyed circuit breaker.
 //! - [`ratelimit`]: keyed request and token rate limits.
@@ -15,7 +15,7 @@
 //!
 //! [`LlmStack`] assembles them in the recommended order; [`Client`] gives
 //! typed `chat`, `chat_stream` and `embeddings` calls over any such stack.
-//! - [`mock`]: the fault-injecting mock provider used by tests and demos.
+//! - `mock` (feature `mock`): the fault-injecting mock provider used by tests and demos.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
@@ -46,8 +46,9 @@ pub mod core {
     pub use llm_tower_core::*;
 }
 
-/// The hyper-based LLM HTTP service (`llm-tower-http`).
-pub mod http {
+/// The hyper-based LLM HTTP service, providers and the upstream client
+/// (`llm-tower-http`); named `upstream` so it never shadows the `http` crate.
+pub mod upstream {
     pub use llm_tower_http::*;
 }
 
@@ -81,7 +82,8 @@ pub mod cache {
     pub use llm_tower_cache::*;
 }
 
-/// The fault-injecting mock provider (`llm-tower-mock`).
+/// The fault-injecting mock provider (`llm-tower-mock`); the `mock` feature.
+#[cfg(feature = "mock")]
 pub mod mock {
     pub use llm_tower_mock::*;
 }

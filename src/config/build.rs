@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+#[cfg(feature = "mock")]
 use llm_tower_http::Provider;
 
 use super::{ConfigError, ModeKind, StackConfig};
@@ -41,6 +42,7 @@ pub struct Built {
     /// The public models, with the provider that owns each (`llm-tower` for routes).
     pub models: Vec<llm_tower_core::chat::Model>,
     /// In-process mock providers (`kind = "mock"`), stopped when dropped.
+    #[cfg(feature = "mock")]
     pub mocks: Vec<llm_tower_mock::MockServer>,
 }
 
@@ -65,10 +67,12 @@ impl StackConfig {
         let client = llm_tower_http::HttpClient::new(self.client.to_client_config());
         let mut stack = LlmStack::new().client(client);
         let mut models = Vec::new();
+        #[cfg(feature = "mock")]
         let mut mocks = Vec::new();
         for r in resolved {
             let provider = match (r.provider, r.mock) {
                 (Some(p), _) => p,
+                #[cfg(feature = "mock")]
                 (None, Some(mock_cfg)) => {
                     let mock = llm_tower_mock::MockServer::start(mock_cfg).await.map_err(BuildError::Io)?;
                     let mut p = Provider::openai_compatible(&r.name, &format!("{}/v1", mock.url()))
@@ -79,7 +83,7 @@ impl StackConfig {
                     mocks.push(mock);
                     p
                 }
-                (None, None) => unreachable!("validation yields a provider or a mock"),
+                _ => unreachable!("validation yields a provider or a mock"),
             };
             for m in &r.models {
                 models.push(Model::new(m.clone(), provider.name()));
@@ -127,6 +131,11 @@ impl StackConfig {
                 errs.into_iter().map(|e| ConfigError { field: e.field, message: e.message }).collect(),
             )
         })?;
-        Ok(Built { llm, models, mocks })
+        Ok(Built {
+            llm,
+            models,
+            #[cfg(feature = "mock")]
+            mocks,
+        })
     }
 }

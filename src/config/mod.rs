@@ -15,7 +15,12 @@ use std::net::SocketAddr;
 pub use validate::ResolvedProvider;
 
 use llm_tower_core::Secret;
+#[cfg(feature = "mock")]
 use llm_tower_mock::MockConfig;
+/// Without the `mock` feature a `[providers.mock]` table is read and the
+/// `kind = "mock"` provider refused by validation.
+#[cfg(not(feature = "mock"))]
+type MockConfig = serde::de::IgnoredAny;
 use serde::Deserialize;
 
 pub use llm_tower_cache::section::{CacheSection, ScopeKind, StrategyKind};

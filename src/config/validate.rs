@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use llm_tower_circuit::CircuitConfig;
 use llm_tower_core::Secret;
 use llm_tower_http::{Provider, ProviderKind, Timeouts};
-use llm_tower_mock::MockConfig;
 use llm_tower_ratelimit::Limits;
 use llm_tower_retry::RetryPolicy;
 
-use super::{BreakerKey, ConfigError, ModeKind, ProviderConfig, ProviderKindConfig, StackConfig};
+use super::{BreakerKey, ConfigError, MockConfig, ModeKind, ProviderConfig, ProviderKindConfig, StackConfig};
 
 /// A validated provider, ready to be turned into a service.
 #[derive(Clone, Debug)]
@@ -229,6 +228,9 @@ fn upstream(
     }
     let base = |default: Option<&'static str>| p.base_url.as_deref().or(default);
     let built: Result<Option<Provider>, (String, String)> = match p.kind {
+        #[cfg(not(feature = "mock"))]
+        K::Mock => Err((at("kind"), "the mock provider needs llm-tower's `mock` feature".into())),
+        #[cfg(feature = "mock")]
         K::Mock => {
             if p.base_url.is_some() {
                 Err((at("base_url"), "the mock provider runs in-process; remove base_url".into()))

@@ -2,7 +2,7 @@
 //!
 //! A [`Failover`] serves each logical model by a [`Route`]: an ordered list
 //! of [`Target`]s (a [`Backend`] — one provider's whole stack — and the model
-//! name it uses), ordered per request by a [`Strategy`] (priority, weighted
+//! name it uses), ordered per request by a [`RouteStrategy`] (priority, weighted
 //! random, round robin, least in flight, success rate, P2C over peak-EWMA
 //! latency, or your own). Unavailable backends are skipped without a call;
 //! retryable failures fail over before the first byte; slow requests can be
@@ -22,6 +22,6 @@ pub use service::{
     Failover, FailoverBuilder, FailoverConfigError, Hedge, HedgeDelay, Route, Target, X_LLM_BACKEND,
 };
 pub use strategy::{
-    Candidate, LeastInFlight, PeakEwma, Priority, RoundRobin, Strategy, StrategyKind, SuccessRate,
+    Candidate, LeastInFlight, PeakEwma, Priority, RoundRobin, RouteStrategy, RouteStrategyKind, SuccessRate,
     WeightedRandom,
 };

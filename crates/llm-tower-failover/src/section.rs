@@ -20,7 +20,7 @@ pub struct RouteConfig {
     /// `priority` (default), `weighted_random`, `round_robin`, `least_in_flight`,
     /// `success_rate` or `peak_ewma`.
     #[serde(default = "RouteConfig::default_strategy")]
-    pub strategy: crate::StrategyKind,
+    pub strategy: crate::RouteStrategyKind,
     /// Hedge: also send a request to the next provider after this long without an answer.
     pub hedge_after_ms: Option<u64>,
     /// Hedge after the route's recent time-to-first-byte percentile (0..1), instead.
@@ -43,8 +43,8 @@ pub struct TargetConfig {
 }
 
 impl RouteConfig {
-    fn default_strategy() -> crate::StrategyKind {
-        crate::StrategyKind::Priority
+    fn default_strategy() -> crate::RouteStrategyKind {
+        crate::RouteStrategyKind::Priority
     }
 
     fn default_hedge_ratio() -> f64 {

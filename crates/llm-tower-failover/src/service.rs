@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::backend::{AvailableFn, Backend, BackendStats, Health, HealthConfig, State, WaitFn};
-use crate::strategy::{Candidate, Priority, Strategy};
+use crate::strategy::{Candidate, Priority, RouteStrategy};
 
 /// The response header naming the backend that answered.
 pub const X_LLM_BACKEND: HeaderName = HeaderName::from_static("x-llm-backend");
@@ -105,9 +105,9 @@ impl Hedge {
 /// larger-context model to try on `context_length_exceeded`.
 ///
 /// ```
-/// use llm_tower_failover::{Route, StrategyKind, Target};
+/// use llm_tower_failover::{Route, RouteStrategyKind, Target};
 /// let r = Route::new([Target::new("openai"), Target::to("azure", "prod-4o")])
-///     .strategy(StrategyKind::Priority.build())
+///     .strategy(RouteStrategyKind::Priority.build())
 ///     .context_fallback("gpt-4.1");
 /// assert_eq!(r.targets.len(), 2);
 /// ```
@@ -117,7 +117,7 @@ pub struct Route {
     /// The targets in configured order.
     pub targets: Vec<Target>,
     /// How requests order them. Default [`Priority`].
-    pub strategy: Arc<dyn Strategy>,
+    pub strategy: Arc<dyn RouteStrategy>,
     /// Hedging, when set.
     pub hedge: Option<Hedge>,
     /// A logical model with a larger context window, tried when every backend
@@ -147,7 +147,7 @@ impl Route {
     }
 
     /// Sets the strategy.
-    pub fn strategy(mut self, s: Arc<dyn Strategy>) -> Self {
+    pub fn strategy(mut self, s: Arc<dyn RouteStrategy>) -> Self {
         self.strategy = s;
         self
     }
@@ -193,7 +193,7 @@ pub struct FailoverBuilder<S> {
 
 struct RouteAt {
     targets: Vec<(usize, Option<Arc<str>>)>,
-    strategy: Arc<dyn Strategy>,
+    strategy: Arc<dyn RouteStrategy>,
     hedge: Option<Hedge>,
     context_fallback: Option<String>,
 }
@@ -341,7 +341,7 @@ const RECENT: usize = 256;
 /// Routes each request to the best available backend of its model's route
 /// and survives outages.
 ///
-/// - The route's [`Strategy`] orders the backends; those unavailable are
+/// - The route's [`RouteStrategy`] orders the backends; those unavailable are
 ///   skipped without a call: a breaker open ([`Backend::available_when`]), a
 ///   limiter that would make the request wait longer than another backend
 ///   would ([`Backend::wait_estimate`]); those marked down by health checks go

@@ -60,10 +60,10 @@ impl Candidate {
 /// numbers in `0..1`, seeded by the failover.
 ///
 /// ```
-/// use llm_tower_failover::{Candidate, Strategy};
+/// use llm_tower_failover::{Candidate, RouteStrategy};
 /// /// Cheapest first: the backend configured last is the cheapest.
 /// struct Cheapest;
-/// impl Strategy for Cheapest {
+/// impl RouteStrategy for Cheapest {
 ///     fn order(&self, c: &mut Vec<Candidate>, _random: &mut dyn FnMut() -> f64) {
 ///         c.sort_by_key(|c| std::cmp::Reverse(c.position));
 ///     }
@@ -72,7 +72,7 @@ impl Candidate {
 /// Cheapest.order(&mut c, &mut || 0.5);
 /// assert_eq!(c[0].position, 1);
 /// ```
-pub trait Strategy: Send + Sync + 'static {
+pub trait RouteStrategy: Send + Sync + 'static {
     /// Reorders `candidates` (all available) into the order to try them.
     fn order(&self, candidates: &mut Vec<Candidate>, random: &mut dyn FnMut() -> f64);
 }
@@ -81,7 +81,7 @@ pub trait Strategy: Send + Sync + 'static {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Priority;
 
-impl Strategy for Priority {
+impl RouteStrategy for Priority {
     fn order(&self, c: &mut Vec<Candidate>, _: &mut dyn FnMut() -> f64) {
         c.sort_by_key(|c| c.position);
     }
@@ -92,7 +92,7 @@ impl Strategy for Priority {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WeightedRandom;
 
-impl Strategy for WeightedRandom {
+impl RouteStrategy for WeightedRandom {
     fn order(&self, c: &mut Vec<Candidate>, random: &mut dyn FnMut() -> f64) {
         for i in 0..c.len() {
             let total: f64 = c[i..].iter().map(|c| c.weight.max(0.0)).sum();
@@ -119,7 +119,7 @@ pub struct RoundRobin {
     next: AtomicUsize,
 }
 
-impl Strategy for RoundRobin {
+impl RouteStrategy for RoundRobin {
     fn order(&self, c: &mut Vec<Candidate>, _: &mut dyn FnMut() -> f64) {
         c.sort_by_key(|c| c.position);
         if !c.is_empty() {
@@ -133,7 +133,7 @@ impl Strategy for RoundRobin {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LeastInFlight;
 
-impl Strategy for LeastInFlight {
+impl RouteStrategy for LeastInFlight {
     fn order(&self, c: &mut Vec<Candidate>, _: &mut dyn FnMut() -> f64) {
         c.sort_by_key(|c| (c.in_flight, c.position));
     }
@@ -143,7 +143,7 @@ impl Strategy for LeastInFlight {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SuccessRate;
 
-impl Strategy for SuccessRate {
+impl RouteStrategy for SuccessRate {
     fn order(&self, c: &mut Vec<Candidate>, _: &mut dyn FnMut() -> f64) {
         c.sort_by(|a, b| {
             let (ra, rb) = ((a.success_rate * 100.0).round(), (b.success_rate * 100.0).round());
@@ -158,7 +158,7 @@ impl Strategy for SuccessRate {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeakEwma;
 
-impl Strategy for PeakEwma {
+impl RouteStrategy for PeakEwma {
     fn order(&self, c: &mut Vec<Candidate>, random: &mut dyn FnMut() -> f64) {
         c.sort_by(|a, b| a.cost().total_cmp(&b.cost()).then(a.position.cmp(&b.position)));
         if c.len() >= 2 {
@@ -178,7 +178,7 @@ impl Strategy for PeakEwma {
 /// The built-in strategies by name (for configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StrategyKind {
+pub enum RouteStrategyKind {
     /// [`Priority`].
     Priority,
     /// [`WeightedRandom`].
@@ -193,34 +193,34 @@ pub enum StrategyKind {
     PeakEwma,
 }
 
-impl StrategyKind {
+impl RouteStrategyKind {
     /// The strategy.
     ///
     /// ```
-    /// let s = llm_tower_failover::StrategyKind::Priority.build();
+    /// let s = llm_tower_failover::RouteStrategyKind::Priority.build();
     /// # let _ = s;
     /// ```
-    pub fn build(self) -> std::sync::Arc<dyn Strategy> {
+    pub fn build(self) -> std::sync::Arc<dyn RouteStrategy> {
         match self {
-            StrategyKind::Priority => std::sync::Arc::new(Priority),
-            StrategyKind::WeightedRandom => std::sync::Arc::new(WeightedRandom),
-            StrategyKind::RoundRobin => std::sync::Arc::new(RoundRobin::default()),
-            StrategyKind::LeastInFlight => std::sync::Arc::new(LeastInFlight),
-            StrategyKind::SuccessRate => std::sync::Arc::new(SuccessRate),
-            StrategyKind::PeakEwma => std::sync::Arc::new(PeakEwma),
+            RouteStrategyKind::Priority => std::sync::Arc::new(Priority),
+            RouteStrategyKind::WeightedRandom => std::sync::Arc::new(WeightedRandom),
+            RouteStrategyKind::RoundRobin => std::sync::Arc::new(RoundRobin::default()),
+            RouteStrategyKind::LeastInFlight => std::sync::Arc::new(LeastInFlight),
+            RouteStrategyKind::SuccessRate => std::sync::Arc::new(SuccessRate),
+            RouteStrategyKind::PeakEwma => std::sync::Arc::new(PeakEwma),
         }
     }
 }
 
-impl fmt::Display for StrategyKind {
+impl fmt::Display for RouteStrategyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            StrategyKind::Priority => "priority",
-            StrategyKind::WeightedRandom => "weighted_random",
-            StrategyKind::RoundRobin => "round_robin",
-            StrategyKind::LeastInFlight => "least_in_flight",
-            StrategyKind::SuccessRate => "success_rate",
-            StrategyKind::PeakEwma => "peak_ewma",
+            RouteStrategyKind::Priority => "priority",
+            RouteStrategyKind::WeightedRandom => "weighted_random",
+            RouteStrategyKind::RoundRobin => "round_robin",
+            RouteStrategyKind::LeastInFlight => "least_in_flight",
+            RouteStrategyKind::SuccessRate => "success_rate",
+            RouteStrategyKind::PeakEwma => "peak_ewma",
         })
     }
 }

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use llm_tower_core::LlmResponseBody;
 use llm_tower_core::{AllBackendsFailed, LlmBody, error_response};
 use llm_tower_failover::{
-    Backend, Failover, Health, HealthConfig, Hedge, HedgeDelay, Route, StrategyKind, Target,
+    Backend, Failover, Health, HealthConfig, Hedge, HedgeDelay, Route, RouteStrategyKind, Target,
 };
 use llm_tower_http::{LlmHttpService, Provider};
 use llm_tower_mock::{Fault, FaultPlan, Latency, MockConfig, MockServer};
@@ -286,7 +286,7 @@ async fn too_long_for_the_model_tries_the_larger_context_route() {
 #[tokio::test]
 async fn round_robin_and_weighted_spread_the_load() {
     let (a, b) = (mock(FaultPlan::None).await, mock(FaultPlan::None).await);
-    let f = two(&a, &b, ab().strategy(StrategyKind::RoundRobin.build()));
+    let f = two(&a, &b, ab().strategy(RouteStrategyKind::RoundRobin.build()));
     for _ in 0..10 {
         send(&f, CHAT).await.unwrap().into_body().collect().await.unwrap();
     }
@@ -294,7 +294,7 @@ async fn round_robin_and_weighted_spread_the_load() {
     let f = Failover::builder()
         .backend(Backend::new("a", http("a", &a)).weight(1))
         .backend(Backend::new("b", http("b", &b)).weight(3))
-        .route("gpt-4o-mini", ab().strategy(StrategyKind::WeightedRandom.build()))
+        .route("gpt-4o-mini", ab().strategy(RouteStrategyKind::WeightedRandom.build()))
         .seed(11)
         .build()
         .unwrap();

@@ -15,19 +15,19 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use llm_tower::{Llm, LlmService};
-use llm_tower_cache::CacheKey;
-use llm_tower_core::chat::ModelList;
-use llm_tower_core::edge::{EdgeError, LlmEdge, LlmEdgeLayer};
-use llm_tower_core::response::{BodyEnd, BodyObserver};
-use llm_tower_core::tenant::{Tenant, TenantLayer};
-use llm_tower_core::usage::{BodyKind, UsageReport};
-use llm_tower_core::{
+use llm_tower::cache::CacheKey;
+use llm_tower::core::chat::ModelList;
+use llm_tower::core::edge::{EdgeError, LlmEdge, LlmEdgeLayer};
+use llm_tower::core::response::{BodyEnd, BodyObserver};
+use llm_tower::core::tenant::{Tenant, TenantLayer};
+use llm_tower::core::usage::{BodyKind, UsageReport};
+use llm_tower::core::{
     BoxError, ErrorInfo, InvalidRequest, LlmBody, LlmResponseBody, ModelNotFound, RequestInfo, Secret,
     ServedBy,
 };
-use llm_tower_http::HttpClient;
-use llm_tower_mock::MockServer;
+use llm_tower::mock::MockServer;
+use llm_tower::upstream::HttpClient;
+use llm_tower::{Llm, LlmService};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};

@@ -5,8 +5,8 @@ mod common;
 use common::*;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
+use llm_tower::mock::{MockConfig, MockServer};
 use llm_tower_gateway::GatewayConfig;
-use llm_tower_mock::{MockConfig, MockServer};
 
 const DET: &str =
     r#"{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"hello cache"}]}"#;

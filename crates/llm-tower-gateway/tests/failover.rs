@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use http::{Method, StatusCode};
+use llm_tower::mock::{Fault, FaultPlan, MockConfig, MockServer};
 use llm_tower_gateway::GatewayConfig;
-use llm_tower_mock::{Fault, FaultPlan, MockConfig, MockServer};
 
 fn two_providers(bad: &MockServer, good: &MockServer, routes: &str) -> String {
     format!(

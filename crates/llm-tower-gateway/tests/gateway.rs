@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use llm_tower_mock::{Fault, FaultPlan, Latency, MockConfig, MockServer};
+use llm_tower::mock::{Fault, FaultPlan, Latency, MockConfig, MockServer};
 use serde_json::Value;
 
 use common::*;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use llm_tower_mock::{MockConfig, MockServer};
+use llm_tower::mock::{MockConfig, MockServer};
 
 use common::*;
 

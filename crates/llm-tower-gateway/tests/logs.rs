@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
+use llm_tower::mock::{Fault, FaultPlan, MockConfig, MockServer};
 use llm_tower_gateway::GatewayConfig;
-use llm_tower_mock::{Fault, FaultPlan, MockConfig, MockServer};
 
 use common::*;
 

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use llm_tower_mock::{Fault, FaultPlan, MockConfig, MockServer};
+use llm_tower::mock::{Fault, FaultPlan, MockConfig, MockServer};
 use serde_json::Value;
 
 use common::*;

@@ -15,7 +15,7 @@ use llm_tower_core::{
     LlmClassifier, Secret, StreamAborted, Timeout, TimeoutPhase, Transport, UsageReport,
 };
 use llm_tower_http::{ClientConfig, HttpClient, LlmHttpService, Provider, ProviderKind, Timeouts};
-use llm_tower_mock::{Fault, FaultPlan, Latency, Limits, MockConfig, MockServer};
+use llm_tower_mock::{Fault, FaultPlan, Latency, MockConfig, MockLimits, MockServer};
 use tower::ServiceExt;
 
 const CHAT: &str =
@@ -372,7 +372,7 @@ async fn hop_by_hop_and_caller_credentials_do_not_cross() {
 #[tokio::test(start_paused = true)]
 async fn provider_rate_limit_headers_pass_through() {
     let mock =
-        mock(MockConfig { limits: Some(Limits { rpm: 2, tpm: 1_000_000 }), ..Default::default() }).await;
+        mock(MockConfig { limits: Some(MockLimits { rpm: 2, tpm: 1_000_000 }), ..Default::default() }).await;
     let svc = service(&mock);
     for _ in 0..2 {
         let res = call(&svc, post("/v1/chat/completions", CHAT)).await.unwrap();

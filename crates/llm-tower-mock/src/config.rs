@@ -32,7 +32,7 @@ pub struct MockConfig {
     /// Dimensions of generated embeddings.
     pub embedding_dims: usize,
     /// Per-minute request and token limits, enforced like a provider's.
-    pub limits: Option<Limits>,
+    pub limits: Option<MockLimits>,
     /// When set, requests must carry this key (`Authorization: Bearer`,
     /// `x-api-key` or `api-key`), else 401.
     pub require_key: Option<String>,
@@ -80,12 +80,12 @@ pub struct Latency {
 /// Provider-style limits, per minute, refilled continuously.
 ///
 /// ```
-/// let l = llm_tower_mock::Limits { rpm: 60, tpm: 10_000 };
+/// let l = llm_tower_mock::MockLimits { rpm: 60, tpm: 10_000 };
 /// assert_eq!(l.rpm, 60);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Limits {
+pub struct MockLimits {
     /// Requests per minute.
     pub rpm: u32,
     /// Tokens per minute (prompt estimate plus requested output).

@@ -16,7 +16,7 @@
 //! - Faults ([`Fault`], [`FaultPlan`]): scripted per request, random with a seed,
 //!   or always on (an outage): error statuses with `retry-after`, connection
 //!   reset before headers, hang, stream cut mid-way, malformed JSON, slow body.
-//! - Provider-style limits ([`Limits`]): a real per-minute RPM/TPM bucket that
+//! - Provider-style limits ([`MockLimits`]): a real per-minute RPM/TPM bucket that
 //!   answers 429 with `retry-after` and `x-ratelimit-*` headers.
 //! - Control and inspection over HTTP: `POST /mock/faults` (a [`FaultPlan`] as
 //!   JSON), `GET /mock/stats`, `POST /mock/reset`; or from Rust through
@@ -40,5 +40,5 @@ mod config;
 mod server;
 mod synth;
 
-pub use config::{Fault, FaultPlan, Latency, Limits, MockConfig};
+pub use config::{Fault, FaultPlan, Latency, MockConfig, MockLimits};
 pub use server::{MockServer, MockStats, RecordedRequest};

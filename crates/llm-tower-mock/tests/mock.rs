@@ -9,7 +9,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use llm_tower_core::usage::{BodyKind, StreamEnd, UsageExtractor};
-use llm_tower_mock::{Fault, FaultPlan, Limits, MockConfig, MockServer};
+use llm_tower_mock::{Fault, FaultPlan, MockConfig, MockLimits, MockServer};
 use serde_json::{Value, json};
 
 type C = Client<HttpConnector, Full<Bytes>>;
@@ -105,10 +105,12 @@ async fn random_faults_follow_their_seeded_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn token_bucket_limits_like_a_provider() {
-    let mock =
-        MockServer::start(MockConfig { limits: Some(Limits { rpm: 1000, tpm: 100 }), ..Default::default() })
-            .await
-            .unwrap();
+    let mock = MockServer::start(MockConfig {
+        limits: Some(MockLimits { rpm: 1000, tpm: 100 }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let c = client();
     // Each request costs ~15 prompt + 16 output tokens: 3 fit in 100 TPM.
     for _ in 0..3 {

@@ -7,7 +7,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use llm_tower_core::{KeyFn, LlmBody, RateLimited, RequestInfo};
 use llm_tower_http::{LlmHttpService, Provider};
-use llm_tower_mock::{Latency, Limits as MockLimits, MockConfig, MockServer};
+use llm_tower_mock::{Latency, MockConfig, MockLimits, MockServer};
 use llm_tower_ratelimit::{Limits, Mode, RateLimitLayer};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use llm_tower_mock::{FaultPlan, Limits, MockConfig, MockServer};
+use llm_tower_mock::{FaultPlan, MockConfig, MockLimits, MockServer};
 
 const HELP: &str = "\
 llm-tower-mock: a fault-injecting OpenAI/Anthropic-compatible mock LLM provider
@@ -58,7 +58,7 @@ fn parse() -> Result<(SocketAddr, MockConfig), String> {
         }
     }
     if rpm.is_some() || tpm.is_some() {
-        cfg.limits = Some(Limits { rpm: rpm.unwrap_or(u32::MAX / 2), tpm: tpm.unwrap_or(u32::MAX / 2) });
+        cfg.limits = Some(MockLimits { rpm: rpm.unwrap_or(u32::MAX / 2), tpm: tpm.unwrap_or(u32::MAX / 2) });
     }
     Ok((SocketAddr::new(host, port), cfg))
 }
