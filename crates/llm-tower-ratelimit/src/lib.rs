@@ -39,6 +39,7 @@ mod limits;
 #[cfg(feature = "serde")]
 pub mod section;
 mod service;
+mod settle;
 mod store;
 
 pub use limits::{LimitKind, Limits, Mode, Rate, Rates};

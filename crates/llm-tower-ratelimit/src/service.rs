@@ -6,14 +6,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::bounded::BoundedMap;
-use llm_tower_core::response::{BodyEnd, BodyObserver, LlmResponseBody};
-use llm_tower_core::usage::{BodyKind, UsageReport};
+use llm_tower_core::response::LlmResponseBody;
+use llm_tower_core::usage::BodyKind;
 use llm_tower_core::{BoxError, Key, KeyFn, LocalRateLimitHeaders, RateLimited, RequestInfo};
 use pin_project_lite::pin_project;
 use serde::Serialize;
@@ -21,7 +21,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
 use crate::limits::{LimitKind, Limits, Mode, Rates};
-use crate::store::{Adjustment, Decision, Demand, Grant, KeyStats, MemoryStore, Quota, RateLimitStore};
+use crate::settle::*;
+use crate::store::{Adjustment, Decision, Demand, Grant, KeyStats, MemoryStore, RateLimitStore};
 
 /// A rate limiter's counters.
 ///
@@ -45,25 +46,25 @@ pub struct RateLimitStats {
 }
 
 #[derive(Default)]
-struct Counters {
-    allowed: AtomicU64,
-    rejected: AtomicU64,
-    waited: AtomicU64,
-    wait_ns: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) allowed: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) waited: AtomicU64,
+    pub(crate) wait_ns: AtomicU64,
 }
 
-struct Shared<St> {
-    limits: Limits,
-    rates: Rates,
+pub(crate) struct Shared<St> {
+    pub(crate) limits: Limits,
+    pub(crate) rates: Rates,
     /// Every request's demand but for its tokens.
-    demand: Demand,
-    store: St,
-    semaphores: Option<BoundedMap<Key, Arc<Semaphore>>>,
-    counters: Counters,
+    pub(crate) demand: Demand,
+    pub(crate) store: St,
+    pub(crate) semaphores: Option<BoundedMap<Key, Arc<Semaphore>>>,
+    pub(crate) counters: Counters,
 }
 
 impl<St> Shared<St> {
-    fn semaphore(&self, key: &Key) -> Option<Arc<Semaphore>> {
+    pub(crate) fn semaphore(&self, key: &Key) -> Option<Arc<Semaphore>> {
         let map = self.semaphores.as_ref()?;
         let max = self.limits.max_concurrent? as usize;
         // Bounded (core's BoundedMap): only a semaphore with no permit out may
@@ -132,8 +133,8 @@ impl<St> Shared<St> {
 ///   concurrency permit is held until then. A body never read to its end
 ///   settles when it is dropped.
 pub struct RateLimitLayer<St = MemoryStore> {
-    shared: Arc<Shared<St>>,
-    key_fn: Option<KeyFn>,
+    pub(crate) shared: Arc<Shared<St>>,
+    pub(crate) key_fn: Option<KeyFn>,
 }
 
 impl<St> Clone for RateLimitLayer<St> {
@@ -229,9 +230,9 @@ impl<S, St> tower::Layer<S> for RateLimitLayer<St> {
 
 /// The rate-limiting service. See [`RateLimitLayer`].
 pub struct RateLimit<S, St = MemoryStore> {
-    inner: S,
-    shared: Arc<Shared<St>>,
-    key_fn: Option<KeyFn>,
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared<St>>,
+    pub(crate) key_fn: Option<KeyFn>,
 }
 
 impl<S: Clone, St> Clone for RateLimit<S, St> {
@@ -246,13 +247,13 @@ impl<S: std::fmt::Debug, St> std::fmt::Debug for RateLimit<S, St> {
     }
 }
 
-const GLOBAL: Key = Key::from_static("*");
+pub(crate) const GLOBAL: Key = Key::from_static("*");
 
-fn demand_of<St>(shared: &Shared<St>, tokens: u64) -> Demand {
+pub(crate) fn demand_of<St>(shared: &Shared<St>, tokens: u64) -> Demand {
     Demand { tokens, ..shared.demand }
 }
 
-fn base_demand(limits: &Limits) -> Demand {
+pub(crate) fn base_demand(limits: &Limits) -> Demand {
     let (max_wait, max_queue) = match limits.mode {
         Mode::Reject => (None, 0),
         Mode::Wait { max_wait, max_queue } => (Some(max_wait), max_queue),
@@ -260,7 +261,7 @@ fn base_demand(limits: &Limits) -> Demand {
     Demand { requests: 1, tokens: 0, rates: limits.rates(), max_wait, max_queue }
 }
 
-fn estimate_tokens<B>(req: &Request<B>, limits: &Limits) -> u64 {
+pub(crate) fn estimate_tokens<B>(req: &Request<B>, limits: &Limits) -> u64 {
     let Some(info) = RequestInfo::get(req) else { return u64::from(limits.default_output_tokens) };
     let input = info.estimated_input_tokens.map_or((info.body_bytes as u64).div_ceil(4), u64::from);
     let output =
@@ -349,7 +350,7 @@ where
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum TicketState {
+pub(crate) enum TicketState {
     /// Nothing reserved yet.
     Pending,
     /// Reserved and waiting in the queue.
@@ -361,16 +362,16 @@ enum TicketState {
 }
 
 /// A demand's reservation, given back if the request never goes out.
-struct Ticket<St: RateLimitStore> {
-    shared: Arc<Shared<St>>,
-    key: Key,
+pub(crate) struct Ticket<St: RateLimitStore> {
+    pub(crate) shared: Arc<Shared<St>>,
+    pub(crate) key: Key,
     /// The token estimate reserved (the rest of the demand is in `shared`).
-    tokens: u64,
-    state: TicketState,
+    pub(crate) tokens: u64,
+    pub(crate) state: TicketState,
 }
 
 impl<St: RateLimitStore> Ticket<St> {
-    fn cancel(&mut self) {
+    pub(crate) fn cancel(&mut self) {
         if matches!(self.state, TicketState::Queued | TicketState::Reserved) {
             let queued = self.state == TicketState::Queued;
             let demand = demand_of(&self.shared, self.tokens);
@@ -379,7 +380,7 @@ impl<St: RateLimitStore> Ticket<St> {
         self.state = TicketState::Done;
     }
 
-    fn refused(&mut self, limit: LimitKind, retry_after: Option<Duration>) -> BoxError {
+    pub(crate) fn refused(&mut self, limit: LimitKind, retry_after: Option<Duration>) -> BoxError {
         self.cancel();
         self.shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(key = %self.key, limit = limit.name(), "rate limited");
@@ -407,9 +408,9 @@ pin_project! {
 }
 
 /// What a request that cannot be sent at once keeps until it is.
-struct Slow<S, B> {
-    svc: S,
-    req: Option<Request<B>>,
+pub(crate) struct Slow<S, B> {
+    pub(crate) svc: S,
+    pub(crate) req: Option<Request<B>>,
 }
 
 pin_project! {
@@ -550,124 +551,5 @@ where
                 }
             }
         }
-    }
-}
-
-fn refund_tokens<St: RateLimitStore>(shared: &Shared<St>, key: &Key, tokens: u64) {
-    if tokens > 0 && shared.rates.tpm.is_some() {
-        shared.store.adjust(key, Adjustment::Tokens { delta: -(tokens as i64), rates: shared.rates });
-    }
-}
-
-fn header_num(h: &HeaderMap, name: &HeaderName) -> Option<u64> {
-    h.get(name)?.to_str().ok()?.trim().parse().ok()
-}
-
-fn header_reset(h: &HeaderMap, name: &HeaderName) -> Option<Duration> {
-    llm_tower_core::hint::parse_reset(h.get(name)?.to_str().ok()?).ok()
-}
-
-/// `x-ratelimit-{limit,remaining,reset}-requests`, built once (no
-/// formatting on the response path).
-const REQUESTS: [HeaderName; 3] = [
-    HeaderName::from_static("x-ratelimit-limit-requests"),
-    HeaderName::from_static("x-ratelimit-remaining-requests"),
-    HeaderName::from_static("x-ratelimit-reset-requests"),
-];
-/// `x-ratelimit-{limit,remaining,reset}-tokens`.
-const TOKENS: [HeaderName; 3] = [
-    HeaderName::from_static("x-ratelimit-limit-tokens"),
-    HeaderName::from_static("x-ratelimit-remaining-tokens"),
-    HeaderName::from_static("x-ratelimit-reset-tokens"),
-];
-
-/// Learns from the provider's own limit headers.
-fn adapt<St: RateLimitStore>(shared: &Shared<St>, key: &Key, status: http::StatusCode, h: &HeaderMap) {
-    if status == http::StatusCode::TOO_MANY_REQUESTS {
-        if let Some(hint) = llm_tower_core::hint::retry_hint(h, SystemTime::now()) {
-            shared.store.adjust(key, Adjustment::Hold(hint.after));
-            return;
-        }
-    }
-    for (kind, names) in [("requests", &REQUESTS), ("tokens", &TOKENS)] {
-        let [limit, remaining, reset] = names;
-        let remaining = header_num(h, remaining);
-        let reset = header_reset(h, reset);
-        let limit = header_num(h, limit);
-        match (remaining, reset) {
-            (Some(0), Some(reset)) => shared.store.adjust(key, Adjustment::Hold(reset)),
-            // Nearly out (under 10 % left): spread what remains over the time to reset.
-            (Some(r), Some(reset))
-                if kind == "requests" && limit.is_some_and(|l| r.saturating_mul(10) < l) =>
-            {
-                // r >= 1 here; a value past u32 paces at the smallest interval, never divides by 0.
-                let interval = reset / u32::try_from(r).unwrap_or(u32::MAX).max(1);
-                shared.store.adjust(key, Adjustment::Pace { interval, period: reset });
-            }
-            _ => {}
-        }
-    }
-}
-
-fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates) {
-    let mut put = |[limit, remaining, reset]: &[HeaderName; 3], q: &Quota| {
-        h.insert(limit.clone(), HeaderValue::from(q.limit));
-        h.insert(remaining.clone(), HeaderValue::from(q.remaining));
-        let mut v = String::with_capacity(24);
-        let _ = std::fmt::Write::write_fmt(&mut v, format_args!("{}ms", q.reset.as_millis()));
-        if let Ok(v) = HeaderValue::try_from(v) {
-            h.insert(reset.clone(), v);
-        }
-    };
-    if let Some(q) = &g.requests(rates) {
-        put(&REQUESTS, q);
-    }
-    if let Some(q) = &g.tokens(rates) {
-        put(&TOKENS, q);
-    }
-}
-
-/// Reconciles a request's token reservation with what the response reports.
-struct Meter<St: RateLimitStore> {
-    shared: Arc<Shared<St>>,
-    key: Key,
-    reserved: u64,
-    success: bool,
-    kind: BodyKind,
-}
-
-impl<St: RateLimitStore> Meter<St> {
-    fn settle(self, report: Option<&UsageReport>) {
-        if !self.success {
-            refund_tokens(&self.shared, &self.key, self.reserved);
-            return;
-        }
-        if let Some(u) = report.and_then(|r| r.usage) {
-            let delta = (u.total() as i64).saturating_sub(self.reserved as i64);
-            if delta != 0 {
-                self.shared.store.adjust(&self.key, Adjustment::Tokens { delta, rates: self.shared.rates });
-            }
-        }
-    }
-}
-
-/// Observes a call's body: holds its concurrency permit until the body ends
-/// and reconciles the token reservation with the usage the body reports (a
-/// failure's reservation is refunded).
-struct Settle<St: RateLimitStore> {
-    meter: Option<Meter<St>>,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl<St: RateLimitStore> BodyObserver for Settle<St> {
-    fn wants_usage(&self) -> Option<BodyKind> {
-        self.meter.as_ref().filter(|m| m.success).map(|m| m.kind)
-    }
-
-    fn on_end(self: Box<Self>, end: &mut BodyEnd) {
-        if let Some(m) = self.meter {
-            m.settle(end.report.as_ref());
-        }
-        drop(self.permit);
     }
 }

@@ -39,6 +39,7 @@
 
 mod adaptive;
 mod budget;
+mod decide;
 mod policy;
 #[cfg(feature = "serde")]
 pub mod section;

@@ -12,34 +12,35 @@ use http_body::Body;
 use llm_tower_core::LlmResponseBody;
 use llm_tower_core::peek::{Peek, peek};
 use llm_tower_core::{
-    Attempt, BoxError, Classification, Classified, Classify, Deadline, LlmClassifier, OutcomeClass,
-    RetriesExhausted, Timeout, TimeoutPhase,
+    Attempt, BoxError, Classification, Classified, Classify, Deadline, LlmClassifier, OutcomeClass, Timeout,
+    TimeoutPhase,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
 use crate::adaptive::LatencyTracker;
 use crate::budget::RetryBudget;
+use crate::decide::*;
 use crate::stats::Counters;
 use crate::{AttemptTimeout, RandomSource, RetryPolicy, RetryStats, ThreadRandom};
 
 /// How much of a 429's body is read to look for `insufficient_quota` (the
 /// whole body is passed on whatever its size).
-const QUOTA_PEEK_LIMIT: usize = 16 << 10;
+pub(crate) const QUOTA_PEEK_LIMIT: usize = 16 << 10;
 
 pub(crate) struct Shared<C> {
-    policy: RetryPolicy,
-    classifier: C,
-    budget: Option<RetryBudget>,
-    latency: Option<LatencyTracker>,
-    rng: Arc<dyn RandomSource>,
-    counters: Counters,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) classifier: C,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) latency: Option<LatencyTracker>,
+    pub(crate) rng: Arc<dyn RandomSource>,
+    pub(crate) counters: Counters,
     /// Whether calls need the time (deadline, attempt timeouts).
-    needs_clock: bool,
+    pub(crate) needs_clock: bool,
 }
 
 impl<C> Shared<C> {
-    fn new(policy: RetryPolicy, classifier: C, rng: Arc<dyn RandomSource>) -> Self {
+    pub(crate) fn new(policy: RetryPolicy, classifier: C, rng: Arc<dyn RandomSource>) -> Self {
         let latency = match policy.attempt_timeout {
             Some(AttemptTimeout::Adaptive { quantile, .. }) => Some(LatencyTracker::new(quantile)),
             _ => None,
@@ -57,14 +58,14 @@ impl<C> Shared<C> {
         }
     }
 
-    fn stats(&self) -> RetryStats {
+    pub(crate) fn stats(&self) -> RetryStats {
         let mut s = self.counters.snapshot();
         s.requests += self.budget.as_ref().map_or(0, RetryBudget::deposited);
         s
     }
 
     /// The per-attempt limit now, if any.
-    fn attempt_timeout(&self) -> Option<Duration> {
+    pub(crate) fn attempt_timeout(&self) -> Option<Duration> {
         match self.policy.attempt_timeout? {
             AttemptTimeout::Fixed(d) => Some(d),
             AttemptTimeout::Adaptive { factor, floor, ceiling, min_samples, .. } => {
@@ -120,7 +121,7 @@ impl<C> Shared<C> {
 /// - Retries only before a response is returned: a stream that started is
 ///   never retried. Writes nothing else.
 pub struct RetryLayer<C = LlmClassifier> {
-    shared: Arc<Shared<C>>,
+    pub(crate) shared: Arc<Shared<C>>,
 }
 
 impl<C> Clone for RetryLayer<C> {
@@ -188,8 +189,8 @@ impl<S, C> tower::Layer<S> for RetryLayer<C> {
 
 /// The retry service. See [`RetryLayer`].
 pub struct Retry<S, C = LlmClassifier> {
-    inner: S,
-    shared: Arc<Shared<C>>,
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared<C>>,
 }
 
 impl<S: Clone, C> Clone for Retry<S, C> {
@@ -328,7 +329,7 @@ pin_project! {
 }
 
 impl AttemptTimer {
-    fn new<C>(shared: &Shared<C>, deadline: Option<Instant>, now: Instant) -> Self {
+    pub(crate) fn new<C>(shared: &Shared<C>, deadline: Option<Instant>, now: Instant) -> Self {
         let per_attempt = shared.attempt_timeout().map(|d| (now + d, TimeoutPhase::Headers, d));
         let total = deadline.map(|t| (t, TimeoutPhase::Total, t.saturating_duration_since(now)));
         let pick = match (per_attempt, total) {
@@ -342,14 +343,14 @@ impl AttemptTimer {
     }
 
     /// When this attempt's time runs out, if it is limited.
-    fn at(&self) -> Option<Instant> {
+    pub(crate) fn at(&self) -> Option<Instant> {
         match self {
             AttemptTimer::Off => None,
             AttemptTimer::On { sleep, .. } => Some(sleep.deadline()),
         }
     }
 
-    fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Option<Timeout> {
+    pub(crate) fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Option<Timeout> {
         match self.project() {
             TimerProj::Off => None,
             TimerProj::On { sleep, phase, after } => {
@@ -408,7 +409,7 @@ pin_project! {
     }
 }
 
-fn error_reason(e: &(dyn std::error::Error + 'static)) -> &'static str {
+pub(crate) fn error_reason(e: &(dyn std::error::Error + 'static)) -> &'static str {
     let mut cur = Some(e);
     while let Some(e) = cur {
         if e.is::<Timeout>() || e.is::<tower::timeout::error::Elapsed>() {
@@ -584,70 +585,5 @@ where
                 }
             }
         }
-    }
-}
-
-/// Decides whether to retry after `attempt` failed, and after how long.
-fn plan<C>(
-    shared: &Shared<C>,
-    attempt: u32,
-    prev_delay: &mut Duration,
-    deadline: Option<Instant>,
-    class: &Classification,
-    reason: &str,
-) -> Option<Duration> {
-    let c = &shared.counters;
-    let delay = match class.hint {
-        Some(h) if h.after > shared.policy.max_retry_after => {
-            Counters::bump(&c.hint_refusals);
-            metrics::counter!("llm_tower_retry_refused_total", "why" => "retry_after").increment(1);
-            tracing::debug!(
-                attempt,
-                retry_after_ms = h.after.as_millis() as u64,
-                "not retrying: server asks for too long a wait"
-            );
-            return None;
-        }
-        Some(h) => h.after,
-        None => shared.policy.delay(attempt, *prev_delay, &*shared.rng),
-    };
-    if deadline.is_some_and(|d| Instant::now() + delay >= d) {
-        Counters::bump(&c.deadline_refusals);
-        metrics::counter!("llm_tower_retry_refused_total", "why" => "deadline").increment(1);
-        return None;
-    }
-    if shared.budget.as_ref().is_some_and(|b| !b.withdraw()) {
-        Counters::bump(&c.budget_refusals);
-        metrics::counter!("llm_tower_retry_refused_total", "why" => "budget").increment(1);
-        tracing::debug!(attempt, reason, "not retrying: retry budget spent");
-        return None;
-    }
-    c.retried(reason);
-    *prev_delay = delay;
-    tracing::debug!(attempt = attempt + 1, delay_ms = delay.as_millis() as u64, reason, "retrying");
-    Some(delay)
-}
-
-fn give_up_response<C, R>(shared: &Shared<C>, attempt: u32, res: Response<R>) -> Response<LlmResponseBody>
-where
-    R: Body<Data = Bytes> + Send + 'static,
-    R::Error: Into<BoxError>,
-{
-    if attempt > 1 {
-        Counters::bump(&shared.counters.give_ups);
-        metrics::counter!("llm_tower_retry_give_ups_total").increment(1);
-        tracing::info!(attempts = attempt, status = res.status().as_u16(), "giving up");
-    }
-    res.map(LlmResponseBody::new)
-}
-
-fn give_up_error<C>(shared: &Shared<C>, attempt: u32, err: BoxError) -> BoxError {
-    if attempt > 1 {
-        Counters::bump(&shared.counters.give_ups);
-        metrics::counter!("llm_tower_retry_give_ups_total").increment(1);
-        tracing::info!(attempts = attempt, error = %err, "giving up");
-        Box::new(RetriesExhausted::new(attempt, err))
-    } else {
-        err
     }
 }

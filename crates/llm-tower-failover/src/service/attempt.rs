@@ -1,0 +1,159 @@
+//! One call to one backend: the request it receives, what it came to, and how a 400 is read for context_length_exceeded.
+
+use super::*;
+
+#[derive(Clone)]
+pub(crate) struct Step {
+    pub(crate) backend: usize,
+    pub(crate) model: Option<Arc<str>>,
+    pub(crate) share: f64,
+}
+
+/// The request as one backend receives it (its model name, its RequestInfo).
+pub(crate) fn request_for(
+    req: &Request<LlmBody>,
+    info: &RequestInfo,
+    model: Option<&str>,
+) -> Request<LlmBody> {
+    let mut r = Request::new(req.body().clone());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    *r.extensions_mut() = req.extensions().clone();
+    if let Some(m) = model.filter(|m| *m != &*info.model) {
+        if let Some(body) = rewrite_model(req.body().as_bytes(), m) {
+            *r.body_mut() = LlmBody::from(body);
+        }
+        let mut i = info.clone();
+        i.model = Arc::from(m);
+        r.extensions_mut().insert(Arc::new(i));
+    }
+    r
+}
+
+/// What one call came to.
+pub(crate) enum Outcome {
+    /// Return this to the caller.
+    Answer(Response<LlmResponseBody>),
+    /// Return this error to the caller.
+    Error(BoxError),
+    /// Fail over (keeping what it answered, returned if it was the only backend tried).
+    Failed(BackendAttempt, Last),
+    /// Too long for this model: try the route's larger-context model.
+    TooLong(BackendAttempt),
+}
+
+/// A failed call's own answer.
+pub(crate) enum Last {
+    // Boxed: the failure path, and a response head is large.
+    Response(Box<Response<LlmResponseBody>>),
+    Error(BoxError),
+}
+
+/// How much of a 400's body is read to look for `context_length_exceeded`
+/// (the whole body is passed on whatever its size).
+pub(crate) const MAX_PEEK: usize = 16 << 10;
+
+pub(crate) fn is_too_long(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.downcast_ref::<InvalidRequest>().is_some_and(|i| i.code() == Some("context_length_exceeded")) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+pub(crate) async fn call_one<S, B>(
+    shared: Arc<Shared<S>>,
+    step: Step,
+    req: Request<LlmBody>,
+    peek_too_long: bool,
+) -> Outcome
+where
+    S: tower::Service<Request<LlmBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let backend = &shared.backends[step.backend];
+    let state = &backend.state;
+    let name = state.name.clone();
+    let start = Instant::now();
+    let guard = InFlight::new(shared.clone(), step.backend);
+    let result = backend.service.clone().oneshot(req).await.map_err(Into::into);
+    let now = Instant::now();
+    let health = &shared.health;
+    match result {
+        Err(e) => {
+            if peek_too_long && is_too_long(&*e) {
+                return Outcome::TooLong(BackendAttempt::new(&*name, "context_length_exceeded").status(400));
+            }
+            let c = shared.classifier.classify_error(&*e);
+            match c.class {
+                OutcomeClass::ClientError => Outcome::Error(e),
+                OutcomeClass::UpstreamFailure | OutcomeClass::Rejected
+                    if c.retryable || c.class == OutcomeClass::Rejected =>
+                {
+                    if c.class == OutcomeClass::UpstreamFailure && state.failure(health, now) {
+                        tracing::warn!(backend = &*name, "backend marked down after consecutive failures");
+                    }
+                    let hint = c.hint.map(|h| h.after);
+                    let a = BackendAttempt::new(&*name, e.to_string()).retry_after(hint);
+                    Outcome::Failed(a, Last::Error(e))
+                }
+                _ => {
+                    state.failure(health, now);
+                    Outcome::Error(e)
+                }
+            }
+        }
+        Ok(res) => {
+            let rtt = now.saturating_duration_since(start);
+            state.observe_latency(rtt, now);
+            shared.observe(rtt);
+            let c = match shared.classifier.classify_response(&res) {
+                Classified::Ready(c) => c,
+                Classified::AtEnd => llm_tower_core::Classification::success(),
+            };
+            let status = res.status();
+            match c.class {
+                OutcomeClass::Success => {
+                    state.success(now);
+                    Outcome::Answer(answer(res, &name, guard))
+                }
+                OutcomeClass::ClientError if peek_too_long && status == StatusCode::BAD_REQUEST => {
+                    let (parts, body) = res.into_parts();
+                    // The start of the body says why; the whole body is passed on.
+                    let peeked = peek(body, MAX_PEEK).await;
+                    if peeked.prefix().windows(23).any(|w| w == b"context_length_exceeded") {
+                        return Outcome::TooLong(
+                            BackendAttempt::new(&*name, "context_length_exceeded").status(400),
+                        );
+                    }
+                    let mut res = Response::from_parts(parts, LlmResponseBody::new(peeked));
+                    res.headers_mut().insert(X_LLM_BACKEND, header(&name));
+                    Outcome::Answer(res)
+                }
+                OutcomeClass::ClientError => Outcome::Answer(answer(res, &name, guard)),
+                _ if c.retryable => {
+                    if state.failure(health, now) {
+                        tracing::warn!(backend = &*name, "backend marked down after consecutive failures");
+                    }
+                    let reason = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+                    let a = BackendAttempt::new(&*name, reason.trim_end()).status(status.as_u16());
+                    Outcome::Failed(
+                        a.retry_after(c.hint.map(|h| h.after)),
+                        Last::Response(Box::new(answer(res, &name, guard))),
+                    )
+                }
+                _ => {
+                    state.failure(health, now);
+                    Outcome::Answer(answer(res, &name, guard))
+                }
+            }
+        }
+    }
+}

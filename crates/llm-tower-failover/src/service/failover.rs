@@ -1,0 +1,242 @@
+//! The service's shared state: choosing the plan of backends for a request, and recording what each call came to.
+
+use super::*;
+
+/// Hedges the budget may hold at once (it starts empty: requests fill it).
+pub(crate) const HEDGE_BURST: i64 = 10_000;
+/// Times to head kept for percentiles.
+pub(crate) const RECENT: usize = 256;
+
+/// Routes each request to the best available backend of its model's route
+/// and survives outages.
+///
+/// - The route's [`RouteStrategy`] orders the backends; those unavailable are
+///   skipped without a call: a breaker open ([`Backend::available_when`]), a
+///   limiter that would make the request wait longer than another backend
+///   would ([`Backend::wait_estimate`]); those marked down by health checks go
+///   last.
+/// - A retryable outcome (429, 5xx, timeouts, connection errors, our own
+///   limits refusing) fails over to the next backend; a client error (400,
+///   401, 404, 422, ...) is returned at once. Failover happens only before the
+///   response head: once a backend answers, the body is the caller's. On
+///   `context_length_exceeded` the route's larger-context model is tried.
+/// - With [`Hedge`], a slow request is also sent to the next backend; the
+///   first usable head wins, the other call is dropped.
+/// - Passive health (consecutive failures), an optional active probe, and
+///   slow start after recovery ([`HealthConfig`]).
+/// - When nothing answers: [`AllBackendsFailed`] listing each backend and why
+///   (when a single backend was tried, its own answer instead: a 503 with its
+///   `retry-after`, a timeout).
+/// - The answer carries `x-llm-backend: NAME`. A stream that breaks after it
+///   started ends with an SSE `event: error` (never a clean end).
+///
+/// Each request's attempts run in one boxed future (it may make several calls
+/// and wait on two at once).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+/// use llm_tower_failover::{Backend, Failover, Route, Target};
+/// use llm_tower_http::{LlmHttpService, Provider};
+/// use llm_tower_mock::{Fault, FaultPlan, MockConfig, MockServer};
+/// use tower::ServiceExt;
+///
+/// let down = MockServer::start(MockConfig { faults: FaultPlan::Always { fault: Fault::status(503) }, ..Default::default() }).await?;
+/// let up = MockServer::start(MockConfig::default()).await?;
+/// let http = |name: &str, m: &MockServer| LlmHttpService::new(Provider::openai_compatible(name, &format!("{}/v1", m.url())).unwrap());
+/// let failover = Failover::builder()
+///     .backend(Backend::new("primary", http("primary", &down)))
+///     .backend(Backend::new("secondary", http("secondary", &up)))
+///     .route("gpt-4o-mini", Route::new([Target::new("primary"), Target::new("secondary")]))
+///     .build()
+///     .map_err(|e| format!("{e:?}"))?;
+/// let req = http::Request::post("/v1/chat/completions")
+///     .body(llm_tower_core::LlmBody::from(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#))?;
+/// let res = failover.clone().oneshot(req).await?;
+/// assert_eq!(res.headers()["x-llm-backend"], "secondary");
+/// # Ok(()) }
+/// ```
+///
+/// # Reads and writes
+///
+/// - Reads the request's `Arc<RequestInfo>` (parsing it once when no layer
+///   above did) for the route; rewrites the body's `model` for a target's
+///   model and writes its `RequestInfo`.
+/// - Reads each backend's answer head through its classifier; peeks the
+///   start of a 400 for `context_length_exceeded` and passes it on whole.
+/// - Writes `x-llm-backend` (who answered) on responses, guards event
+///   streams (a stream that breaks ends with an SSE `error` event), and
+///   keeps the call in flight on its backend until the body ends (an
+///   `LlmResponseBody` observer; a broken body counts against the backend).
+pub struct Failover<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for Failover<S> {
+    fn clone(&self) -> Self {
+        Failover { shared: self.shared.clone() }
+    }
+}
+
+impl<S> std::fmt::Debug for Failover<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.shared.backends.iter().map(|b| &*b.state.name).collect();
+        f.debug_struct("Failover").field("backends", &names).finish()
+    }
+}
+
+impl<S> Failover<S> {
+    /// A builder with no backends, default health checking, seed 0.
+    pub fn builder() -> FailoverBuilder<S> {
+        FailoverBuilder {
+            backends: Vec::new(),
+            routes: Vec::new(),
+            health: HealthConfig::default(),
+            default_rtt: Duration::from_millis(100),
+            seed: 0x5eed,
+        }
+    }
+
+    /// Per backend: requests, successes, failures, in flight, latency, state.
+    pub fn stats(&self) -> Vec<BackendStats> {
+        let now = Instant::now();
+        self.shared.backends.iter().map(|b| b.state.stats(&self.shared.health, now)).collect()
+    }
+
+    /// The logical models served.
+    pub fn models(&self) -> Vec<String> {
+        let mut m: Vec<String> = self.shared.routes.keys().cloned().collect();
+        m.sort();
+        m
+    }
+}
+
+impl<S> Shared<S> {
+    pub(crate) fn random(&self) -> f64 {
+        // SplitMix64 over an atomic counter: lock-free, seedable.
+        let x =
+            self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub(crate) fn observe(&self, rtt: Duration) {
+        let i = self.recent_at.fetch_add(1, Ordering::Relaxed) as usize % RECENT;
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() < RECENT {
+            r.push(rtt.as_secs_f64());
+        } else {
+            r[i] = rtt.as_secs_f64();
+        }
+    }
+
+    pub(crate) fn hedge_delay(&self, h: &Hedge) -> Duration {
+        match h.delay {
+            HedgeDelay::Fixed(d) => d,
+            HedgeDelay::Percentile { p, min } => {
+                let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if r.len() < 16 {
+                    return min.max(Duration::from_secs(1));
+                }
+                r.sort_by(f64::total_cmp);
+                let at = ((r.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
+                Duration::from_secs_f64(r[at]).max(min)
+            }
+        }
+    }
+
+    /// Takes a hedge from the budget (refilled by `max_ratio` per request).
+    pub(crate) fn take_hedge(&self) -> bool {
+        if self.hedge_budget.fetch_sub(1_000, Ordering::Relaxed) >= 1_000 {
+            return true;
+        }
+        self.hedge_budget.fetch_add(1_000, Ordering::Relaxed);
+        false
+    }
+
+    pub(crate) fn refill_hedges(&self, ratio: f64) {
+        let add = (ratio * 1_000.0) as i64;
+        let b = self.hedge_budget.fetch_add(add, Ordering::Relaxed) + add;
+        if b > HEDGE_BURST {
+            self.hedge_budget.fetch_sub(b - HEDGE_BURST, Ordering::Relaxed);
+        }
+    }
+
+    /// The route's backends in the order to try them; the skipped ones are
+    /// recorded in `attempts`.
+    pub(crate) fn plan(
+        &self,
+        route: &RouteAt,
+        req: &Request<LlmBody>,
+        attempts: &mut Vec<BackendAttempt>,
+    ) -> Vec<Step> {
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        let mut down = Vec::new();
+        let mut skipped = Vec::new();
+        let mut waits = Vec::new();
+        for (position, (b, model)) in route.targets.iter().enumerate() {
+            let backend = &self.backends[*b];
+            if let Some(f) = &backend.available {
+                let available = f(req);
+                backend.state.seen_available(available, now);
+                if !available {
+                    attempts.push(BackendAttempt::new(&*backend.state.name, "circuit open").skipped());
+                    skipped.push(Step { backend: *b, model: model.clone(), share: 0.0 });
+                    continue;
+                }
+            }
+            let (health, share) = backend.state.health(&self.health, now);
+            let step = Step { backend: *b, model: model.clone(), share };
+            if health == Health::Down {
+                down.push(step);
+                continue;
+            }
+            let wait = backend.wait.as_ref().and_then(|f| f(req)).unwrap_or(Duration::ZERO);
+            waits.push(wait);
+            let weight = f64::from(backend.state.weight) * share;
+            let c = Candidate::new(position, weight)
+                .in_flight(backend.state.in_flight.load(Ordering::Relaxed))
+                .latency(backend.state.latency())
+                .success_rate(backend.state.success_rate());
+            ready.push((c, step, wait));
+        }
+        // A limiter that would make the request wait longer than another
+        // backend's: skipped (the request goes where there is room).
+        let least = waits.iter().copied().min().unwrap_or(Duration::ZERO);
+        ready.retain(|(_, step, wait)| {
+            let keep = *wait <= least;
+            if !keep {
+                let name = &*self.backends[step.backend].state.name;
+                attempts
+                    .push(BackendAttempt::new(name, format!("rate limited (would wait {wait:?})")).skipped());
+                skipped.push(step.clone());
+            }
+            keep
+        });
+        let mut candidates: Vec<Candidate> = ready.iter().map(|(c, _, _)| *c).collect();
+        route.strategy.order(&mut candidates, &mut || self.random());
+        // Steps by route position (a route is a handful of targets).
+        let mut by_position: Vec<Option<Step>> = vec![None; route.targets.len()];
+        for (c, step, _) in ready {
+            by_position[c.position] = Some(step);
+        }
+        let mut ordered: Vec<Step> =
+            candidates.iter().filter_map(|c| by_position[c.position].take()).collect();
+        // Slow start: a recovering backend keeps its place with probability
+        // equal to its share; otherwise it goes after the others.
+        let (keep, later): (Vec<Step>, Vec<Step>) =
+            ordered.drain(..).partition(|s| s.share >= 1.0 || self.random() < s.share);
+        ordered = keep;
+        ordered.extend(later);
+        ordered.extend(down);
+        if ordered.is_empty() {
+            // Nothing available: let the first skipped backend's own layers
+            // answer (an open breaker refuses at once, with its retry-after;
+            // a busy limiter queues), as if there were no failover.
+            ordered.extend(skipped.into_iter().take(1));
+        }
+        ordered
+    }
+}

@@ -1,0 +1,139 @@
+//! The response path: refunds, the provider's own rate-limit hints, the limit headers and the settlement with real usage when the body ends.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use llm_tower_core::Key;
+use llm_tower_core::response::{BodyEnd, BodyObserver};
+use llm_tower_core::usage::{BodyKind, UsageReport};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::limits::Rates;
+use crate::store::{Adjustment, Grant, Quota, RateLimitStore};
+
+use crate::service::*;
+
+pub(crate) fn refund_tokens<St: RateLimitStore>(shared: &Shared<St>, key: &Key, tokens: u64) {
+    if tokens > 0 && shared.rates.tpm.is_some() {
+        shared.store.adjust(key, Adjustment::Tokens { delta: -(tokens as i64), rates: shared.rates });
+    }
+}
+
+pub(crate) fn header_num(h: &HeaderMap, name: &HeaderName) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+pub(crate) fn header_reset(h: &HeaderMap, name: &HeaderName) -> Option<Duration> {
+    llm_tower_core::hint::parse_reset(h.get(name)?.to_str().ok()?).ok()
+}
+
+/// `x-ratelimit-{limit,remaining,reset}-requests`, built once (no
+/// formatting on the response path).
+pub(crate) const REQUESTS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+/// `x-ratelimit-{limit,remaining,reset}-tokens`.
+pub(crate) const TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+
+/// Learns from the provider's own limit headers.
+pub(crate) fn adapt<St: RateLimitStore>(
+    shared: &Shared<St>,
+    key: &Key,
+    status: http::StatusCode,
+    h: &HeaderMap,
+) {
+    if status == http::StatusCode::TOO_MANY_REQUESTS {
+        if let Some(hint) = llm_tower_core::hint::retry_hint(h, SystemTime::now()) {
+            shared.store.adjust(key, Adjustment::Hold(hint.after));
+            return;
+        }
+    }
+    for (kind, names) in [("requests", &REQUESTS), ("tokens", &TOKENS)] {
+        let [limit, remaining, reset] = names;
+        let remaining = header_num(h, remaining);
+        let reset = header_reset(h, reset);
+        let limit = header_num(h, limit);
+        match (remaining, reset) {
+            (Some(0), Some(reset)) => shared.store.adjust(key, Adjustment::Hold(reset)),
+            // Nearly out (under 10 % left): spread what remains over the time to reset.
+            (Some(r), Some(reset))
+                if kind == "requests" && limit.is_some_and(|l| r.saturating_mul(10) < l) =>
+            {
+                // r >= 1 here; a value past u32 paces at the smallest interval, never divides by 0.
+                let interval = reset / u32::try_from(r).unwrap_or(u32::MAX).max(1);
+                shared.store.adjust(key, Adjustment::Pace { interval, period: reset });
+            }
+            _ => {}
+        }
+    }
+}
+
+pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates) {
+    let mut put = |[limit, remaining, reset]: &[HeaderName; 3], q: &Quota| {
+        h.insert(limit.clone(), HeaderValue::from(q.limit));
+        h.insert(remaining.clone(), HeaderValue::from(q.remaining));
+        let mut v = String::with_capacity(24);
+        let _ = std::fmt::Write::write_fmt(&mut v, format_args!("{}ms", q.reset.as_millis()));
+        if let Ok(v) = HeaderValue::try_from(v) {
+            h.insert(reset.clone(), v);
+        }
+    };
+    if let Some(q) = &g.requests(rates) {
+        put(&REQUESTS, q);
+    }
+    if let Some(q) = &g.tokens(rates) {
+        put(&TOKENS, q);
+    }
+}
+
+/// Reconciles a request's token reservation with what the response reports.
+pub(crate) struct Meter<St: RateLimitStore> {
+    pub(crate) shared: Arc<Shared<St>>,
+    pub(crate) key: Key,
+    pub(crate) reserved: u64,
+    pub(crate) success: bool,
+    pub(crate) kind: BodyKind,
+}
+
+impl<St: RateLimitStore> Meter<St> {
+    fn settle(self, report: Option<&UsageReport>) {
+        if !self.success {
+            refund_tokens(&self.shared, &self.key, self.reserved);
+            return;
+        }
+        if let Some(u) = report.and_then(|r| r.usage) {
+            let delta = (u.total() as i64).saturating_sub(self.reserved as i64);
+            if delta != 0 {
+                self.shared.store.adjust(&self.key, Adjustment::Tokens { delta, rates: self.shared.rates });
+            }
+        }
+    }
+}
+
+/// Observes a call's body: holds its concurrency permit until the body ends
+/// and reconciles the token reservation with the usage the body reports (a
+/// failure's reservation is refunded).
+pub(crate) struct Settle<St: RateLimitStore> {
+    pub(crate) meter: Option<Meter<St>>,
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<St: RateLimitStore> BodyObserver for Settle<St> {
+    fn wants_usage(&self) -> Option<BodyKind> {
+        self.meter.as_ref().filter(|m| m.success).map(|m| m.kind)
+    }
+
+    fn on_end(self: Box<Self>, end: &mut BodyEnd) {
+        if let Some(m) = self.meter {
+            m.settle(end.report.as_ref());
+        }
+        drop(self.permit);
+    }
+}
