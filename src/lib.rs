@@ -38,7 +38,7 @@ mod stack;
 pub use client::{ChatResponse, ChunkStream, Client, EmbeddingsResponse};
 pub use stack::{
     Llm, LlmResponseBody, LlmService, LlmStack, ProviderHandles, ProviderSpec, ProviderStack, StackError,
-    StackErrors, TenantLimited, TenantLimits,
+    StackErrors, TenantLimits,
 };
 
 /// The shared vocabulary (`llm-tower-core`).

@@ -3,18 +3,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, Response};
 use llm_tower_cache::{CacheConfig, CacheLayer};
 use llm_tower_circuit::{CircuitBreaker, CircuitBreakerLayer, CircuitConfig, CircuitHandle};
-use llm_tower_core::{BoxError, KeyFn, LlmBody, RequestInfo};
+use llm_tower_core::{BoxError, KeyFn, LlmBody};
 use llm_tower_failover::{Backend, Failover, FailoverConfigError, HealthConfig, Route, Target};
 use llm_tower_http::{HttpClient, LlmHttpService, Provider, Timeouts};
 use llm_tower_ratelimit::{Limits, RateLimit, RateLimitLayer};
 use llm_tower_retry::{Retry, RetryLayer, RetryPolicy};
 use llm_tower_tokens::{AccountingConfig, Preflight, TokenAccountingLayer, TokenCountLayer};
+use tower::Layer;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceExt};
 
 /// One provider's stack: Retry → CircuitBreaker → RateLimit → LlmHttpService
 /// (timeouts inside the HTTP service).
@@ -168,105 +167,54 @@ pub struct ProviderHandles {
     pub limiter: RateLimitLayer,
 }
 
-/// Per-tenant limits: the tenant (`RequestInfo::tenant`) picks its own
-/// limiter, or shares the default layer (keyed by tenant, so each tenant has
-/// its own quota).
+/// Per-tenant limits: every tenant (`RequestInfo::tenant`) its own quota
+/// under the default limits, or under limits of its own. One rate limiter
+/// keyed by tenant serves them all (its per-key limits), so a request pays
+/// for one limiter, whichever its tenant.
 ///
 /// ```
 /// use llm_tower::TenantLimits;
-/// use llm_tower::ratelimit::{Limits, RateLimitLayer};
-/// let t = TenantLimits::new(Some(RateLimitLayer::new(Limits::default().requests_per_minute(60))))
-///     .tenant("acme", RateLimitLayer::new(Limits::default().requests_per_minute(600)));
-/// # let _ = t;
+/// use llm_tower::ratelimit::Limits;
+/// let t = TenantLimits::new(Some(Limits::default().requests_per_minute(60)))
+///     .tenant("acme", Limits::default().requests_per_minute(600));
+/// let layer = t.layer();
+/// let as_tenant = |name: &str| {
+///     let mut info = llm_tower::RequestInfo::parse(llm_tower::core::Api::ChatCompletions, br#"{"model":"m","messages":[]}"#).unwrap();
+///     info.tenant = Some(name.into());
+///     let mut req = http::Request::new(());
+///     req.extensions_mut().insert(std::sync::Arc::new(info));
+///     req
+/// };
+/// assert_eq!(layer.limits_for(&as_tenant("acme")).requests_per_minute, Some(600));
+/// assert_eq!(layer.limits_for(&as_tenant("globex")).requests_per_minute, Some(60));
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct TenantLimits {
-    default: Option<RateLimitLayer>,
-    overrides: Arc<HashMap<String, RateLimitLayer>>,
+    default: Option<Limits>,
+    overrides: Vec<(String, Limits)>,
 }
 
 impl TenantLimits {
-    /// Every tenant limited by `default` (keyed by tenant), when set.
-    pub fn new(default: Option<RateLimitLayer>) -> Self {
-        TenantLimits { default: default.map(|l| l.keyed(KeyFn::tenant())), overrides: Arc::default() }
+    /// Every tenant limited by `default` (each its own quota), when set;
+    /// unset, only the tenants named with [`tenant`](Self::tenant) are limited.
+    pub fn new(default: Option<Limits>) -> Self {
+        TenantLimits { default, overrides: Vec::new() }
     }
 
-    /// `tenant` limited by its own `layer` instead.
-    pub fn tenant(mut self, tenant: impl Into<String>, layer: RateLimitLayer) -> Self {
-        Arc::make_mut(&mut self.overrides).insert(tenant.into(), layer);
+    /// `tenant` limited by its own `limits` instead.
+    pub fn tenant(mut self, tenant: impl Into<String>, limits: Limits) -> Self {
+        let tenant = tenant.into();
+        self.overrides.retain(|(t, _)| *t != tenant);
+        self.overrides.push((tenant, limits));
         self
     }
 
-    /// The layer for `tenant`.
-    pub fn layer_for(&self, tenant: Option<&str>) -> Option<&RateLimitLayer> {
-        tenant.and_then(|t| self.overrides.get(t)).or(self.default.as_ref())
-    }
-
-    /// The default layer.
-    pub fn default_layer(&self) -> Option<&RateLimitLayer> {
-        self.default.as_ref()
-    }
-
-    /// The named tenants' layers.
-    pub fn overrides(&self) -> &HashMap<String, RateLimitLayer> {
-        &self.overrides
-    }
-}
-
-fn boxed<S, B>(svc: S) -> LlmService
-where
-    S: Service<Request<LlmBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    // Every layer already answers with an `LlmResponseBody`: `new` takes it
-    // as it is (no new box).
-    BoxCloneSyncService::new(svc.map_err(Into::into).map_response(|r| r.map(LlmResponseBody::new)))
-}
-
-impl<S> Layer<S> for TenantLimits {
-    type Service = TenantLimited<S>;
-
-    fn layer(&self, inner: S) -> TenantLimited<S> {
-        TenantLimited { inner, limits: self.clone() }
-    }
-}
-
-/// The service of [`TenantLimits`].
-#[derive(Clone, Debug)]
-pub struct TenantLimited<S> {
-    inner: S,
-    limits: TenantLimits,
-}
-
-impl<S> Service<Request<LlmBody>> for TenantLimited<S>
-where
-    S: Service<Request<LlmBody>, Response = Response<LlmResponseBody>, Error = BoxError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<LlmResponseBody>;
-    type Error = BoxError;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<LlmBody>) -> Self::Future {
-        let tenant = RequestInfo::get(&req).and_then(|i| i.tenant.clone());
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        match self.limits.layer_for(tenant.as_deref()).cloned() {
-            Some(l) => Box::pin(boxed(l.layer(inner)).oneshot(req)),
-            None => Box::pin(inner.oneshot(req)),
-        }
+    /// The rate limiter, keyed by tenant, with each named tenant's limits.
+    pub fn layer(&self) -> RateLimitLayer {
+        // No default: the other tenants pass without touching the limiter.
+        let default = self.default.unwrap_or_else(|| Limits::default().adaptive(false));
+        RateLimitLayer::with_key_limits(default, self.overrides.iter().cloned(), Default::default())
+            .keyed(KeyFn::tenant())
     }
 }
 
@@ -508,26 +456,22 @@ impl LlmStack {
             TokenAccountingLayer::new(cfg)
         });
         let cache = self.cache.map(CacheLayer::new);
-        let mut svc = boxed(failover.clone());
-        if let Some(t) = &self.tenants {
-            svc = boxed(t.layer(svc));
-        }
-        if let Some(c) = &cache {
-            svc = boxed(c.layer(svc));
-        }
-        if let Some(a) = &accounting {
-            svc = boxed(a.layer(svc));
-        }
-        if let Some(p) = self.count {
-            svc = boxed(TokenCountLayer::new(p).layer(svc));
-        }
+        let tenants = self.tenants.map(|t| t.layer());
+        // Concrete types all the way down (each optional layer an `Either`),
+        // boxed once here: one future box per request for the whole stack.
+        let svc = tower::ServiceBuilder::new()
+            .option_layer(self.count.map(TokenCountLayer::new))
+            .option_layer(accounting.clone())
+            .option_layer(cache.clone())
+            .option_layer(tenants.clone())
+            .service(failover.clone());
         Ok(Llm {
-            service: svc,
+            service: BoxCloneSyncService::new(svc),
             failover,
             providers: handles,
             accounting,
             cache,
-            tenants: self.tenants,
+            tenants,
             client,
         })
     }
@@ -541,7 +485,7 @@ pub struct Llm {
     providers: Vec<ProviderHandles>,
     accounting: Option<TokenAccountingLayer>,
     cache: Option<CacheLayer>,
-    tenants: Option<TenantLimits>,
+    tenants: Option<RateLimitLayer>,
     client: HttpClient,
 }
 
@@ -582,8 +526,9 @@ impl Llm {
         self.cache.as_ref()
     }
 
-    /// The tenant limits, if on.
-    pub fn tenant_limits(&self) -> Option<&TenantLimits> {
+    /// The tenant limiter (per tenant stats: `stats`, and `stats_for` a
+    /// tenant with limits of its own), if on.
+    pub fn tenant_limits(&self) -> Option<&RateLimitLayer> {
         self.tenants.as_ref()
     }
 

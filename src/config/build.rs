@@ -62,7 +62,6 @@ impl StackConfig {
     pub async fn build(&self) -> Result<Built, BuildError> {
         use crate::{LlmStack, ProviderSpec, TenantLimits};
         use llm_tower_core::chat::Model;
-        use llm_tower_ratelimit::RateLimitLayer;
         let resolved = self.validate().map_err(BuildError::Config)?;
         let client = llm_tower_http::HttpClient::new(self.client.to_client_config());
         let mut stack = LlmStack::new().client(client);
@@ -108,10 +107,9 @@ impl StackConfig {
         }
         models.sort_by(|a, b| a.id.cmp(&b.id));
         let t = &self.tenants;
-        let mut tenants =
-            TenantLimits::new(t.default.as_ref().map(|d| RateLimitLayer::new(d.to_limits(ModeKind::Reject))));
+        let mut tenants = TenantLimits::new(t.default.as_ref().map(|d| d.to_limits(ModeKind::Reject)));
         for (name, l) in &t.overrides {
-            tenants = tenants.tenant(name.clone(), RateLimitLayer::new(l.to_limits(ModeKind::Reject)));
+            tenants = tenants.tenant(name.clone(), l.to_limits(ModeKind::Reject));
         }
         stack = stack
             .count_tokens(self.server.context_preflight.to_preflight())

@@ -244,13 +244,12 @@ async fn stats(State(app): State<Arc<AppState>>) -> Response {
         .collect();
     let tenants = llm.tenant_limits().map(|t| {
         let overrides: serde_json::Map<String, serde_json::Value> = t
-            .overrides()
-            .iter()
-            .map(|(name, l)| (name.clone(), serde_json::to_value(l.stats()).unwrap_or_default()))
+            .limited_keys()
+            .map(|name| (name.to_owned(), serde_json::to_value(t.stats_for(name)).unwrap_or_default()))
             .collect();
         serde_json::json!({
             "header": app.tenant_header.as_str(),
-            "default": t.default_layer().map(|l| l.stats()),
+            "default": t.stats(),
             "overrides": overrides,
         })
     });

@@ -53,29 +53,63 @@ pub(crate) struct Counters {
     pub(crate) wait_ns: AtomicU64,
 }
 
-pub(crate) struct Shared<St> {
+/// One set of limits: the layer's own, or a key's own (`key_limits`).
+pub(crate) struct Profile {
     pub(crate) limits: Limits,
     pub(crate) rates: Rates,
     /// Every request's demand but for its tokens.
     pub(crate) demand: Demand,
-    pub(crate) store: St,
-    pub(crate) semaphores: Option<BoundedMap<Key, Arc<Semaphore>>>,
+    /// No limit at all: requests pass without touching the store.
+    pub(crate) unlimited: bool,
     pub(crate) counters: Counters,
 }
 
+impl Profile {
+    pub(crate) fn new(limits: Limits) -> Self {
+        let rates = limits.rates();
+        // Adaptive limits hold a key on the provider's hints even without a
+        // limit of their own: only a layer with nothing to do may be skipped.
+        let unlimited = limits.max_concurrent.is_none()
+            && !limits.adaptive
+            && [rates.rpm, rates.rpd, rates.tpm, rates.interval].iter().all(Option::is_none);
+        Profile { demand: base_demand(&limits), rates, unlimited, limits, counters: Counters::default() }
+    }
+
+    /// The demand of a request estimated at `tokens`.
+    pub(crate) fn demand(&self, tokens: u64) -> Demand {
+        Demand { tokens, ..self.demand }
+    }
+}
+
+pub(crate) struct Shared<St> {
+    /// The layer's own limits.
+    pub(crate) default: Profile,
+    /// Keys with limits of their own (few, named: tenants of a config).
+    pub(crate) per_key: std::collections::HashMap<Box<str>, Arc<Profile>>,
+    pub(crate) store: St,
+    /// Concurrency semaphores per key, made at the first limit that needs one.
+    pub(crate) semaphores: std::sync::OnceLock<BoundedMap<Key, Arc<Semaphore>>>,
+}
+
 impl<St> Shared<St> {
-    pub(crate) fn semaphore(&self, key: &Key) -> Option<Arc<Semaphore>> {
-        let map = self.semaphores.as_ref()?;
-        let max = self.limits.max_concurrent? as usize;
-        // Bounded (core's BoundedMap): only a semaphore with no permit out may
-        // go; when all are busy, new keys share the overflow semaphore.
+    /// The limits of `key`: its own, else the layer's.
+    pub(crate) fn profile_of(&self, key: &Key) -> Option<&Arc<Profile>> {
+        if self.per_key.is_empty() { None } else { self.per_key.get(key.as_str()) }
+    }
+
+    pub(crate) fn semaphore(&self, key: &Key, max: u32) -> Arc<Semaphore> {
+        let max = max as usize;
+        let map = self.semaphores.get_or_init(|| BoundedMap::new(10_000, Arc::new(Semaphore::new(max))));
+        // Bounded (core's BoundedMap): only a semaphore nobody holds may go
+        // (a permit or a waiter holds a clone of its Arc); when all are
+        // busy, new keys share the overflow semaphore.
         let (sem, _) = map.with(
             key.as_str(),
             || (key.clone(), Arc::new(Semaphore::new(max))),
-            |s| s.available_permits() == max && Arc::strong_count(s) == 1,
+            |s| Arc::strong_count(s) == 1,
             |s| s.clone(),
         );
-        Some(sem)
+        sem
     }
 }
 
@@ -145,7 +179,10 @@ impl<St> Clone for RateLimitLayer<St> {
 
 impl<St> std::fmt::Debug for RateLimitLayer<St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitLayer").field("limits", &self.shared.limits).finish()
+        f.debug_struct("RateLimitLayer")
+            .field("limits", &self.shared.default.limits)
+            .field("key_limits", &self.shared.per_key.len())
+            .finish()
     }
 }
 
@@ -159,19 +196,59 @@ impl RateLimitLayer<MemoryStore> {
 impl<St: RateLimitStore> RateLimitLayer<St> {
     /// Limits kept in `store` (e.g. shared by several gateways).
     pub fn with_store(limits: Limits, store: St) -> Self {
-        let semaphores =
-            limits.max_concurrent.map(|max| BoundedMap::new(10_000, Arc::new(Semaphore::new(max as usize))));
+        Self::with_key_limits(limits, std::iter::empty::<(String, Limits)>(), store)
+    }
+
+    /// Limits kept in `store`, with some keys limited by their own `per_key`
+    /// limits instead of `limits` (named tenants with a larger quota, say).
+    /// Each key still has its own state; a key with no limit at all (in
+    /// `limits`, or its own) passes without touching the store. Use it with
+    /// [`keyed`](Self::keyed): unkeyed, every request is the key `*`.
+    ///
+    /// ```
+    /// use llm_tower_core::KeyFn;
+    /// use llm_tower_ratelimit::{Limits, MemoryStore, RateLimitLayer};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let tenants = RateLimitLayer::with_key_limits(
+    ///     Limits::default().requests_per_minute(60),
+    ///     [("acme", Limits::default().requests_per_minute(6_000))],
+    ///     MemoryStore::default(),
+    /// )
+    /// .keyed(KeyFn::header("x-tenant"));
+    /// let as_tenant = |t: &str| http::Request::builder().header("x-tenant", t).body(()).unwrap();
+    /// assert_eq!(tenants.limits_for(&as_tenant("acme")).requests_per_minute, Some(6_000));
+    /// assert_eq!(tenants.limits_for(&as_tenant("globex")).requests_per_minute, Some(60));
+    /// # }
+    /// ```
+    pub fn with_key_limits<I, K>(limits: Limits, per_key: I, store: St) -> Self
+    where
+        I: IntoIterator<Item = (K, Limits)>,
+        K: Into<String>,
+    {
+        let per_key = per_key
+            .into_iter()
+            .map(|(k, l)| (k.into().into_boxed_str(), Arc::new(Profile::new(l))))
+            .collect();
         Self {
             shared: Arc::new(Shared {
-                rates: limits.rates(),
-                demand: base_demand(&limits),
-                limits,
+                default: Profile::new(limits),
+                per_key,
                 store,
-                semaphores,
-                counters: Counters::default(),
+                semaphores: std::sync::OnceLock::new(),
             }),
             key_fn: None,
         }
+    }
+
+    /// The limits `req` is held to: its key's own, else the layer's.
+    pub fn limits_for<B>(&self, req: &Request<B>) -> &Limits {
+        let key = self.key_fn.as_ref().map_or(GLOBAL, |f| f.key(req));
+        self.shared.profile_of(&key).map_or(&self.shared.default.limits, |p| &p.limits)
+    }
+
+    /// The keys with limits of their own.
+    pub fn limited_keys(&self) -> impl Iterator<Item = &str> {
+        self.shared.per_key.keys().map(|k| &**k)
     }
 
     /// One set of limits per key (tenant, model, ...), for the layer this
@@ -183,16 +260,26 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
         self
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters of requests under the layer's own limits,
+    /// with the store's keys but those limited by their own.
     pub fn stats(&self) -> RateLimitStats {
-        let c = &self.shared.counters;
-        RateLimitStats {
-            allowed: c.allowed.load(Ordering::Relaxed),
-            rejected: c.rejected.load(Ordering::Relaxed),
-            waited: c.waited.load(Ordering::Relaxed),
-            wait_ms: c.wait_ns.load(Ordering::Relaxed) / 1_000_000,
-            keys: self.shared.store.key_stats(),
-        }
+        let shared = &self.shared;
+        let mut keys = self.key_stats();
+        keys.retain(|k| !shared.per_key.contains_key(k.key.as_str()));
+        counters_of(&shared.default.counters, keys)
+    }
+
+    /// A snapshot of the counters of `key`, when it has limits of its own.
+    pub fn stats_for(&self, key: &str) -> Option<RateLimitStats> {
+        let profile = self.shared.per_key.get(key)?;
+        let mut keys = self.key_stats();
+        keys.retain(|k| k.key == key);
+        Some(counters_of(&profile.counters, keys))
+    }
+
+    fn key_stats(&self) -> Vec<KeyStats> {
+        let shared = &self.shared;
+        shared.store.key_stats(&|k| shared.per_key.get(k).map_or(shared.default.rates, |p| p.rates))
     }
 
     /// How long `req` would wait here now, without taking anything (`None`:
@@ -210,8 +297,12 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
     pub fn wait_for<B>(&self, req: &Request<B>) -> Option<Duration> {
         let shared = &self.shared;
         let key = self.key_fn.as_ref().map_or(GLOBAL, |f| f.key(req));
-        let tokens = if shared.rates.tpm.is_some() { estimate_tokens(req, &shared.limits) } else { 0 };
-        shared.store.peek(&key, &demand_of(shared, tokens))
+        let profile = shared.profile_of(&key).map_or(&shared.default, |p| p);
+        if profile.unlimited {
+            return Some(Duration::ZERO);
+        }
+        let tokens = if profile.rates.tpm.is_some() { estimate_tokens(req, &profile.limits) } else { 0 };
+        shared.store.peek(&key, &profile.demand(tokens))
     }
 
     /// The store.
@@ -249,8 +340,14 @@ impl<S: std::fmt::Debug, St> std::fmt::Debug for RateLimit<S, St> {
 
 pub(crate) const GLOBAL: Key = Key::from_static("*");
 
-pub(crate) fn demand_of<St>(shared: &Shared<St>, tokens: u64) -> Demand {
-    Demand { tokens, ..shared.demand }
+fn counters_of(c: &Counters, keys: Vec<KeyStats>) -> RateLimitStats {
+    RateLimitStats {
+        allowed: c.allowed.load(Ordering::Relaxed),
+        rejected: c.rejected.load(Ordering::Relaxed),
+        waited: c.waited.load(Ordering::Relaxed),
+        wait_ms: c.wait_ns.load(Ordering::Relaxed) / 1_000_000,
+        keys,
+    }
 }
 
 pub(crate) fn base_demand(limits: &Limits) -> Demand {
@@ -289,21 +386,28 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let key = self.key_fn.as_ref().map_or(GLOBAL, |f| f.key(&req));
-        let tokens = if shared.rates.tpm.is_some() {
+        let profile = shared.profile_of(&key).cloned();
+        let p = profile.as_deref().unwrap_or(&shared.default);
+        if p.unlimited {
+            let ticket = Ticket { shared, profile, key, tokens: 0, state: TicketState::Done };
+            let state = State::Calling { fut: self.inner.call(req) };
+            return ResponseFuture { slow: None, ticket, grant: None, permit: None, state };
+        }
+        let tokens = if p.rates.tpm.is_some() {
             // The request's meaning, parsed here if no layer above did (one
             // shared parse): a bare limiter reserves by `max_tokens` too.
             RequestInfo::ensure_any(&mut req);
-            estimate_tokens(&req, &shared.limits)
+            estimate_tokens(&req, &p.limits)
         } else {
             0
         };
         // Without a token limit every demand is the same: no copy of it per call.
         let mut reserve = if tokens == 0 {
-            shared.store.reserve(&key, &shared.demand)
+            shared.store.reserve(&key, &p.demand)
         } else {
-            shared.store.reserve(&key, &demand_of(&shared, tokens))
+            shared.store.reserve(&key, &p.demand(tokens))
         };
-        let mut ticket = Ticket { shared, key, tokens, state: TicketState::Pending };
+        let mut ticket = Ticket { shared, profile, key, tokens, state: TicketState::Pending };
         // A store that decides at once (the in-memory one) is polled here, so
         // the common case (granted, no wait, no concurrency limit) calls the
         // inner service now instead of going through the state machine.
@@ -328,20 +432,20 @@ where
             }
             Poll::Ready(Ok(Decision::Granted(g))) if !g.wait.is_zero() => {
                 ticket.state = TicketState::Queued;
-                let c = &ticket.shared.counters;
+                let c = &ticket.profile().counters;
                 c.waited.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("llm_tower_ratelimit_waited_total").increment(1);
                 c.wait_ns.fetch_add(g.wait.as_nanos() as u64, Ordering::Relaxed);
                 let sleep = Box::pin(tokio::time::sleep(g.wait));
                 (State::Waiting { sleep }, slow(&mut self.inner, req), Some(g))
             }
-            Poll::Ready(Ok(Decision::Granted(g))) if ticket.shared.semaphores.is_some() => {
+            Poll::Ready(Ok(Decision::Granted(g))) if ticket.profile().limits.max_concurrent.is_some() => {
                 ticket.state = TicketState::Reserved;
                 (State::Ready, slow(&mut self.inner, req), Some(g))
             }
             Poll::Ready(Ok(Decision::Granted(g))) => {
                 ticket.state = TicketState::Done;
-                ticket.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
+                ticket.profile().counters.allowed.fetch_add(1, Ordering::Relaxed);
                 (State::Calling { fut: self.inner.call(req) }, None, Some(g))
             }
         };
@@ -364,6 +468,8 @@ pub(crate) enum TicketState {
 /// A demand's reservation, given back if the request never goes out.
 pub(crate) struct Ticket<St: RateLimitStore> {
     pub(crate) shared: Arc<Shared<St>>,
+    /// The key's own limits, when it has them (else the layer's).
+    pub(crate) profile: Option<Arc<Profile>>,
     pub(crate) key: Key,
     /// The token estimate reserved (the rest of the demand is in `shared`).
     pub(crate) tokens: u64,
@@ -371,10 +477,15 @@ pub(crate) struct Ticket<St: RateLimitStore> {
 }
 
 impl<St: RateLimitStore> Ticket<St> {
+    /// The limits this request is held to.
+    pub(crate) fn profile(&self) -> &Profile {
+        self.profile.as_deref().unwrap_or(&self.shared.default)
+    }
+
     pub(crate) fn cancel(&mut self) {
         if matches!(self.state, TicketState::Queued | TicketState::Reserved) {
             let queued = self.state == TicketState::Queued;
-            let demand = demand_of(&self.shared, self.tokens);
+            let demand = self.profile().demand(self.tokens);
             self.shared.store.adjust(&self.key, Adjustment::Cancel { demand, queued });
         }
         self.state = TicketState::Done;
@@ -382,7 +493,7 @@ impl<St: RateLimitStore> Ticket<St> {
 
     pub(crate) fn refused(&mut self, limit: LimitKind, retry_after: Option<Duration>) -> BoxError {
         self.cancel();
-        self.shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        self.profile().counters.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(key = %self.key, limit = limit.name(), "rate limited");
         metrics::counter!("llm_tower_ratelimit_rejected_total", "limit" => limit.name()).increment(1);
         Box::new(RateLimited::new(self.key.as_str(), limit.name(), retry_after))
@@ -461,7 +572,7 @@ where
                             this.state.set(State::Ready);
                         } else {
                             this.ticket.state = TicketState::Queued;
-                            let c = &this.ticket.shared.counters;
+                            let c = &this.ticket.profile().counters;
                             c.waited.fetch_add(1, Ordering::Relaxed);
                             metrics::counter!("llm_tower_ratelimit_waited_total").increment(1);
                             c.wait_ns.fetch_add(g.wait.as_nanos() as u64, Ordering::Relaxed);
@@ -485,10 +596,11 @@ where
                 },
                 StateProj::Ready => {
                     if this.permit.is_none() {
-                        if let Some(sem) = this.ticket.shared.semaphore(&this.ticket.key) {
+                        if let Some(max) = this.ticket.profile().limits.max_concurrent {
+                            let sem = this.ticket.shared.semaphore(&this.ticket.key, max);
                             match sem.clone().try_acquire_owned() {
                                 Ok(p) => *this.permit = Some(p),
-                                Err(_) => match this.ticket.shared.limits.mode {
+                                Err(_) => match this.ticket.profile().limits.mode {
                                     Mode::Wait { max_wait, .. } => {
                                         let acquire = tokio::time::timeout(max_wait, sem.acquire_owned());
                                         this.state.set(State::Permit { acquire: Box::pin(acquire) });
@@ -506,35 +618,38 @@ where
                     let slow = this.slow.as_mut().expect("the slow path keeps the request");
                     let req = slow.req.take().expect("sent once");
                     this.ticket.state = TicketState::Done;
-                    this.ticket.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
+                    this.ticket.profile().counters.allowed.fetch_add(1, Ordering::Relaxed);
                     let fut = slow.svc.call(req);
                     this.state.set(State::Calling { fut });
                 }
                 StateProj::Calling { fut } => {
                     let t = &*this.ticket;
                     let shared = &t.shared;
+                    let p = t.profile();
                     return Poll::Ready(match ready!(fut.poll(cx)) {
                         Err(e) => {
-                            refund_tokens(shared, &t.key, t.tokens);
+                            refund_tokens(shared, p, &t.key, t.tokens);
                             Err(e.into())
                         }
+                        Ok(res) if p.unlimited => Ok(res.map(LlmResponseBody::new)),
                         Ok(res) => {
                             let (mut parts, body) = res.into_parts();
                             // Headers a limiter below wrote are its quota, not the provider's.
                             let local = parts.extensions.get::<LocalRateLimitHeaders>().is_some();
-                            if shared.limits.adaptive && !local {
+                            if p.limits.adaptive && !local {
                                 adapt(shared, &t.key, parts.status, &parts.headers);
                             }
                             // Only on successes: a failure's hints stay the upstream's own,
                             // for the retry and breaker layers above.
-                            if shared.limits.emit_headers && parts.status.is_success() {
+                            if p.limits.emit_headers && parts.status.is_success() {
                                 if let Some(g) = this.grant {
-                                    set_headers(&mut parts.headers, g, &shared.rates);
+                                    set_headers(&mut parts.headers, g, &p.rates);
                                     parts.extensions.insert(LocalRateLimitHeaders);
                                 }
                             }
-                            let meter = shared.rates.tpm.is_some().then(|| Meter {
+                            let meter = p.rates.tpm.map(|_| Meter {
                                 shared: shared.clone(),
+                                rates: p.rates,
                                 key: t.key.clone(),
                                 reserved: t.tokens,
                                 success: parts.status.is_success(),

@@ -14,9 +14,9 @@ use crate::store::{Adjustment, Grant, Quota, RateLimitStore};
 
 use crate::service::*;
 
-pub(crate) fn refund_tokens<St: RateLimitStore>(shared: &Shared<St>, key: &Key, tokens: u64) {
-    if tokens > 0 && shared.rates.tpm.is_some() {
-        shared.store.adjust(key, Adjustment::Tokens { delta: -(tokens as i64), rates: shared.rates });
+pub(crate) fn refund_tokens<St: RateLimitStore>(shared: &Shared<St>, p: &Profile, key: &Key, tokens: u64) {
+    if tokens > 0 && p.rates.tpm.is_some() {
+        shared.store.adjust(key, Adjustment::Tokens { delta: -(tokens as i64), rates: p.rates });
     }
 }
 
@@ -96,6 +96,8 @@ pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates) {
 /// Reconciles a request's token reservation with what the response reports.
 pub(crate) struct Meter<St: RateLimitStore> {
     pub(crate) shared: Arc<Shared<St>>,
+    /// The key's rates (a copy: the key's profile is not kept alive for it).
+    pub(crate) rates: Rates,
     pub(crate) key: Key,
     pub(crate) reserved: u64,
     pub(crate) success: bool,
@@ -105,13 +107,16 @@ pub(crate) struct Meter<St: RateLimitStore> {
 impl<St: RateLimitStore> Meter<St> {
     fn settle(self, report: Option<&UsageReport>) {
         if !self.success {
-            refund_tokens(&self.shared, &self.key, self.reserved);
+            if self.reserved > 0 {
+                let delta = -(self.reserved as i64);
+                self.shared.store.adjust(&self.key, Adjustment::Tokens { delta, rates: self.rates });
+            }
             return;
         }
         if let Some(u) = report.and_then(|r| r.usage) {
             let delta = (u.total() as i64).saturating_sub(self.reserved as i64);
             if delta != 0 {
-                self.shared.store.adjust(&self.key, Adjustment::Tokens { delta, rates: self.shared.rates });
+                self.shared.store.adjust(&self.key, Adjustment::Tokens { delta, rates: self.rates });
             }
         }
     }

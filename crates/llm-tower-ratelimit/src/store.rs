@@ -152,8 +152,11 @@ pub trait RateLimitStore: Send + Sync + 'static {
         None
     }
 
-    /// Per-key counters, for stats (a store that cannot list keys returns none).
-    fn key_stats(&self) -> Vec<KeyStats> {
+    /// Per-key counters, for stats (a store that cannot list keys returns
+    /// none); `rates_of` gives each key's rates (a layer's keys may have
+    /// limits of their own), to report its quotas.
+    fn key_stats(&self, rates_of: &dyn Fn(&str) -> Rates) -> Vec<KeyStats> {
+        let _ = rates_of;
         Vec::new()
     }
 }
@@ -425,9 +428,6 @@ pub struct MemoryStore {
     /// aimed at one bucket without knowing the seed.
     keys: BoundedMap<Key, KeyState>,
     idle_ttl: Duration,
-    /// The rates of the first demand, to report quotas in stats (per-key
-    /// state stays small: 10k keys must fit in cache).
-    rates: std::sync::OnceLock<Rates>,
 }
 
 impl Default for MemoryStore {
@@ -446,7 +446,6 @@ impl MemoryStore {
             global: Mutex::new(KeyState::default()),
             keys: BoundedMap::new(max_keys.max(1), KeyState::default()),
             idle_ttl,
-            rates: std::sync::OnceLock::new(),
         }
     }
 
@@ -505,7 +504,6 @@ impl RateLimitStore for MemoryStore {
     type Reserve = Ready<Result<Decision, BoxError>>;
 
     fn reserve(&self, key: &Key, demand: &Demand) -> Self::Reserve {
-        self.rates.get_or_init(|| demand.rates);
         let now = self.now();
         ready(Ok(self.with_key(key, now, |st| st.decide(demand, now))))
     }
@@ -526,18 +524,20 @@ impl RateLimitStore for MemoryStore {
         })
     }
 
-    fn key_stats(&self) -> Vec<KeyStats> {
+    fn key_stats(&self, rates_of: &dyn Fn(&str) -> Rates) -> Vec<KeyStats> {
         let now = self.now();
-        let rates = self.rates.get().copied().unwrap_or_default();
         let mut out = Vec::new();
-        let line = |key: String, st: &KeyState| KeyStats {
-            key,
-            allowed: st.allowed,
-            rejected: st.rejected,
-            waited: st.waited(),
-            queued: st.queued(),
-            requests: quota(rates.rpm, st.tat(RPM), now),
-            tokens: quota(rates.tpm, st.tat(TPM), now),
+        let line = |key: String, st: &KeyState| {
+            let rates = rates_of(&key);
+            KeyStats {
+                requests: quota(rates.rpm, st.tat(RPM), now),
+                tokens: quota(rates.tpm, st.tat(TPM), now),
+                key,
+                allowed: st.allowed,
+                rejected: st.rejected,
+                waited: st.waited(),
+                queued: st.queued(),
+            }
         };
         {
             let st = self.global.lock().unwrap_or_else(|e| e.into_inner());

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use llm_tower_core::{KeyFn, LlmBody, RateLimited, RequestInfo};
 use llm_tower_http::{LlmHttpService, Provider};
 use llm_tower_mock::{Latency, MockConfig, MockLimits, MockServer};
-use llm_tower_ratelimit::{Limits, Mode, RateLimitLayer};
+use llm_tower_ratelimit::{Limits, MemoryStore, Mode, RateLimitLayer};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
@@ -284,4 +284,59 @@ async fn keyed_after_a_clone_is_safe_and_shares_the_store() {
     assert!(plain.clone().oneshot(req_for("c")).await.is_ok());
     assert!(plain.oneshot(req_for("d")).await.unwrap_err().is::<RateLimited>());
     assert_eq!(base.stats().allowed, 3, "stats are shared");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_with_limits_of_its_own_gets_them_and_its_own_stats() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let layer = RateLimitLayer::with_key_limits(
+        Limits::default().requests_per_minute(2).adaptive(false),
+        [("vip", Limits::default().requests_per_minute(5).max_concurrent(1).adaptive(false))],
+        MemoryStore::default(),
+    )
+    .keyed(KeyFn::header("x-tenant"));
+    let svc = layer.layer(http(&mock));
+    for (tenant, allowed) in [("acme", 2), ("vip", 5), ("globex", 2)] {
+        for _ in 0..allowed {
+            let res = svc.clone().oneshot(req_for(tenant)).await.unwrap();
+            let limit = if tenant == "vip" { "5" } else { "2" };
+            assert_eq!(res.headers()["x-ratelimit-limit-requests"], limit, "{tenant}");
+            res.into_body().collect().await.unwrap();
+        }
+        let err = svc.clone().oneshot(req_for(tenant)).await.unwrap_err();
+        assert!(err.downcast_ref::<RateLimited>().is_some(), "{tenant}: {err}");
+    }
+    let own = layer.stats_for("vip").unwrap();
+    assert_eq!((own.allowed, own.rejected), (5, 1));
+    assert_eq!(own.keys.len(), 1);
+    assert_eq!(own.keys[0].requests.unwrap().limit, 5, "the key's quota is reported with its own rates");
+    let rest = layer.stats();
+    assert_eq!((rest.allowed, rest.rejected), (4, 2));
+    let keys: Vec<&str> = rest.keys.iter().map(|k| k.key.as_str()).collect();
+    assert_eq!(keys, ["acme", "globex"], "a key with its own limits is counted under them only");
+    assert_eq!(rest.keys[0].requests.unwrap().limit, 2);
+    assert!(layer.stats_for("acme").is_none());
+    assert_eq!(mock.stats().llm_requests, 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_under_no_limit_pass_without_touching_the_store() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let layer = RateLimitLayer::with_key_limits(
+        Limits::default().adaptive(false),
+        [("vip", Limits::default().requests_per_minute(1).adaptive(false))],
+        MemoryStore::default(),
+    )
+    .keyed(KeyFn::header("x-tenant"));
+    let svc = layer.layer(http(&mock));
+    for i in 0..50 {
+        let res = svc.clone().oneshot(req_for(&format!("t{i}"))).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().get("x-ratelimit-limit-requests").is_none());
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(layer.store().len(), 0, "no state kept for keys nothing limits");
+    svc.clone().oneshot(req_for("vip")).await.unwrap().into_body().collect().await.unwrap();
+    assert!(svc.clone().oneshot(req_for("vip")).await.is_err(), "the named key is still limited");
+    assert_eq!(layer.store().len(), 1);
 }
