@@ -388,3 +388,45 @@ async fn a_large_400_is_read_for_context_length_and_passed_on_whole() {
     assert_eq!(json["error"]["message"].as_str().unwrap().len(), 100_000);
     assert_eq!(llm(&large), 0, "a client error never fails over");
 }
+
+/// A backend whose HTTP service allows one request at a time.
+fn one_at_a_time(name: &str, m: &MockServer) -> LlmHttpService {
+    let client = llm_tower_http::HttpClient::new(llm_tower_http::ClientConfig {
+        max_connections_per_host: Some(1),
+        ..Default::default()
+    });
+    LlmHttpService::with_client(
+        Provider::openai_compatible(name, &format!("{}/v1", m.url())).unwrap(),
+        client,
+    )
+}
+
+const STREAM: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+#[tokio::test]
+async fn readiness_is_pending_only_when_every_backend_is() {
+    let (a, b) = (mock(FaultPlan::None).await, mock(FaultPlan::None).await);
+    let f = Failover::builder()
+        .backend(Backend::new("a", one_at_a_time("a", &a)))
+        .backend(Backend::new("b", one_at_a_time("b", &b)))
+        .route("gpt-4o-mini", ab())
+        .build()
+        .unwrap();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // A stream on each backend holds its only slot.
+    let on_a = f.clone().oneshot(req(STREAM)).await.unwrap();
+    assert_eq!(on_a.headers()["x-llm-backend"], "a");
+    let mut probe = f.clone();
+    assert!(tower::Service::poll_ready(&mut probe, &mut cx).is_ready(), "b is still free");
+    let on_b = tower::Service::call(&mut probe, req(STREAM)).await.unwrap();
+    assert_eq!(on_b.headers()["x-llm-backend"], "b", "a is busy: the ready backend serves");
+    let mut waiting = f.clone();
+    assert!(tower::Service::poll_ready(&mut waiting, &mut cx).is_pending(), "no backend has room");
+    // A body that ends gives its slot back, and the failover is ready again.
+    on_b.into_body().collect().await.unwrap();
+    let svc = waiting.ready().await.unwrap();
+    let res = tower::Service::call(svc, req(CHAT)).await.unwrap();
+    assert_eq!(res.headers()["x-llm-backend"], "b");
+    drop(on_a);
+    assert_eq!(a.stats().llm_requests + b.stats().llm_requests, 3);
+}

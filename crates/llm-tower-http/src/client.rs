@@ -193,11 +193,23 @@ type Shared<T> = Arc<Mutex<T>>;
 pub(crate) struct Registry {
     hosts: Shared<HashMap<String, Arc<HostCounters>>>,
     limits: Shared<HashMap<String, Arc<Semaphore>>>,
+    /// Requests at once per host (HTTP/1.1: one per connection), for the
+    /// services' readiness.
+    slots: Shared<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Registry {
     pub(crate) fn host(&self, authority: &str) -> Arc<HostCounters> {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner()).entry(authority.to_owned()).or_default().clone()
+    }
+
+    pub(crate) fn slots(&self, authority: &str, max: usize) -> Arc<Semaphore> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(authority.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(max)))
+            .clone()
     }
 
     fn limit(&self, authority: &str, max: usize) -> Arc<Semaphore> {
@@ -336,6 +348,9 @@ pub struct HttpClient {
     pub(crate) inner: Inner,
     pub(crate) registry: Registry,
     resolver: CachingResolver,
+    /// Requests at once per host, when connections are limited and each
+    /// carries one request at a time (not `http2_only`).
+    pub(crate) request_slots: Option<usize>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -381,7 +396,8 @@ impl HttpClient {
             .timer(TokioTimer::new())
             .http2_only(config.http2_only)
             .build(connector);
-        HttpClient { inner, registry, resolver }
+        let request_slots = config.max_connections_per_host.filter(|_| !config.http2_only);
+        HttpClient { inner, registry, resolver, request_slots }
     }
 
     /// Per-host connection and request counters, sorted by host.

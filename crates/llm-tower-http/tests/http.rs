@@ -529,3 +529,50 @@ async fn an_event_that_never_ends_is_cut_at_the_limit_with_a_typed_error() {
     let host = &svc.client().stats()[0];
     assert_eq!((host.errors, host.in_flight), (1, 0));
 }
+
+#[tokio::test]
+async fn with_a_connection_limit_readiness_waits_for_a_slot_until_the_body_ends() {
+    let mock = mock(MockConfig::default()).await;
+    let client = HttpClient::new(ClientConfig { max_connections_per_host: Some(1), ..Default::default() });
+    let p = Provider::openai_compatible("mock", &format!("{}/v1", mock.url())).unwrap();
+    let mut first = LlmHttpService::with_client(p.clone(), client.clone());
+    // Another service of the same client for the same host shares its slots.
+    let mut second = LlmHttpService::with_client(p, client);
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    assert!(tower::Service::poll_ready(&mut first, &mut cx).is_ready());
+    assert!(tower::Service::poll_ready(&mut second, &mut cx).is_pending(), "the only slot is held");
+    // A stream holds its connection, and so its slot, until its body ends.
+    let res = tower::Service::call(&mut first, post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+    assert!(tower::Service::poll_ready(&mut second, &mut cx).is_pending(), "held until the body ends");
+    res.into_body().collect().await.unwrap();
+    // The slot came back with the body: `ready` completes, and so does the call.
+    let svc = second.ready().await.unwrap();
+    let res = tower::Service::call(svc, post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // A clone does not share a slot its original holds.
+    let mut clone = second.clone();
+    assert!(tower::Service::poll_ready(&mut clone, &mut cx).is_pending());
+    drop(res);
+    assert!(tower::Service::poll_ready(&mut clone, &mut cx).is_ready(), "a dropped body gives its slot back");
+    // A non-streamed answer is read whole before its head is returned: its
+    // slot is back by then.
+    let res = tower::Service::call(&mut clone, post("/v1/chat/completions", CHAT)).await.unwrap();
+    assert!(tower::Service::poll_ready(&mut first, &mut cx).is_ready());
+    drop(res);
+}
+
+#[tokio::test]
+async fn without_a_connection_limit_the_service_is_always_ready() {
+    let mock = mock(MockConfig::default()).await;
+    let mut svc = service(&mock);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        assert!(tower::Service::poll_ready(&mut svc, &mut cx).is_ready());
+        held.push(tower::Service::call(&mut svc, post("/v1/chat/completions", CHAT)));
+    }
+    for f in held {
+        assert_eq!(f.await.unwrap().status(), 200);
+    }
+}

@@ -71,6 +71,7 @@ pub(crate) async fn call_one<S, B>(
     step: Step,
     req: Request<LlmBody>,
     peek_too_long: bool,
+    ready: Option<S>,
 ) -> Outcome
 where
     S: tower::Service<Request<LlmBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -83,7 +84,12 @@ where
     let name = state.name.clone();
     let start = Instant::now();
     let guard = InFlight::new(shared.clone(), step.backend);
-    let result = backend.service.clone().oneshot(req).await.map_err(Into::into);
+    let result = match ready {
+        // Polled ready by the failover's `poll_ready`: called at once.
+        Some(mut svc) => svc.call(req).await,
+        None => backend.service.clone().oneshot(req).await,
+    }
+    .map_err(Into::into);
     let now = Instant::now();
     let health = &shared.health;
     match result {

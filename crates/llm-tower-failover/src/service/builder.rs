@@ -149,6 +149,6 @@ impl<S> FailoverBuilder<S> {
         if let (Some(every), Ok(rt)) = (shared.health.probe_interval, tokio::runtime::Handle::try_current()) {
             rt.spawn(probe_loop(Arc::downgrade(&shared), every));
         }
-        Ok(Failover { shared })
+        Ok(Failover { shared, held: None, waiting: Vec::new() })
     }
 }

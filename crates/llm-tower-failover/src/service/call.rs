@@ -14,16 +14,47 @@ where
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
-    /// Always ready: each backend's readiness is awaited when it is called.
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    /// Ready when one backend is (held for the next call); `Pending` when
+    /// none is. See [`Failover`]'s "Readiness".
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.held.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let backends = &self.shared.backends;
+        let mut pending = false;
+        for (i, b) in backends.iter().enumerate() {
+            let mut svc = match self.waiting.get_mut(i).and_then(Option::take) {
+                Some(s) => s,
+                None => b.service.clone(),
+            };
+            match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.held = Some((i, svc));
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(e)) => {
+                    let e: BoxError = e.into();
+                    tracing::debug!(backend = &*b.state.name, error = %e, "backend not ready");
+                }
+                Poll::Pending => {
+                    if self.waiting.len() < backends.len() {
+                        self.waiting.resize_with(backends.len(), || None);
+                    }
+                    self.waiting[i] = Some(svc);
+                    pending = true;
+                }
+            }
+        }
+        // Every backend failed its readiness: calls will fail and say why.
+        if pending { Poll::Pending } else { Poll::Ready(Ok(())) }
     }
 
     fn call(&mut self, mut req: Request<LlmBody>) -> Self::Future {
         let shared = self.shared.clone();
+        let held = self.held.take();
         Box::pin(async move {
             let info = RequestInfo::ensure(&mut req)?.clone();
-            route_request(shared, req, info).await
+            route_request(shared, req, info, held).await
         })
     }
 }
@@ -32,6 +63,7 @@ pub(crate) async fn route_request<S, B>(
     shared: Arc<Shared<S>>,
     req: Request<LlmBody>,
     info: Arc<RequestInfo>,
+    mut held: Option<(usize, S)>,
 ) -> Result<Response<LlmResponseBody>, BoxError>
 where
     S: tower::Service<Request<LlmBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -54,17 +86,32 @@ where
             shared.refill_hedges(h.max_ratio);
         }
         let fallback = route.context_fallback.clone().filter(|f| !tried_models.contains(f));
-        let mut steps = shared.plan(route, &req, &mut attempts).into_iter().peekable();
+        let mut plan = shared.plan(route, &req, &mut attempts);
+        if let Some((ready, _)) = &held {
+            // `poll_ready` found every backend before the held one not ready:
+            // the plan's steps on those go after the ready one.
+            if let Some(k) = plan.iter().position(|s| s.backend == *ready) {
+                if plan[..k].iter().all(|s| s.backend < *ready) {
+                    plan[..=k].rotate_right(1);
+                }
+            }
+        }
+        let mut steps = plan.into_iter().peekable();
         let mut too_long = false;
         while let Some(step) = steps.next() {
             let r = request_for(&req, &info, step.model.as_deref());
             let peek = fallback.is_some();
             let hedge = route.hedge.filter(|_| steps.peek().is_some());
+            // The service polled ready serves this attempt if it is its backend's.
+            let ready = match held.take() {
+                Some((i, svc)) if i == step.backend => Some(svc),
+                _ => None,
+            };
             let outcome = match hedge {
-                None => call_one(shared.clone(), step, r, peek).await,
+                None => call_one(shared.clone(), step, r, peek, ready).await,
                 Some(h) => {
                     let delay = shared.hedge_delay(&h);
-                    let first = call_one(shared.clone(), step, r, peek);
+                    let first = call_one(shared.clone(), step, r, peek, ready);
                     let mut first = std::pin::pin!(first);
                     tokio::select! {
                         o = &mut first => o,
@@ -75,7 +122,7 @@ where
                                 hedged.hedges.fetch_add(1, Ordering::Relaxed);
                                 metrics::counter!("llm_tower_failover_hedges_total", "backend" => hedged.name.to_string()).increment(1);
                                 let r2 = request_for(&req, &info, second.model.as_deref());
-                                let second = call_one(shared.clone(), second, r2, peek);
+                                let second = call_one(shared.clone(), second, r2, peek, None);
                                 race(first, second, &mut attempts, &mut tried).await
                             } else {
                                 first.await

@@ -67,13 +67,30 @@ pub(crate) const RECENT: usize = 256;
 ///   streams (a stream that breaks ends with an SSE `error` event), and
 ///   keeps the call in flight on its backend until the body ends (an
 ///   `LlmResponseBody` observer; a broken body counts against the backend).
+///
+/// # Readiness
+///
+/// `poll_ready` polls the backends in order until one is ready and holds
+/// that ready service (a clone of it) for the next call; it is `Pending` only
+/// when every backend is (a connection-limited HTTP service with no free
+/// slot, say), and the backends that were polled keep their wakers. The call
+/// sends its first attempt through the held service when the plan starts
+/// with that backend; any other attempt awaits its backend's readiness
+/// itself. A backend whose `poll_ready` fails does not make the failover
+/// fail: its calls will, and the plan moves on.
 pub struct Failover<S> {
     pub(crate) shared: Arc<Shared<S>>,
+    /// The ready backend service `poll_ready` found, for the next call.
+    pub(crate) held: Option<(usize, S)>,
+    /// Backend services polled `Pending` (allocated only then): kept so their
+    /// wakers stay registered.
+    pub(crate) waiting: Vec<Option<S>>,
 }
 
 impl<S> Clone for Failover<S> {
+    /// A clone shares the routes and backends, not what this handle holds ready.
     fn clone(&self) -> Self {
-        Failover { shared: self.shared.clone() }
+        Failover { shared: self.shared.clone(), held: None, waiting: Vec::new() }
     }
 }
 

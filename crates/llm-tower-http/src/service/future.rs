@@ -2,13 +2,14 @@
 
 use super::*;
 
-/// Counts a request in flight until the response body ends or is dropped.
-pub(crate) struct InFlight(Arc<HostCounters>);
+/// Counts a request in flight, and holds its host's request slot, until the
+/// response body ends or is dropped.
+pub(crate) struct InFlight(Arc<HostCounters>, #[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
 
 impl InFlight {
-    pub(crate) fn new(c: Arc<HostCounters>) -> Self {
+    pub(crate) fn new(c: Arc<HostCounters>, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
         c.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(c)
+        InFlight(c, slot)
     }
     pub(crate) fn fail(&self) {
         self.0.errors.fetch_add(1, Ordering::Relaxed);

@@ -29,9 +29,15 @@ use super::*;
 /// transport failures are typed errors ([`Connect`], [`Transport`],
 /// [`Timeout`], [`StreamAborted`] from the body).
 ///
-/// `poll_ready` is always ready: the pool has no fixed capacity. With
-/// `max_connections_per_host` a request waits for a connection inside its
-/// future, bounded by the headers timeout.
+/// Readiness: without `max_connections_per_host` the pool has no fixed
+/// capacity and `poll_ready` is always ready. With it (and HTTP/1.1, one
+/// request per connection), `poll_ready` waits for one of the host's request
+/// slots, shared by every service of the client calling that host, and holds
+/// it until the response body ends: a stack above sees the backpressure
+/// before it commits to a call (a failover picks another provider, a
+/// `tower::load_shed` refuses at once). With `http2_only` requests share
+/// connections, and a request waits for a connection inside its future,
+/// bounded by the headers timeout.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
@@ -62,7 +68,6 @@ use super::*;
 /// - Writes core's `ServedBy` (the provider's name) and `ServedModel` on
 ///   responses. A non-streamed answer is read whole first (its body is then
 ///   an exact `LlmResponseBody::full`); a stream is passed on as it comes.
-#[derive(Clone)]
 pub struct LlmHttpService {
     pub(crate) client: HttpClient,
     pub(crate) provider: Provider,
@@ -70,6 +75,31 @@ pub struct LlmHttpService {
     pub(crate) max_response_bytes: usize,
     pub(crate) max_event_bytes: usize,
     pub(crate) counters: Arc<HostCounters>,
+    /// The host's request slots (connection-limited HTTP/1.1 only), and the
+    /// one this handle holds after a ready `poll_ready`.
+    pub(crate) slots: Option<Slots>,
+}
+
+/// A service handle's view of its host's request slots.
+pub(crate) struct Slots {
+    pub(crate) sem: tokio_util::sync::PollSemaphore,
+    pub(crate) held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Clone for LlmHttpService {
+    /// A clone shares the provider, the pool and the host's slots, but not a
+    /// slot this handle holds (a clone is polled ready on its own).
+    fn clone(&self) -> Self {
+        LlmHttpService {
+            client: self.client.clone(),
+            provider: self.provider.clone(),
+            timeouts: self.timeouts,
+            max_response_bytes: self.max_response_bytes,
+            max_event_bytes: self.max_event_bytes,
+            counters: self.counters.clone(),
+            slots: self.slots.as_ref().map(|s| Slots { sem: s.sem.clone(), held: None }),
+        }
+    }
 }
 
 /// The default limit on a non-streamed answer: 8 MiB (a chat answer is a few
@@ -98,7 +128,12 @@ impl LlmHttpService {
     pub fn with_client(provider: Provider, client: HttpClient) -> Self {
         let key = authority_key(&format!("{}/", provider.base_url()).parse().unwrap_or_default());
         let counters = client.registry.host(&key);
+        let slots = client.request_slots.map(|max| Slots {
+            sem: tokio_util::sync::PollSemaphore::new(client.registry.slots(&key, max)),
+            held: None,
+        });
         Self {
+            slots,
             client,
             provider,
             timeouts: Timeouts::default(),
@@ -199,7 +234,15 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
     type Error = BoxError;
     type Future = ResponseFuture;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if let Some(s) = &mut self.slots {
+            if s.held.is_none() {
+                match ready!(s.sem.poll_acquire(cx)) {
+                    Some(permit) => s.held = Some(permit),
+                    None => return Poll::Ready(Err("the host's request slots are closed".into())),
+                }
+            }
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -211,7 +254,10 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
             Err(e) => return ResponseFuture { state: State::Failed { err: Some(e) } },
         };
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight::new(self.counters.clone());
+        // The slot `poll_ready` took rides with the call until its body ends
+        // (a caller that skipped `poll_ready` goes without one).
+        let slot = self.slots.as_mut().and_then(|s| s.held.take());
+        let guard = InFlight::new(self.counters.clone(), slot);
         let start = Instant::now();
         let t = self.timeouts;
         let total_deadline = t.total.map(|d| start + d);
