@@ -1,8 +1,8 @@
 //! Backends, their live state (load, latency, success, health) and stats.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::Request;
@@ -153,27 +153,32 @@ pub enum Health {
     SlowStart,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum HealthAt {
     Up,
     Down { until: Instant },
     SlowStart { since: Instant },
 }
 
+/// An `f64` in an atomic (its bits), for estimates updated by many requests:
+/// a lost update between two racing writers costs one sample, never a lock.
 #[derive(Debug)]
-struct Live {
-    /// Peak-EWMA of the time to the response head, seconds.
-    ewma: f64,
-    ewma_at: Option<Instant>,
-    /// EWMA of outcomes (1 success, 0 failure).
-    success: f64,
-    consecutive_failures: u32,
-    health: HealthAt,
-    /// Seen unavailable (breaker open) since it last took traffic.
-    was_unavailable: bool,
+struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    fn new(v: f64) -> Self {
+        AtomicF64(AtomicU64::new(v.to_bits()))
+    }
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+    fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
 }
 
-/// The live state of one backend, shared by every request.
+/// The live state of one backend, shared by every request: atomics only (no
+/// lock on the request path).
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) name: Arc<str>,
@@ -183,7 +188,18 @@ pub(crate) struct State {
     successes: AtomicU64,
     failures: AtomicU64,
     pub(crate) hedges: AtomicU64,
-    live: Mutex<Live>,
+    /// Times are nanoseconds since `base` (+1: 0 means none).
+    base: Instant,
+    /// Peak-EWMA of the time to the response head, seconds.
+    ewma: AtomicF64,
+    ewma_at: AtomicU64,
+    /// EWMA of outcomes (1 success, 0 failure).
+    success: AtomicF64,
+    consecutive_failures: AtomicU32,
+    /// `HealthAt`, encoded: the top two bits the state, the rest its time.
+    health: AtomicU64,
+    /// Seen unavailable (breaker open) since it last took traffic.
+    was_unavailable: AtomicBool,
 }
 
 /// How fast the latency estimate forgets (time constant).
@@ -192,6 +208,12 @@ const DECAY: Duration = Duration::from_secs(10);
 const SUCCESS_ALPHA: f64 = 0.1;
 /// The share a backend starts its slow start with.
 const MIN_SHARE: f64 = 0.1;
+
+const TAG_SHIFT: u32 = 62;
+const TIME_MASK: u64 = (1 << TAG_SHIFT) - 1;
+const UP: u64 = 0;
+const DOWN: u64 = 1;
+const SLOW_START: u64 = 2;
 
 impl State {
     pub(crate) fn new(name: Arc<str>, weight: u32, default_rtt: Duration) -> Self {
@@ -203,34 +225,72 @@ impl State {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             hedges: AtomicU64::new(0),
-            live: Mutex::new(Live {
-                ewma: default_rtt.as_secs_f64(),
-                ewma_at: None,
-                success: 1.0,
-                consecutive_failures: 0,
-                health: HealthAt::Up,
-                was_unavailable: false,
-            }),
+            base: Instant::now(),
+            ewma: AtomicF64::new(default_rtt.as_secs_f64()),
+            ewma_at: AtomicU64::new(0),
+            success: AtomicF64::new(1.0),
+            consecutive_failures: AtomicU32::new(0),
+            health: AtomicU64::new(UP << TAG_SHIFT),
+            was_unavailable: AtomicBool::new(false),
         }
     }
 
-    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    fn nanos(&self, t: Instant) -> u64 {
+        (t.saturating_duration_since(self.base).as_nanos() as u64).min(TIME_MASK - 1) + 1
+    }
+
+    fn instant(&self, n: u64) -> Instant {
+        self.base + Duration::from_nanos(n.saturating_sub(1))
+    }
+
+    fn encode(&self, h: HealthAt) -> u64 {
+        match h {
+            HealthAt::Up => UP << TAG_SHIFT,
+            HealthAt::Down { until } => (DOWN << TAG_SHIFT) | self.nanos(until),
+            HealthAt::SlowStart { since } => (SLOW_START << TAG_SHIFT) | self.nanos(since),
+        }
+    }
+
+    fn decode(&self, v: u64) -> HealthAt {
+        let at = self.instant(v & TIME_MASK);
+        match v >> TAG_SHIFT {
+            DOWN => HealthAt::Down { until: at },
+            SLOW_START => HealthAt::SlowStart { since: at },
+            _ => HealthAt::Up,
+        }
+    }
+
+    fn health_at(&self) -> HealthAt {
+        self.decode(self.health.load(Ordering::Acquire))
+    }
+
+    fn set_health(&self, h: HealthAt) {
+        self.health.store(self.encode(h), Ordering::Release);
+    }
+
+    /// Moves from `from` to `to` unless another request moved it first.
+    fn move_health(&self, from: HealthAt, to: HealthAt) {
+        let _ = self.health.compare_exchange(
+            self.encode(from),
+            self.encode(to),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 
     /// Health now, moving on from `Down` and `SlowStart` as time passes.
     pub(crate) fn health(&self, cfg: &HealthConfig, now: Instant) -> (Health, f64) {
-        let mut l = self.live();
         loop {
-            match l.health {
+            let h = self.health_at();
+            match h {
                 HealthAt::Up => return (Health::Up, 1.0),
                 HealthAt::Down { until } if now < until => return (Health::Down, 0.0),
-                HealthAt::Down { until } => l.health = HealthAt::SlowStart { since: until },
+                HealthAt::Down { until } => self.move_health(h, HealthAt::SlowStart { since: until }),
                 HealthAt::SlowStart { since } => {
                     let ramp = cfg.slow_start.as_secs_f64();
                     let done = now.saturating_duration_since(since).as_secs_f64();
                     if ramp <= 0.0 || done >= ramp {
-                        l.health = HealthAt::Up;
+                        self.move_health(h, HealthAt::Up);
                     } else {
                         return (Health::SlowStart, (done / ramp).max(MIN_SHARE));
                     }
@@ -242,16 +302,14 @@ impl State {
     /// Its availability (e.g. breaker) as a request saw it: coming back after
     /// being unavailable starts a slow start, as recovering from down does.
     pub(crate) fn seen_available(&self, available: bool, now: Instant) {
-        let mut l = self.live();
-        match (available, l.was_unavailable) {
-            (false, _) => l.was_unavailable = true,
-            (true, true) => {
-                l.was_unavailable = false;
-                if matches!(l.health, HealthAt::Up) {
-                    l.health = HealthAt::SlowStart { since: now };
-                }
+        if !available {
+            if !self.was_unavailable.load(Ordering::Relaxed) {
+                self.was_unavailable.store(true, Ordering::Relaxed);
             }
-            (true, false) => {}
+        } else if self.was_unavailable.load(Ordering::Relaxed)
+            && self.was_unavailable.swap(false, Ordering::AcqRel)
+        {
+            self.move_health(HealthAt::Up, HealthAt::SlowStart { since: now });
         }
     }
 
@@ -266,64 +324,70 @@ impl State {
 
     /// A response head arrived after `rtt`.
     pub(crate) fn observe_latency(&self, rtt: Duration, now: Instant) {
-        let mut l = self.live();
         let rtt = rtt.as_secs_f64();
-        l.ewma = match l.ewma_at {
+        let ewma = self.ewma.get();
+        let next = match self.ewma_at.load(Ordering::Relaxed) {
             // Peak: a slower sample is taken at once; faster ones decay in.
-            Some(_) if rtt > l.ewma => rtt,
-            Some(at) => {
-                let w = (-now.saturating_duration_since(at).as_secs_f64() / DECAY.as_secs_f64()).exp();
-                l.ewma * w + rtt * (1.0 - w)
+            0 => rtt,
+            _ if rtt > ewma => rtt,
+            at => {
+                let since = now.saturating_duration_since(self.instant(at)).as_secs_f64();
+                let w = (-since / DECAY.as_secs_f64()).exp();
+                ewma * w + rtt * (1.0 - w)
             }
-            None => rtt,
         };
-        l.ewma_at = Some(now);
+        self.ewma.set(next);
+        self.ewma_at.store(self.nanos(now), Ordering::Relaxed);
     }
 
     pub(crate) fn success(&self, now: Instant) {
         self.successes.fetch_add(1, Ordering::Relaxed);
-        let mut l = self.live();
-        l.success = l.success * (1.0 - SUCCESS_ALPHA) + SUCCESS_ALPHA;
-        l.consecutive_failures = 0;
-        if let HealthAt::Down { .. } = l.health {
+        self.success.set(self.success.get() * (1.0 - SUCCESS_ALPHA) + SUCCESS_ALPHA);
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if let h @ HealthAt::Down { .. } = self.health_at() {
             // A last-resort call succeeded: it is back.
-            l.health = HealthAt::SlowStart { since: now };
+            self.move_health(h, HealthAt::SlowStart { since: now });
         }
     }
 
     /// Returns whether this failure marked the backend down.
     pub(crate) fn failure(&self, cfg: &HealthConfig, now: Instant) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        let mut l = self.live();
-        l.success *= 1.0 - SUCCESS_ALPHA;
-        l.consecutive_failures += 1;
-        let up = !matches!(l.health, HealthAt::Down { .. });
-        if up && cfg.failures_to_down > 0 && l.consecutive_failures >= cfg.failures_to_down {
-            l.health = HealthAt::Down { until: now + cfg.down_for };
-            return true;
+        self.success.set(self.success.get() * (1.0 - SUCCESS_ALPHA));
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let h = self.health_at();
+        if !matches!(h, HealthAt::Down { .. }) && cfg.failures_to_down > 0 && failures >= cfg.failures_to_down
+        {
+            let down = HealthAt::Down { until: now + cfg.down_for };
+            // Only the request that moves it says so.
+            return self
+                .health
+                .compare_exchange(self.encode(h), self.encode(down), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
         }
         false
     }
 
     /// An active probe's verdict.
     pub(crate) fn probed(&self, ok: bool, cfg: &HealthConfig, now: Instant) {
-        let mut l = self.live();
-        match (ok, l.health) {
-            (true, HealthAt::Down { .. }) => l.health = HealthAt::SlowStart { since: now },
+        match (ok, self.health_at()) {
+            (true, h @ HealthAt::Down { .. }) => self.move_health(h, HealthAt::SlowStart { since: now }),
             (false, HealthAt::Down { until }) => {
-                l.health = HealthAt::Down { until: until.max(now + cfg.down_for) }
+                self.set_health(HealthAt::Down { until: until.max(now + cfg.down_for) })
             }
-            (false, _) => l.health = HealthAt::Down { until: now + cfg.down_for },
+            (false, _) => self.set_health(HealthAt::Down { until: now + cfg.down_for }),
             (true, _) => {}
         }
     }
 
     pub(crate) fn latency(&self) -> Duration {
-        Duration::from_secs_f64(self.live().ewma)
+        Duration::from_secs_f64(self.ewma.get().max(0.0))
     }
 
     pub(crate) fn success_rate(&self) -> f64 {
-        self.live().success
+        self.success.get()
     }
 
     pub(crate) fn stats(&self, cfg: &HealthConfig, now: Instant) -> BackendStats {

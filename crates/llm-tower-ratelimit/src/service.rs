@@ -61,6 +61,8 @@ pub(crate) struct Profile {
     pub(crate) demand: Demand,
     /// No limit at all: requests pass without touching the store.
     pub(crate) unlimited: bool,
+    /// The `x-ratelimit-limit-*` values.
+    pub(crate) limit_values: LimitValues,
     pub(crate) counters: Counters,
 }
 
@@ -72,7 +74,14 @@ impl Profile {
         let unlimited = limits.max_concurrent.is_none()
             && !limits.adaptive
             && [rates.rpm, rates.rpd, rates.tpm, rates.interval].iter().all(Option::is_none);
-        Profile { demand: base_demand(&limits), rates, unlimited, limits, counters: Counters::default() }
+        Profile {
+            demand: base_demand(&limits),
+            limit_values: LimitValues::of(&rates),
+            rates,
+            unlimited,
+            limits,
+            counters: Counters::default(),
+        }
     }
 
     /// The demand of a request estimated at `tokens`.
@@ -643,7 +652,7 @@ where
                             // for the retry and breaker layers above.
                             if p.limits.emit_headers && parts.status.is_success() {
                                 if let Some(g) = this.grant {
-                                    set_headers(&mut parts.headers, g, &p.rates);
+                                    set_headers(&mut parts.headers, g, &p.rates, &p.limit_values);
                                     parts.extensions.insert(LocalRateLimitHeaders);
                                 }
                             }

@@ -75,9 +75,30 @@ pub(crate) fn adapt<St: RateLimitStore>(
     }
 }
 
-pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates) {
-    let mut put = |[limit, remaining, reset]: &[HeaderName; 3], q: &Quota| {
-        h.insert(limit.clone(), HeaderValue::from(q.limit));
+/// The `x-ratelimit-limit-*` values of a set of limits, made once (a clone
+/// of a made value shares its bytes: no allocation per response).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LimitValues {
+    pub(crate) requests: Option<HeaderValue>,
+    pub(crate) tokens: Option<HeaderValue>,
+}
+
+impl LimitValues {
+    pub(crate) fn of(rates: &Rates) -> Self {
+        LimitValues {
+            requests: rates.rpm.map(|r| HeaderValue::from(r.limit())),
+            tokens: rates.tpm.map(|r| HeaderValue::from(r.limit())),
+        }
+    }
+}
+
+pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates, made: &LimitValues) {
+    // Room for all of them at once: at most one growth of the map.
+    h.reserve(3 * (usize::from(rates.rpm.is_some()) + usize::from(rates.tpm.is_some())));
+    let mut put = |[limit, remaining, reset]: &[HeaderName; 3], q: &Quota, made: &Option<HeaderValue>| {
+        // A quota's limit is its rate's, made once with the profile.
+        let value = made.clone().unwrap_or_else(|| HeaderValue::from(q.limit));
+        h.insert(limit.clone(), value);
         h.insert(remaining.clone(), HeaderValue::from(q.remaining));
         let mut v = String::with_capacity(24);
         let _ = std::fmt::Write::write_fmt(&mut v, format_args!("{}ms", q.reset.as_millis()));
@@ -86,10 +107,10 @@ pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates) {
         }
     };
     if let Some(q) = &g.requests(rates) {
-        put(&REQUESTS, q);
+        put(&REQUESTS, q, &made.requests);
     }
     if let Some(q) = &g.tokens(rates) {
-        put(&TOKENS, q);
+        put(&TOKENS, q, &made.tokens);
     }
 }
 

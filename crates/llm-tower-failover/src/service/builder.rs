@@ -33,7 +33,8 @@ pub(crate) struct Shared<S> {
     /// Hedging budget, in thousandths of a hedge.
     pub(crate) hedge_budget: AtomicI64,
     /// Recent times to head, for percentile hedging delays.
-    pub(crate) recent: Mutex<Vec<f64>>,
+    /// The last `RECENT` times to head, seconds as `f64` bits (0: no sample yet).
+    pub(crate) recent: Box<[AtomicU64]>,
     pub(crate) recent_at: AtomicU64,
     pub(crate) classifier: LlmClassifier,
 }
@@ -142,7 +143,7 @@ impl<S> FailoverBuilder<S> {
             health: self.health,
             rng: AtomicU64::new(self.seed),
             hedge_budget: AtomicI64::new(0),
-            recent: Mutex::new(Vec::new()),
+            recent: (0..RECENT).map(|_| AtomicU64::new(0)).collect(),
             recent_at: AtomicU64::new(0),
             classifier: LlmClassifier::default(),
         });

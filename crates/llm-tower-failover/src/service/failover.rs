@@ -140,19 +140,21 @@ impl<S> Shared<S> {
 
     pub(crate) fn observe(&self, rtt: Duration) {
         let i = self.recent_at.fetch_add(1, Ordering::Relaxed) as usize % RECENT;
-        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if r.len() < RECENT {
-            r.push(rtt.as_secs_f64());
-        } else {
-            r[i] = rtt.as_secs_f64();
-        }
+        // A zero sample would read as "none": the smallest positive instead.
+        self.recent[i].store(rtt.as_secs_f64().max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
     }
 
     pub(crate) fn hedge_delay(&self, h: &Hedge) -> Duration {
         match h.delay {
             HedgeDelay::Fixed(d) => d,
             HedgeDelay::Percentile { p, min } => {
-                let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut r: Vec<f64> = self
+                    .recent
+                    .iter()
+                    .map(|v| v.load(Ordering::Relaxed))
+                    .filter(|&v| v != 0)
+                    .map(f64::from_bits)
+                    .collect();
                 if r.len() < 16 {
                     return min.max(Duration::from_secs(1));
                 }
