@@ -3,8 +3,14 @@
 //! short event stream with usage), measured in one run, plus the heap
 //! allocations per request (a counting allocator).
 //!
+//! A second group runs a whole `LlmStack` (every layer on: token count,
+//! accounting, cache missing, tenant limits, failover, retry, breaker,
+//! limits) against the bare `LlmHttpService`, both over the in-process mock
+//! on loopback, in the same run.
+//!
 //! `cargo bench --bench stack`. The allocation counts are printed first, one
-//! line per configuration; criterion's times follow.
+//! line per configuration; criterion's times follow. `ALLOCS_ONLY=1` prints
+//! the counts and stops.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -151,6 +157,9 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+    if std::env::var_os("ALLOCS_ONLY").is_some() {
+        return;
+    }
     let mut group = c.benchmark_group("stack");
     for stream in [false, true] {
         for (name, svc) in stacks() {
@@ -167,6 +176,44 @@ fn bench(c: &mut Criterion) {
         }
     }
     group.finish();
+    over_the_mock(c);
+}
+
+/// The whole `LlmStack` and the bare HTTP service over the same mock.
+fn over_the_mock(c: &mut Criterion) {
+    use llm_tower::ratelimit::Limits;
+    use llm_tower::tokens::Preflight;
+    use llm_tower::{LlmHttpService, LlmStack, Provider, ProviderSpec, TenantLimits};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (mock, bare, stack) = rt.block_on(async {
+        let mock = llm_tower::mock::MockServer::start(Default::default()).await.expect("mock starts");
+        let provider = Provider::openai_compatible("mock", &format!("{}/v1", mock.url())).expect("url");
+        let bare = LlmService::new(LlmHttpService::new(provider.clone()));
+        let llm = LlmStack::new()
+            .provider(ProviderSpec::new(provider).models(["gpt-4o-mini"]).limits(limits()))
+            .count_tokens(Preflight::Enforce)
+            .accounting(AccountingConfig::default())
+            .cache(CacheConfig::default())
+            .tenant_limits(TenantLimits::new(Some(limits())).tenant("vip", Limits::default()))
+            .build()
+            .expect("stack builds");
+        (mock, bare, llm.service())
+    });
+    let mut group = c.benchmark_group("over_mock");
+    for stream in [false, true] {
+        for (name, svc) in [("bare_http", &bare), ("llm_stack_cache_miss", &stack)] {
+            let kind = if stream { "sse" } else { "json" };
+            let mut i = 0u64;
+            group.bench_function(format!("{kind}/{name}"), |b| {
+                b.iter(|| {
+                    i += 1;
+                    black_box(rt.block_on(one(svc, i, stream, true)))
+                })
+            });
+        }
+    }
+    group.finish();
+    drop(mock);
 }
 
 criterion_group!(benches, bench);

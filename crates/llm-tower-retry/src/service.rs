@@ -91,7 +91,7 @@ impl<C> Shared<C> {
 /// it with [`Attempt::of`], which gives 1 for a first attempt).
 ///
 /// When it gives up it returns the last response (with its `retry-after`), or
-/// [`RetriesExhausted`] wrapping the last error.
+/// [`RetriesExhausted`](llm_tower_core::RetriesExhausted) wrapping the last error.
 ///
 /// ```
 /// use std::time::Duration;

@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// Incremental usage extractor. See the [module docs](self).
+/// Incremental usage extractor. See the [module docs](crate::usage).
 ///
 /// ```
 /// use bytes::Bytes;
