@@ -75,6 +75,24 @@ pub(crate) fn adapt<St: RateLimitStore>(
     }
 }
 
+/// `reset` as `"<n>ms"`, its digits written by hand (no formatting machinery
+/// on the response path; the value's one allocation is its bytes).
+fn millis(reset: Duration) -> HeaderValue {
+    let mut n = reset.as_millis().min(u128::from(u64::MAX)) as u64;
+    let mut buf = [0u8; 22];
+    let mut at = buf.len() - 2;
+    buf[at..].copy_from_slice(b"ms");
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&buf[at..]).expect("digits and ms are a valid header value")
+}
+
 /// The `x-ratelimit-limit-*` values of a set of limits, made once (a clone
 /// of a made value shares its bytes: no allocation per response).
 #[derive(Clone, Debug, Default)]
@@ -100,11 +118,7 @@ pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates, made: &Li
         let value = made.clone().unwrap_or_else(|| HeaderValue::from(q.limit));
         h.insert(limit.clone(), value);
         h.insert(remaining.clone(), HeaderValue::from(q.remaining));
-        let mut v = String::with_capacity(24);
-        let _ = std::fmt::Write::write_fmt(&mut v, format_args!("{}ms", q.reset.as_millis()));
-        if let Ok(v) = HeaderValue::try_from(v) {
-            h.insert(reset.clone(), v);
-        }
+        h.insert(reset.clone(), millis(q.reset));
     };
     if let Some(q) = &g.requests(rates) {
         put(&REQUESTS, q, &made.requests);
@@ -161,5 +175,22 @@ impl<St: RateLimitStore> BodyObserver for Settle<St> {
             m.settle(end.report.as_ref());
         }
         drop(self.permit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_values_are_milliseconds() {
+        for (d, text) in [
+            (Duration::ZERO, "0ms"),
+            (Duration::from_micros(1_500), "1ms"),
+            (Duration::from_secs(60), "60000ms"),
+            (Duration::MAX, "18446744073709551615ms"),
+        ] {
+            assert_eq!(millis(d), text);
+        }
     }
 }

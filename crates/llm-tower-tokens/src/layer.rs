@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Request;
-use llm_tower_core::chat::{ChatCompletionRequest, EmbeddingsRequest};
+use llm_tower_core::chat::EmbeddingsRequest;
 use llm_tower_core::{Api, BoxError, InvalidRequest, LlmBody, RequestInfo};
 use pin_project_lite::pin_project;
 use serde_json::Value;
@@ -90,9 +90,10 @@ pub struct TokenCount<S> {
 pub fn count_input(info: &RequestInfo, body: &[u8]) -> u32 {
     let counter = counter_for(&info.model);
     match info.api {
-        Api::ChatCompletions => match serde_json::from_slice::<ChatCompletionRequest>(body) {
-            Ok(req) => counter.count_chat(&req),
-            Err(_) => Heuristic::default().count_text(&String::from_utf8_lossy(body)),
+        // One borrowed pass over the body (no owned request, no JSON tree).
+        Api::ChatCompletions => match crate::view::count_chat_body(&*counter, body) {
+            Some(n) => n,
+            None => Heuristic::default().count_text(&String::from_utf8_lossy(body)),
         },
         Api::Embeddings => match serde_json::from_slice::<EmbeddingsRequest>(body) {
             Ok(req) => req

@@ -37,6 +37,7 @@ mod ledger;
 mod models;
 #[cfg(feature = "serde")]
 pub mod section;
+mod view;
 
 pub use accounting::{AccountingConfig, TokenAccounting, TokenAccountingLayer};
 pub use budget::{Budget, BudgetStore, MemoryBudgets, Period};

@@ -1,0 +1,148 @@
+//! A borrowed view of a chat request for counting its tokens: one pass over
+//! the body that keeps only what the count reads (roles, text, names, tool
+//! calls, tools), with the text borrowed from the body where it has no
+//! escapes. The owned `ChatCompletionRequest` (every field kept, unknown ones
+//! in a JSON map) is for code that edits a request; counting does not need it.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::TokenCounter;
+
+#[derive(Deserialize)]
+struct ChatView<'a> {
+    #[serde(borrow)]
+    messages: Vec<MessageView<'a>>,
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct MessageView<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct PartView<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    image_url: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ImageView<'a> {
+    #[serde(borrow, default)]
+    detail: Option<Cow<'a, str>>,
+}
+
+/// The JSON text of `raw` as a string, if it is one.
+fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<Cow<'_, str>>(text).ok()
+}
+
+/// `raw` as compact JSON text, as `Value`'s `to_string` writes it (what the
+/// owned count measures for tools and tool calls).
+fn compact(raw: &RawValue) -> String {
+    serde_json::from_str::<serde_json::Value>(raw.get()).map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// The tokens of a chat request's body, counted as
+/// [`TokenCounter::count_chat`] counts the parsed request; `None` when the
+/// body is not a chat request with a `messages` array.
+pub(crate) fn count_chat_body(counter: &dyn TokenCounter, body: &[u8]) -> Option<u32> {
+    let view: ChatView<'_> = serde_json::from_slice(body).ok()?;
+    let mut n = 3u32;
+    for m in &view.messages {
+        n += 3 + m.role.as_deref().map_or(0, |r| counter.count_text(r));
+        if let Some(content) = m.content {
+            n += count_content(counter, content);
+        }
+        if let Some(name) = m.name.and_then(as_str) {
+            n += 1 + counter.count_text(&name);
+        }
+        if let Some(calls) = m.tool_calls {
+            n += counter.count_text(&compact(calls));
+        }
+    }
+    if let Some(tools) = view.tools {
+        if let Ok(tools) = serde_json::from_str::<Vec<&RawValue>>(tools.get()) {
+            for t in tools {
+                n += 8 + counter.count_text(&compact(t));
+            }
+        }
+    }
+    Some(n)
+}
+
+fn count_content(counter: &dyn TokenCounter, content: &RawValue) -> u32 {
+    if let Some(text) = as_str(content) {
+        return counter.count_text(&text);
+    }
+    let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(content.get()) else {
+        return 0;
+    };
+    let mut n = 0;
+    for part in parts {
+        let view = serde_json::from_str::<PartView<'_>>(part.get()).ok();
+        match view.as_ref().and_then(|v| v.kind.as_deref()) {
+            Some("text") => {
+                n += view.and_then(|v| v.text).and_then(as_str).map_or(0, |t| counter.count_text(&t));
+            }
+            Some("image_url") => {
+                let detail = view
+                    .and_then(|v| v.image_url)
+                    .and_then(|i| serde_json::from_str::<ImageView<'_>>(i.get()).ok())
+                    .and_then(|i| i.detail.map(Cow::into_owned));
+                n += if detail.as_deref() == Some("low") { 85 } else { 765 };
+            }
+            _ => n += counter.count_text(&compact(part)),
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Family, Heuristic, Tiktoken};
+    use llm_tower_core::chat::ChatCompletionRequest;
+
+    /// The borrowed count agrees with the owned one on every shape it reads.
+    #[test]
+    fn the_borrowed_count_is_the_owned_count() {
+        let bodies = [
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there, how are you?"}]}"#,
+            r#"{"model":"gpt-4o","messages":[{"role":"system","content":"Be \"brief\"\n\u00e9t\u00e9"},{"role":"user","name":"ann","content":"hi"}]}"#,
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"https://x/y.png","detail":"low"}},{"type":"image_url","image_url":{"url":"data:..."}},{"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]}]}"#,
+            r#"{"model":"gpt-4o","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}}]},{"role":"tool","tool_call_id":"c1","content":"42"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"integer"}}}}}]}"#,
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}],  "tools" : [ { "type" : "function" , "function" : { "name" : "g" } } ] }"#,
+            r#"{"model":"gpt-4o","messages":[]}"#,
+        ];
+        let counters: [Box<dyn TokenCounter>; 2] =
+            [Box::new(Tiktoken::new(Family::O200k).unwrap()), Box::new(Heuristic::default())];
+        for c in &counters {
+            for body in bodies {
+                let owned: ChatCompletionRequest = serde_json::from_str(body).unwrap();
+                assert_eq!(count_chat_body(&**c, body.as_bytes()), Some(c.count_chat(&owned)), "{body}");
+            }
+        }
+        assert_eq!(count_chat_body(&*counters[0], br#"{"model":"m"}"#), None);
+        assert_eq!(count_chat_body(&*counters[0], b"not json"), None);
+    }
+}
