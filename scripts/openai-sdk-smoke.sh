@@ -26,3 +26,10 @@ done
 [ -n "$url" ] || { cat "$log"; echo "gateway did not start"; exit 1; }
 
 "$venv/bin/python" tests/sdk/openai_sdk.py "$url"
+
+# The README's observability commands, against the same gateway after the SDK's requests.
+base=${url%/v1}
+curl -s "$base/metrics" | grep -q '^llm_tower_requests_total{' || { echo "/metrics has no request counts"; exit 1; }
+ready=$(curl -s -o /dev/null -w '%{http_code}\n' "$base/health/ready")
+[ "$ready" = 200 ] || { echo "/health/ready answered $ready"; exit 1; }
+echo "metrics and readiness: ok"

@@ -121,6 +121,22 @@ pub struct ServerConfig {
     /// non-streamed answer, the whole answer), over every provider, attempt
     /// and wait; then 504. Default: the largest provider headers timeout.
     pub deadline_ms: Option<u64>,
+    /// Who may read the gateway's Prometheus `/metrics`: `public` (default:
+    /// a scraper on the private network), `admin` (the admin token) or `off`.
+    pub metrics: MetricsAccess,
+}
+
+/// Who may read `/metrics` (`[server] metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsAccess {
+    /// Anyone who can reach the gateway (a scraper on the private network).
+    #[default]
+    Public,
+    /// Only with the admin token (`authorization: Bearer ...`).
+    Admin,
+    /// Not served, and no recorder installed.
+    Off,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +149,7 @@ impl Default for ServerConfig {
             admin_token: None,
             admin_token_env: None,
             deadline_ms: None,
+            metrics: MetricsAccess::Public,
         }
     }
 }

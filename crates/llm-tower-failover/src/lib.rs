@@ -19,7 +19,8 @@ mod strategy;
 
 pub use backend::{AvailableFn, Backend, BackendStats, Health, HealthConfig, WaitFn};
 pub use service::{
-    Failover, FailoverBuilder, FailoverConfigError, Hedge, HedgeDelay, Route, Target, X_LLM_BACKEND,
+    Failover, FailoverBuilder, FailoverConfigError, Hedge, HedgeDelay, Route, RouteReadiness, Target,
+    X_LLM_BACKEND,
 };
 pub use strategy::{
     Candidate, LeastInFlight, PeakEwma, Priority, RoundRobin, RouteStrategy, RouteStrategyKind, SuccessRate,

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -34,6 +35,8 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::GatewayConfig;
+use crate::observe::{self, InFlight, RequestLabels};
+use llm_tower::config::MetricsAccess;
 use llm_tower::config::{BuildError, ConfigError};
 
 /// Why the gateway could not start.
@@ -62,9 +65,15 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-struct AppState {
+pub(crate) struct AppState {
     /// The whole stack, built by `LlmStack` (as library users build it).
-    llm: Llm,
+    pub(crate) llm: Llm,
+    /// The models served (bounded metric labels).
+    pub(crate) models: HashSet<String>,
+    /// Who may read `/metrics`.
+    pub(crate) metrics: MetricsAccess,
+    /// Set when shutdown starts: `/health/ready` answers 503 from then on.
+    pub(crate) draining: AtomicBool,
     tenant_header: http::HeaderName,
     /// The LLM routes: the edge, the tenant, the model check, the stack.
     proxy: Proxy,
@@ -133,7 +142,14 @@ impl Gateway {
             .layer(edge)
             .layer(TenantLayer::header(tenant_header.clone()))
             .service(known);
+        let metrics = config.server.metrics;
+        if metrics != MetricsAccess::Off {
+            observe::prometheus();
+        }
         let state = Arc::new(AppState {
+            models: llm.models().into_iter().collect(),
+            metrics,
+            draining: AtomicBool::new(false),
             llm,
             tenant_header,
             proxy: llm_routes,
@@ -146,7 +162,12 @@ impl Gateway {
         if state.admin_token.is_some() {
             router = router.route("/admin/cache/invalidate", post(invalidate_cache));
         }
+        if metrics != MetricsAccess::Off {
+            router = router.route("/metrics", get(observe::metrics));
+        }
         let router = router
+            .route("/health/live", get(observe::live))
+            .route("/health/ready", get(observe::ready))
             .route("/v1/chat/completions", post(proxy))
             .route("/v1/embeddings", post(proxy))
             .route("/v1/responses", post(proxy))
@@ -195,8 +216,10 @@ impl Gateway {
             let _ = tcp.set_nodelay(true);
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = self.state.clone();
         let signal = async move {
             shutdown.await;
+            state.draining.store(true, Ordering::Release);
             tracing::info!("shutting down: draining in-flight requests");
             let _ = tx.send(());
         };
@@ -265,6 +288,23 @@ async fn stats(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// Constant-time comparison (the token's length is not secret).
+/// The 401 for a request without the admin token (`None`: it has it). With
+/// no token configured nobody has it.
+pub(crate) fn admin_refused(app: &AppState, headers: &http::HeaderMap) -> Option<Response> {
+    let want = app.admin_token.as_ref().map(|t| t.expose().as_bytes()).unwrap_or_default();
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !want.is_empty() && same_token(given.as_bytes(), want) {
+        return None;
+    }
+    let mut info = ErrorInfo::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid admin token");
+    info.code = Some("invalid_api_key");
+    Some(info.into_response().map(AxumBody::new))
+}
+
 fn same_token(given: &[u8], want: &[u8]) -> bool {
     given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
@@ -272,18 +312,8 @@ fn same_token(given: &[u8], want: &[u8]) -> bool {
 /// `POST /admin/cache/invalidate` with `{"key": "<hex>"}`, `{"tenant": "<name>"}`
 /// or `{"all": true}`; `authorization: Bearer <server.admin_token>`.
 async fn invalidate_cache(State(app): State<Arc<AppState>>, req: Request) -> Response {
-    let want = app.admin_token.as_ref().map(|t| t.expose().as_bytes()).unwrap_or_default();
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if want.is_empty() || !same_token(given.as_bytes(), want) {
-        let mut info =
-            ErrorInfo::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid admin token");
-        info.code = Some("invalid_api_key");
-        return info.into_response().map(AxumBody::new);
+    if let Some(refused) = admin_refused(&app, req.headers()) {
+        return refused;
     }
     let Some(cache) = app.llm.cache() else {
         return error(&InvalidRequest::new("the cache is not configured"));
@@ -340,7 +370,7 @@ async fn model(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
     }
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response {
+pub(crate) fn json(status: StatusCode, body: Bytes) -> Response {
     let mut res = Response::new(AxumBody::from(body));
     *res.status_mut() = status;
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -424,6 +454,7 @@ where
 
 async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let start = Instant::now();
+    let in_flight = InFlight::start();
     let method = req.method().clone();
     let path: Arc<str> = req.uri().path().into();
     let res = match app.proxy.clone().oneshot(req).await {
@@ -434,20 +465,29 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let status = parts.status;
     let model = parts.extensions.get::<Arc<RequestInfo>>().map(|i| i.model.clone());
     let served: Option<Arc<str>> = parts.extensions.get::<ServedBy>().map(|s| s.0.clone());
+    let labels = RequestLabels::new(&app, &path, model.as_deref());
     if let Some(EdgeError(e)) = parts.extensions.get::<EdgeError>() {
         log_error(&method, &path, model.as_deref(), served.as_deref(), status, start, e);
+        labels.finished(status, start.elapsed());
         return Response::from_parts(parts, AxumBody::new(body));
     }
     let headers_at = start.elapsed();
     let kind = BodyKind::from_headers(&parts.headers);
     let provider = served.unwrap_or_else(|| Arc::from("-"));
     let model = model.unwrap_or_else(|| Arc::from("-"));
-    let log = move |report: UsageReport| {
-        access_log(&method, &path, &model, &provider, status, headers_at, start, &report)
+    let streamed = kind == BodyKind::Sse;
+    let log = move |report: UsageReport, first_data: Option<Instant>| {
+        access_log(&method, &path, &model, &provider, status, headers_at, start, &report);
+        if let Some(at) = first_data.filter(|_| streamed) {
+            labels.first_token(at.saturating_duration_since(start));
+        }
+        labels.finished(status, start.elapsed());
+        drop(in_flight);
     };
-    // The access line, written when the body ends, with the usage the
-    // body's one meter read (and any estimate accounting filled in).
-    body.observe(AccessLog { kind, log: Some(log) });
+    // The access line and the request's metrics, written when the body ends,
+    // with the usage the body's one meter read (and any estimate accounting
+    // filled in).
+    body.observe(AccessLog { kind, log: Some(log), first_data: None });
     Response::from_parts(parts, AxumBody::new(body))
 }
 
@@ -455,16 +495,24 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
 struct AccessLog<F> {
     kind: BodyKind,
     log: Option<F>,
+    /// When the first bytes of the answer passed (a stream's first event).
+    first_data: Option<Instant>,
 }
 
-impl<F: FnOnce(UsageReport) + Send + 'static> BodyObserver for AccessLog<F> {
+impl<F: FnOnce(UsageReport, Option<Instant>) + Send + 'static> BodyObserver for AccessLog<F> {
     fn wants_usage(&self) -> Option<BodyKind> {
         Some(self.kind)
     }
 
+    fn on_data(&mut self, _: &Bytes) {
+        if self.first_data.is_none() {
+            self.first_data = Some(Instant::now());
+        }
+    }
+
     fn on_end(mut self: Box<Self>, end: &mut BodyEnd) {
         if let Some(log) = self.log.take() {
-            log(end.report.clone().unwrap_or_else(|| UsageReport::ended(end.end)));
+            log(end.report.clone().unwrap_or_else(|| UsageReport::ended(end.end)), self.first_data);
         }
     }
 }

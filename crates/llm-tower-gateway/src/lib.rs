@@ -4,6 +4,10 @@
 //! - `POST /v1/chat/completions` (JSON and SSE, streamed chunk by chunk),
 //!   `POST /v1/embeddings`, `POST /v1/responses`, `POST /v1/messages`
 //!   (Anthropic), `GET /v1/models`, `GET /health`.
+//! - `GET /metrics` (Prometheus: the layers' counters, request and
+//!   time-to-first-token histograms, gauges read from the stack when scraped),
+//!   `GET /health/live`, `GET /health/ready` (503 naming the routes with no
+//!   usable backend, and while draining for shutdown).
 //! - Models are routed to providers by a TOML config ([`GatewayConfig`]);
 //!   without one it runs on [`DEFAULT_CONFIG`]: an in-process mock provider.
 //! - Every failure is an OpenAI-format JSON error with the right status; a
@@ -21,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod app;
+mod observe;
 
 /// The configuration (the facade's [`llm_tower::config`], shared with library users).
 pub mod config {

@@ -121,8 +121,10 @@ impl AccountingConfig {
 /// [`Prices`] are put in the request's extensions for the layers below.
 ///
 /// The tenant is `RequestInfo::tenant` (`-` when none). Counters go to the
-/// `metrics` facade: `llm_tower_tokens_total{model, kind=input|output}` and
-/// `llm_tower_cost_microusd_total{model}`.
+/// `metrics` facade: `llm_tower_tokens_total{model, provider, kind=input|output}`
+/// and `llm_tower_cost_microusd_total{model, provider}` (the model as the
+/// request names it: put a model check in front, as the gateway does, so
+/// clients cannot make up labels).
 ///
 /// ```
 /// use llm_tower_tokens::{AccountingConfig, TokenAccountingLayer};
@@ -248,12 +250,14 @@ impl<St: BudgetStore> Settle<St> {
         }
         let provider = self.provider.as_deref().unwrap_or("-");
         self.shared.ledger.record(self.tenant.as_str(), &self.model, provider, &usage, cost);
-        let model = self.model.to_string();
-        metrics::counter!("llm_tower_tokens_total", "model" => model.clone(), "kind" => "input")
-            .increment(usage.input);
-        metrics::counter!("llm_tower_tokens_total", "model" => model.clone(), "kind" => "output")
-            .increment(usage.output);
-        metrics::counter!("llm_tower_cost_microusd_total", "model" => model).increment(cost);
+        let (model, provider) = (self.model.to_string(), provider.to_owned());
+        let by = |kind: &'static str| {
+            [("model", model.clone()), ("provider", provider.clone()), ("kind", kind.to_owned())]
+        };
+        metrics::counter!("llm_tower_tokens_total", &by("input")).increment(usage.input);
+        metrics::counter!("llm_tower_tokens_total", &by("output")).increment(usage.output);
+        metrics::counter!("llm_tower_cost_microusd_total", "model" => model, "provider" => provider)
+            .increment(cost);
         // Debug: the gateway's access line already carries usage (one info line per request).
         tracing::debug!(
             gen_ai.request.model = &*self.model,

@@ -34,9 +34,9 @@ async fn tokens_and_cost_are_counted() {
             seen.insert(format!("{}{{{}}}", k.name(), labels.join(",")), n);
         }
     }
-    assert_eq!(seen.get("llm_tower_tokens_total{model=gpt-4o,kind=input}"), Some(&input));
-    assert_eq!(seen.get("llm_tower_tokens_total{model=gpt-4o,kind=output}"), Some(&16));
+    assert_eq!(seen.get("llm_tower_tokens_total{model=gpt-4o,provider=mock,kind=input}"), Some(&input));
+    assert_eq!(seen.get("llm_tower_tokens_total{model=gpt-4o,provider=mock,kind=output}"), Some(&16));
     let cost =
         ModelInfo::lookup("gpt-4o").prices.cost_micros(&Usage { input, output: 16, ..Default::default() });
-    assert_eq!(seen.get("llm_tower_cost_microusd_total{model=gpt-4o}"), Some(&cost));
+    assert_eq!(seen.get("llm_tower_cost_microusd_total{model=gpt-4o,provider=mock}"), Some(&cost));
 }

@@ -125,6 +125,84 @@ impl<S> Failover<S> {
         m.sort();
         m
     }
+
+    /// Whether each route could be served now: the backends that could take
+    /// one of its requests (available, e.g. the breaker not open, and not
+    /// marked down) and those that could not, sorted by model. It reads the
+    /// state only (a readiness probe changes nothing).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use llm_tower_failover::{Backend, Failover, Route, Target};
+    /// use llm_tower_http::{LlmHttpService, Provider};
+    /// let http = LlmHttpService::new(Provider::openai_compatible("a", "http://127.0.0.1:9/v1")?);
+    /// let failover = Failover::builder()
+    ///     .backend(Backend::new("a", http).available_when(|_| false))
+    ///     .route("gpt-4o-mini", Route::new([Target::new("a")]))
+    ///     .build()
+    ///     .map_err(|e| format!("{e:?}"))?;
+    /// let r = &failover.readiness()[0];
+    /// assert!(!r.is_ready());
+    /// assert_eq!(r.unusable, ["a"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn readiness(&self) -> Vec<RouteReadiness> {
+        let now = Instant::now();
+        let shared = &self.shared;
+        let mut out: Vec<RouteReadiness> = shared
+            .routes
+            .iter()
+            .map(|(model, route)| {
+                let mut r = RouteReadiness { model: model.clone(), usable: Vec::new(), unusable: Vec::new() };
+                for (b, target_model) in &route.targets {
+                    let backend = &shared.backends[*b];
+                    let model = target_model.as_deref().unwrap_or(model);
+                    let available = backend.available.as_ref().is_none_or(|f| f(&probe_request(model)));
+                    let (health, _) = backend.state.health(&shared.health, now);
+                    let name = backend.state.name.to_string();
+                    if available && health != Health::Down {
+                        r.usable.push(name)
+                    } else {
+                        r.unusable.push(name)
+                    }
+                }
+                r
+            })
+            .collect();
+        out.sort_by(|a, b| a.model.cmp(&b.model));
+        out
+    }
+}
+
+/// A request for `model`, as a route's backends see one, to ask whether they
+/// would take it.
+fn probe_request(model: &str) -> Request<LlmBody> {
+    let mut req = Request::new(LlmBody::empty());
+    let template = br#"{"model":"-","messages":[]}"#;
+    if let Ok(mut info) = RequestInfo::parse(llm_tower_core::Api::ChatCompletions, template) {
+        info.model = Arc::from(model);
+        req.extensions_mut().insert(Arc::new(info));
+    }
+    req
+}
+
+/// One route's readiness. See [`Failover::readiness`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RouteReadiness {
+    /// The logical model.
+    pub model: String,
+    /// Backends that could take its requests now.
+    pub usable: Vec<String>,
+    /// Backends that could not (breaker open, marked down).
+    pub unusable: Vec<String>,
+}
+
+impl RouteReadiness {
+    /// Whether at least one backend could serve it.
+    pub fn is_ready(&self) -> bool {
+        !self.usable.is_empty()
+    }
 }
 
 impl<S> Shared<S> {

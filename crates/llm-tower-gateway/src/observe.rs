@@ -1,0 +1,179 @@
+//! What an operator watches: Prometheus `/metrics`, `/health/live` and
+//! `/health/ready`, and the per-request metrics the proxy records.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use llm_tower::config::MetricsAccess;
+
+use crate::app::{AppState, admin_refused, json};
+
+/// Upper bounds of the `_seconds` histograms: 1 ms to 2 minutes.
+const BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0];
+
+/// The process's Prometheus recorder, installed by the first gateway that
+/// wants metrics (a process has one global recorder; later gateways share
+/// it). `None` when another recorder was installed first (an application
+/// embedding the gateway with its own): then `/metrics` says so.
+pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => Some(handle),
+                Err(_) => {
+                    tracing::warn!("another metrics recorder is installed: /metrics is not served");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// `GET /metrics`: every counter the layers emit, the gateway's request
+/// histograms, and gauges read from the stack's handles at scrape time.
+pub(crate) async fn metrics(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    if app.metrics == MetricsAccess::Admin {
+        if let Some(refused) = admin_refused(&app, req.headers()) {
+            return refused;
+        }
+    }
+    let Some(handle) = prometheus() else {
+        let body = br#"{"error":{"message":"another metrics recorder is installed in this process","type":"server_error"}}"#;
+        return json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(body));
+    };
+    scrape_gauges(&app);
+    let mut res = Response::new(axum::body::Body::from(handle.render()));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    res
+}
+
+/// State that lives in the layers' handles, set as gauges when scraped.
+fn scrape_gauges(app: &AppState) {
+    let llm = &app.llm;
+    for p in llm.providers() {
+        let provider = p.name.to_string();
+        for (key, state) in p.breaker.states() {
+            use llm_tower::circuit::CircuitState as C;
+            // 0 closed, 1 half open, 2 open (forced states as what they do).
+            let v = match state {
+                C::Closed | C::ForcedClosed => 0.0,
+                C::HalfOpen => 1.0,
+                C::Open | C::ForcedOpen => 2.0,
+            };
+            metrics::gauge!("llm_tower_circuit_state", "provider" => provider.clone(), "key" => key.as_str().to_owned())
+                .set(v);
+        }
+        for k in p.limiter.stats().keys {
+            for (limit, quota) in [("requests", k.requests), ("tokens", k.tokens)] {
+                if let Some(q) = quota {
+                    metrics::gauge!("llm_tower_ratelimit_remaining", "provider" => provider.clone(), "limit" => limit)
+                        .set(q.remaining as f64);
+                }
+            }
+        }
+    }
+    for b in llm.failover().stats() {
+        let up = if b.state == llm_tower::failover::Health::Down { 0.0 } else { 1.0 };
+        metrics::gauge!("llm_tower_backend_up", "backend" => b.name.clone()).set(up);
+        metrics::gauge!("llm_tower_backend_in_flight", "backend" => b.name).set(b.in_flight as f64);
+    }
+    if let Some(cache) = llm.cache() {
+        let s = cache.stats();
+        metrics::gauge!("llm_tower_cache_hit_ratio").set(s.hit_ratio);
+        metrics::gauge!("llm_tower_cache_bytes").set(s.bytes as f64);
+    }
+}
+
+/// `GET /health/live`: the process is up and serving.
+pub(crate) async fn live() -> Response {
+    json(StatusCode::OK, Bytes::from_static(br#"{"status":"live"}"#))
+}
+
+/// `GET /health/ready`: 200 when every route has a backend that could serve
+/// it now; 503 naming the routes that have none, and 503 while the gateway
+/// drains for shutdown (so a load balancer stops sending).
+pub(crate) async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    if app.draining.load(Ordering::Acquire) {
+        return json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(br#"{"status":"draining"}"#));
+    }
+    let down: Vec<_> = app.llm.failover().readiness().into_iter().filter(|r| !r.is_ready()).collect();
+    if down.is_empty() {
+        return json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#));
+    }
+    let body = serde_json::json!({ "status": "unavailable", "routes": down });
+    json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+}
+
+/// The labels of one proxied request: bounded (the API from a fixed set, the
+/// model only when the gateway serves it, the status code).
+pub(crate) struct RequestLabels {
+    pub(crate) api: &'static str,
+    pub(crate) model: String,
+}
+
+impl RequestLabels {
+    pub(crate) fn new(app: &AppState, path: &str, model: Option<&str>) -> Self {
+        let api = match path {
+            "/v1/chat/completions" => "chat_completions",
+            "/v1/embeddings" => "embeddings",
+            "/v1/responses" => "responses",
+            "/v1/messages" => "messages",
+            _ => "other",
+        };
+        // A client names any model it likes: only served ones become labels.
+        let model = model.filter(|m| app.models.contains(*m)).unwrap_or("other").to_owned();
+        RequestLabels { api, model }
+    }
+
+    /// A request finished with `status` after `duration`.
+    pub(crate) fn finished(&self, status: StatusCode, duration: Duration) {
+        let labels = [("api", self.api.to_owned()), ("model", self.model.clone())];
+        metrics::counter!(
+            "llm_tower_requests_total",
+            &[
+                ("api", self.api.to_owned()),
+                ("model", self.model.clone()),
+                ("status", status.as_u16().to_string()),
+            ]
+        )
+        .increment(1);
+        metrics::histogram!("llm_tower_request_duration_seconds", &labels).record(duration.as_secs_f64());
+    }
+
+    /// A stream's first event reached the client after `after`.
+    pub(crate) fn first_token(&self, after: Duration) {
+        let labels = [("api", self.api.to_owned()), ("model", self.model.clone())];
+        metrics::histogram!("llm_tower_time_to_first_token_seconds", &labels).record(after.as_secs_f64());
+    }
+}
+
+/// Counts a request in the in-flight gauge until dropped.
+pub(crate) struct InFlight;
+
+impl InFlight {
+    pub(crate) fn start() -> Self {
+        metrics::gauge!("llm_tower_requests_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("llm_tower_requests_in_flight").decrement(1.0);
+    }
+}
