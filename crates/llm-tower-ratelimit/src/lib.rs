@@ -40,8 +40,10 @@ mod limits;
 pub mod section;
 mod service;
 mod settle;
+mod shared;
 mod store;
 
 pub use limits::{LimitKind, Limits, Mode, Rate, Rates};
-pub use service::{RateLimit, RateLimitLayer, RateLimitStats, ResponseFuture};
+pub use service::{RateLimit, RateLimitLayer, ResponseFuture};
+pub use shared::RateLimitStats;
 pub use store::{Adjustment, Decision, Demand, Grant, KeyStats, MemoryStore, Quota, RateLimitStore};

@@ -12,7 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::limits::Rates;
 use crate::store::{Adjustment, Grant, Quota, RateLimitStore};
 
-use crate::service::*;
+use crate::shared::*;
 
 pub(crate) fn refund_tokens<St: RateLimitStore>(shared: &Shared<St>, p: &Profile, key: &Key, tokens: u64) {
     if tokens > 0 && p.rates.tpm.is_some() {
