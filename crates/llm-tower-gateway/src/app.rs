@@ -68,8 +68,9 @@ impl std::error::Error for StartError {}
 pub(crate) struct AppState {
     /// The whole stack, built by `LlmStack` (as library users build it).
     pub(crate) llm: Llm,
-    /// The models served (bounded metric labels).
-    pub(crate) models: HashSet<String>,
+    /// The models served, as metric label values (bounded; shared, so a
+    /// request's labels cost no allocation).
+    pub(crate) models: HashSet<Arc<str>>,
     /// Who may read `/metrics`.
     pub(crate) metrics: MetricsAccess,
     /// Set when shutdown starts: `/health/ready` answers 503 from then on.
@@ -147,7 +148,7 @@ impl Gateway {
             observe::prometheus();
         }
         let state = Arc::new(AppState {
-            models: llm.models().into_iter().collect(),
+            models: llm.models().into_iter().map(Arc::from).collect(),
             metrics,
             draining: AtomicBool::new(false),
             llm,

@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
+use metrics::SharedString;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use llm_tower::config::MetricsAccess;
@@ -120,10 +121,11 @@ pub(crate) async fn ready(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// The labels of one proxied request: bounded (the API from a fixed set, the
-/// model only when the gateway serves it, the status code).
+/// model only when the gateway serves it, the status code), and shared
+/// strings, so recording them allocates nothing.
 pub(crate) struct RequestLabels {
-    pub(crate) api: &'static str,
-    pub(crate) model: String,
+    api: &'static str,
+    model: SharedString,
 }
 
 impl RequestLabels {
@@ -136,29 +138,41 @@ impl RequestLabels {
             _ => "other",
         };
         // A client names any model it likes: only served ones become labels.
-        let model = model.filter(|m| app.models.contains(*m)).unwrap_or("other").to_owned();
+        let model = match model.and_then(|m| app.models.get(m)) {
+            Some(m) => SharedString::from(m.clone()),
+            None => SharedString::const_str("other"),
+        };
         RequestLabels { api, model }
+    }
+
+    fn labels(&self) -> [(&'static str, SharedString); 2] {
+        [("api", SharedString::const_str(self.api)), ("model", self.model.clone())]
     }
 
     /// A request finished with `status` after `duration`.
     pub(crate) fn finished(&self, status: StatusCode, duration: Duration) {
-        let labels = [("api", self.api.to_owned()), ("model", self.model.clone())];
-        metrics::counter!(
-            "llm_tower_requests_total",
-            &[
-                ("api", self.api.to_owned()),
-                ("model", self.model.clone()),
-                ("status", status.as_u16().to_string()),
-            ]
-        )
-        .increment(1);
-        metrics::histogram!("llm_tower_request_duration_seconds", &labels).record(duration.as_secs_f64());
+        let [api, model] = self.labels();
+        metrics::counter!("llm_tower_requests_total", &[api, model, ("status", status_label(status))])
+            .increment(1);
+        metrics::histogram!("llm_tower_request_duration_seconds", &self.labels())
+            .record(duration.as_secs_f64());
     }
 
     /// A stream's first event reached the client after `after`.
     pub(crate) fn first_token(&self, after: Duration) {
-        let labels = [("api", self.api.to_owned()), ("model", self.model.clone())];
-        metrics::histogram!("llm_tower_time_to_first_token_seconds", &labels).record(after.as_secs_f64());
+        metrics::histogram!("llm_tower_time_to_first_token_seconds", &self.labels())
+            .record(after.as_secs_f64());
+    }
+}
+
+/// The statuses the gateway answers with, as static labels; any other as text.
+fn status_label(status: StatusCode) -> SharedString {
+    const KNOWN: [&str; 13] =
+        ["200", "400", "401", "403", "404", "405", "408", "413", "429", "500", "502", "503", "504"];
+    let code = status.as_str();
+    match KNOWN.iter().find(|k| **k == code) {
+        Some(k) => SharedString::const_str(k),
+        None => SharedString::from(code.to_owned()),
     }
 }
 

@@ -538,7 +538,7 @@ where
                     let p = t.profile();
                     return Poll::Ready(match ready!(fut.poll(cx)) {
                         Err(e) => {
-                            refund_tokens(shared, p, &t.key, t.tokens);
+                            refund_tokens(shared, &p.rates, &t.key, t.tokens);
                             Err(e.into())
                         }
                         Ok(res) if p.unlimited => Ok(res.map(LlmResponseBody::new)),

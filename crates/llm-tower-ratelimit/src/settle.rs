@@ -14,9 +14,9 @@ use crate::store::{Adjustment, Grant, Quota, RateLimitStore};
 
 use crate::shared::*;
 
-pub(crate) fn refund_tokens<St: RateLimitStore>(shared: &Shared<St>, p: &Profile, key: &Key, tokens: u64) {
-    if tokens > 0 && p.rates.tpm.is_some() {
-        shared.store.adjust(key, Adjustment::Tokens { delta: -(tokens as i64), rates: p.rates });
+pub(crate) fn refund_tokens<St: RateLimitStore>(shared: &Shared<St>, rates: &Rates, key: &Key, tokens: u64) {
+    if tokens > 0 && rates.tpm.is_some() {
+        shared.store.adjust(key, Adjustment::Tokens { delta: -(tokens as i64), rates: *rates });
     }
 }
 
@@ -142,10 +142,7 @@ pub(crate) struct Meter<St: RateLimitStore> {
 impl<St: RateLimitStore> Meter<St> {
     fn settle(self, report: Option<&UsageReport>) {
         if !self.success {
-            if self.reserved > 0 {
-                let delta = -(self.reserved as i64);
-                self.shared.store.adjust(&self.key, Adjustment::Tokens { delta, rates: self.rates });
-            }
+            refund_tokens(&self.shared, &self.rates, &self.key, self.reserved);
             return;
         }
         if let Some(u) = report.and_then(|r| r.usage) {

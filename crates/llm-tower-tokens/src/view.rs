@@ -105,11 +105,11 @@ fn count_content(counter: &dyn TokenCounter, content: &RawValue) -> u32 {
                 n += view.and_then(|v| v.text).and_then(as_str).map_or(0, |t| counter.count_text(&t));
             }
             Some("image_url") => {
-                let detail = view
+                let low = view
                     .and_then(|v| v.image_url)
                     .and_then(|i| serde_json::from_str::<ImageView<'_>>(i.get()).ok())
-                    .and_then(|i| i.detail.map(Cow::into_owned));
-                n += if detail.as_deref() == Some("low") { 85 } else { 765 };
+                    .is_some_and(|i| i.detail.as_deref() == Some("low"));
+                n += if low { 85 } else { 765 };
             }
             _ => n += counter.count_text(&compact(part)),
         }

@@ -4,21 +4,25 @@ use super::*;
 
 /// Counts a request in flight, and holds its host's request slot, until the
 /// response body ends or is dropped.
-pub(crate) struct InFlight(Arc<HostCounters>, #[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+pub(crate) struct InFlight {
+    counters: Arc<HostCounters>,
+    /// Released when the call ends: the host's request slot (readiness).
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 impl InFlight {
-    pub(crate) fn new(c: Arc<HostCounters>, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
-        c.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(c, slot)
+    pub(crate) fn new(counters: Arc<HostCounters>, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { counters, _slot: slot }
     }
     pub(crate) fn fail(&self) {
-        self.0.errors.fetch_add(1, Ordering::Relaxed);
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
