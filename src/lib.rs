@@ -12,6 +12,8 @@
 //! - [`tokens`]: token counting, model facts, cost, budgets, the ledger.
 //! - [`cache`]: exact-match response cache (streams, single flight, tenant scope).
 //! - [`failover`]: routing across providers (strategies, hedging, health).
+//! - [`auth`]: virtual keys (key -> tenant, allowed models, limits, budget).
+//! - `sqlite` (feature `sqlite`): keys, spend and usage persisted in a file.
 //!
 //! [`LlmStack`] assembles them in the recommended order; [`Client`] gives
 //! typed `chat`, `chat_stream` and `embeddings` calls over any such stack.
@@ -33,6 +35,7 @@
 
 mod client;
 pub mod config;
+mod identity;
 mod stack;
 
 pub use client::{ChatResponse, ChunkStream, Client, EmbeddingsResponse};
@@ -80,6 +83,18 @@ pub mod failover {
 /// The exact-match response cache (`llm-tower-cache`).
 pub mod cache {
     pub use llm_tower_cache::*;
+}
+
+/// Virtual keys as a layer (`llm-tower-auth`).
+pub mod auth {
+    pub use llm_tower_auth::*;
+}
+
+/// Keys, budget spend and the usage ledger in a SQLite file
+/// (`llm-tower-sqlite`); the `sqlite` feature.
+#[cfg(feature = "sqlite")]
+pub mod sqlite {
+    pub use llm_tower_sqlite::*;
 }
 
 /// The fault-injecting mock provider (`llm-tower-mock`); the `mock` feature.

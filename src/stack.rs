@@ -456,6 +456,8 @@ impl LlmStack {
             TokenAccountingLayer::new(cfg)
         });
         let cache = self.cache.map(CacheLayer::new);
+        let tenant_overrides =
+            self.tenants.as_ref().map(|t| t.overrides.iter().cloned().collect()).unwrap_or_default();
         let tenants = self.tenants.map(|t| t.layer());
         // Concrete types all the way down (each optional layer an `Either`),
         // boxed once here: one future box per request for the whole stack.
@@ -472,6 +474,7 @@ impl LlmStack {
             accounting,
             cache,
             tenants,
+            tenant_overrides: std::sync::Arc::new(tenant_overrides),
             client,
         })
     }
@@ -486,6 +489,8 @@ pub struct Llm {
     accounting: Option<TokenAccountingLayer>,
     cache: Option<CacheLayer>,
     tenants: Option<RateLimitLayer>,
+    /// The tenants' own limits as built (what a revoked grant returns to).
+    pub(crate) tenant_overrides: std::sync::Arc<std::collections::HashMap<String, Limits>>,
     client: HttpClient,
 }
 

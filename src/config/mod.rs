@@ -23,6 +23,7 @@ use llm_tower_mock::MockConfig;
 type MockConfig = serde::de::IgnoredAny;
 use serde::Deserialize;
 
+pub use llm_tower_auth::section::{AuthMode, AuthSection, KeyConfig};
 pub use llm_tower_cache::section::{CacheSection, ScopeKind, StrategyKind};
 pub use llm_tower_circuit::section::{BreakerKey, BreakerSection};
 /// A configuration problem, naming the field at fault.
@@ -47,6 +48,8 @@ pub use llm_tower_tokens::section::{BudgetSection, PeriodKind, PreflightKind, Pr
 pub const DEFAULT_CONFIG: &str = r#"
 [server]
 listen = "127.0.0.1:8080"
+# A local demo on loopback: /stats without the admin token.
+stats_public = true
 
 [[providers]]
 name = "mock"
@@ -96,6 +99,24 @@ pub struct StackConfig {
     /// Provider health checking.
     #[serde(default)]
     pub failover: FailoverSection,
+    /// Whether requests need a virtual key.
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// Virtual keys (`[[keys]]`), with `[auth] mode = "keys"`.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// Where keys, spend and usage persist (in memory when absent).
+    #[serde(default)]
+    pub state: Option<StateSection>,
+}
+
+/// `[state]`: the state file (SQLite) keeping keys created by the admin API,
+/// budget spend per period and the usage ledger across restarts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// The SQLite file (created if absent), e.g. `llm-tower.db`.
+    pub path: std::path::PathBuf,
 }
 
 /// `[server]`.
@@ -124,6 +145,10 @@ pub struct ServerConfig {
     /// Who may read the gateway's Prometheus `/metrics`: `public` (default:
     /// a scraper on the private network), `admin` (the admin token) or `off`.
     pub metrics: MetricsAccess,
+    /// Serve `/stats` (tenant names, spend, provider state) to anyone who
+    /// can reach the gateway. Default false: it needs the admin token, and
+    /// without one it is not served.
+    pub stats_public: bool,
 }
 
 /// Who may read `/metrics` (`[server] metrics`).
@@ -150,6 +175,7 @@ impl Default for ServerConfig {
             admin_token_env: None,
             deadline_ms: None,
             metrics: MetricsAccess::Public,
+            stats_public: false,
         }
     }
 }

@@ -77,6 +77,7 @@ impl StackConfig {
         if let Some(c) = &self.cache {
             sections.extend(c.check("cache"));
         }
+        sections.extend(self.check_identity(env));
         for e in sections {
             err(e.field, e.message);
         }
@@ -304,4 +305,53 @@ fn upstream(
         }
         prov.forward_client_auth(p.forward_client_auth)
     })
+}
+
+impl StackConfig {
+    /// `[auth]`, `[[keys]]` and how they fit the tenants and the admin token.
+    fn check_identity(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigError> {
+        use super::AuthMode;
+        let mut errs = self.auth.check("auth");
+        let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashMap::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let path = format!("keys[{i}]");
+            errs.extend(k.check_with_env(&path, env));
+            if !names.insert(k.name.as_str()) {
+                errs.push(ConfigError::at(&path, "name", format!("another key is named {}", k.name)));
+            }
+            if let Some(h) = k.key_hash_with_env(env)
+                && let Some(other) = hashes.insert(h, k.name.as_str())
+            {
+                errs.push(ConfigError::at(&path, "key_env", format!("the same key as {other}")));
+            }
+        }
+        match self.auth.mode {
+            AuthMode::Keys if self.keys.is_empty() && self.admin_token_with_env(env).is_none() => {
+                errs.push(ConfigError::at(
+                    "auth",
+                    "mode",
+                    "no [[keys]] and no server.admin_token to create them: nobody could call the gateway",
+                ));
+            }
+            AuthMode::Open if !self.keys.is_empty() => errs.push(ConfigError::at(
+                "auth",
+                "mode",
+                "[[keys]] are given but mode is \"open\": set mode = \"keys\" to require them",
+            )),
+            AuthMode::Open
+                if !self.auth.trust_tenant_header
+                    && (!self.tenants.overrides.is_empty() || !self.tenants.budgets.is_empty()) =>
+            {
+                errs.push(ConfigError::at(
+                    "auth",
+                    "trust_tenant_header",
+                    "tenants are named in [tenants] but no request can name one: use mode = \"keys\", \
+                     or trust_tenant_header = true (any client may then spend as any tenant)",
+                ));
+            }
+            _ => {}
+        }
+        errs
+    }
 }

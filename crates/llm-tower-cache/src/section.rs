@@ -53,6 +53,9 @@ pub enum StrategyKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScopeKind {
+    /// One partition per virtual key. A key's name is the tenant it spends
+    /// as, so this is the `tenant` partition, named for gateways with keys.
+    Key,
     /// One partition per tenant.
     Tenant,
     /// One partition for everyone.
@@ -114,7 +117,7 @@ impl CacheSection {
             StrategyKind::Disabled => Strategy::Disabled,
         };
         let scope = match self.scope {
-            ScopeKind::Tenant => llm_tower_core::KeyFn::tenant(),
+            ScopeKind::Key | ScopeKind::Tenant => llm_tower_core::KeyFn::tenant(),
             ScopeKind::Global => llm_tower_core::KeyFn::global(),
         };
         CacheConfig::default()

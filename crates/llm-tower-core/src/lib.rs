@@ -46,8 +46,8 @@ pub use body::LlmBody;
 pub use classify::{Classification, Classified, Classify, GrpcClassifier, LlmClassifier, OutcomeClass};
 pub use error::{
     AllBackendsFailed, BackendAttempt, BadResponse, BadResponseKind, BudgetExceeded, CircuitOpen, Connect,
-    ErrorInfo, EventTooLarge, InvalidRequest, ModelNotFound, PayloadTooLarge, RateLimited, RetriesExhausted,
-    StreamAborted, Timeout, TimeoutPhase, Transport, Upstream, error_response,
+    ErrorInfo, EventTooLarge, InvalidApiKey, InvalidRequest, ModelNotFound, PayloadTooLarge, RateLimited,
+    RetriesExhausted, StreamAborted, Timeout, TimeoutPhase, Transport, Upstream, error_response,
 };
 pub use info::{Api, RequestInfo};
 pub use key::{Key, KeyFn};

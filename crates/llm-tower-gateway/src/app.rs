@@ -16,7 +16,9 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
+use llm_tower::auth::{Auth, AuthLayer};
 use llm_tower::cache::CacheKey;
+use llm_tower::config::AuthMode;
 use llm_tower::core::chat::ModelList;
 use llm_tower::core::edge::{EdgeError, LlmEdge, LlmEdgeLayer};
 use llm_tower::core::response::{BodyEnd, BodyObserver};
@@ -31,10 +33,12 @@ use llm_tower::upstream::HttpClient;
 use llm_tower::{Llm, LlmService};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tower::util::Either;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::GatewayConfig;
+use crate::keys::{self, Identities};
 use crate::observe::{self, InFlight, RequestLabels};
 use llm_tower::config::MetricsAccess;
 use llm_tower::config::{BuildError, ConfigError};
@@ -46,6 +50,8 @@ pub enum StartError {
     Config(Vec<ConfigError>),
     /// A socket could not be opened.
     Io(io::Error),
+    /// The state file could not be opened or read, or a key not loaded.
+    State(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -59,6 +65,7 @@ impl std::fmt::Display for StartError {
                 Ok(())
             }
             StartError::Io(e) => write!(f, "{e}"),
+            StartError::State(e) => write!(f, "{e}"),
         }
     }
 }
@@ -75,6 +82,10 @@ pub(crate) struct AppState {
     pub(crate) metrics: MetricsAccess,
     /// Set when shutdown starts: `/health/ready` answers 503 from then on.
     pub(crate) draining: AtomicBool,
+    /// Virtual keys and the state file.
+    pub(crate) identities: Identities,
+    /// `/stats` without the admin token.
+    stats_public: bool,
     tenant_header: http::HeaderName,
     /// The LLM routes: the edge, the tenant, the model check, the stack.
     proxy: Proxy,
@@ -139,10 +150,16 @@ impl Gateway {
             models: Arc::new(llm.models().into_iter().collect()),
             inner: llm.service().clone(),
         };
-        let llm_routes = ServiceBuilder::new()
-            .layer(edge)
-            .layer(TenantLayer::header(tenant_header.clone()))
-            .service(known);
+        let identities =
+            Identities::load(&config, &llm).await.map_err(|e| StartError::State(e.to_string()))?;
+        // Who the request spends as: the key's name (keys mode), the tenant
+        // header when the operator trusts it (open mode), else nobody.
+        let mode = config.auth.mode;
+        let auth = (mode == AuthMode::Keys).then(|| AuthLayer::new(identities.keys.clone()));
+        let header = (mode == AuthMode::Open && config.auth.trust_tenant_header)
+            .then(|| TenantLayer::header(tenant_header.clone()));
+        let llm_routes =
+            ServiceBuilder::new().layer(edge).option_layer(auth).option_layer(header).service(known);
         let metrics = config.server.metrics;
         if metrics != MetricsAccess::Off {
             observe::prometheus();
@@ -151,6 +168,8 @@ impl Gateway {
             models: llm.models().into_iter().map(Arc::from).collect(),
             metrics,
             draining: AtomicBool::new(false),
+            identities,
+            stats_public: config.server.stats_public,
             llm,
             tenant_header,
             proxy: llm_routes,
@@ -162,6 +181,14 @@ impl Gateway {
         let mut router = Router::new();
         if state.admin_token.is_some() {
             router = router.route("/admin/cache/invalidate", post(invalidate_cache));
+            if mode == AuthMode::Keys {
+                router = router
+                    .route("/admin/keys", get(keys::list).post(keys::create))
+                    .route("/admin/keys/{name}", axum::routing::patch(keys::update).delete(keys::revoke));
+            }
+        }
+        if state.admin_token.is_some() || state.stats_public {
+            router = router.route("/stats", get(stats));
         }
         if metrics != MetricsAccess::Off {
             router = router.route("/metrics", get(observe::metrics));
@@ -176,7 +203,6 @@ impl Gateway {
             .route("/v1/models", get(models))
             .route("/v1/models/{*id}", get(model))
             .route("/health", get(health))
-            .route("/stats", get(stats))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(CatchPanicLayer::custom(on_panic))
@@ -232,13 +258,16 @@ impl Gateway {
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
+        let served = tokio::select! {
             r = server.into_future() => r,
             _ = deadline => {
                 tracing::warn!(grace_secs = grace.as_secs_f64(), "shutdown grace period over: closing remaining connections");
                 Ok(())
             }
-        }
+        };
+        // The last second of spend and usage, to the state file.
+        self.state.identities.shutdown().await;
+        served
     }
 }
 
@@ -252,7 +281,12 @@ async fn health() -> Response {
 
 /// `GET /stats`: per provider, its breaker (state per key) and retry counters;
 /// per upstream host, its connections and requests.
-async fn stats(State(app): State<Arc<AppState>>) -> Response {
+async fn stats(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    if !app.stats_public
+        && let Some(refused) = admin_refused(&app, req.headers())
+    {
+        return refused;
+    }
     let llm = &app.llm;
     let providers: Vec<serde_json::Value> = llm
         .providers()
@@ -269,7 +303,11 @@ async fn stats(State(app): State<Arc<AppState>>) -> Response {
     let tenants = llm.tenant_limits().map(|t| {
         let overrides: serde_json::Map<String, serde_json::Value> = t
             .limited_keys()
-            .map(|name| (name.to_owned(), serde_json::to_value(t.stats_for(name)).unwrap_or_default()))
+            .into_iter()
+            .map(|name| {
+                let stats = serde_json::to_value(t.stats_for(&name)).unwrap_or_default();
+                (name, stats)
+            })
             .collect();
         serde_json::json!({
             "header": app.tenant_header.as_str(),
@@ -397,8 +435,11 @@ fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<http_b
     res.map(|b| http_body_util::Full::new(b.into_bytes()))
 }
 
+/// Who a request is: its key, a trusted tenant header, or nobody.
+type Identify<S> = Either<Auth<Either<Tenant<S>, S>>, Either<Tenant<S>, S>>;
+
 /// The gateway's LLM routes.
-type Proxy = LlmEdge<Tenant<KnownModels>>;
+type Proxy = LlmEdge<Identify<KnownModels>>;
 
 /// Refuses a model no route serves (404 `model_not_found`) before the stack.
 #[derive(Clone)]
@@ -467,6 +508,8 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let model = parts.extensions.get::<Arc<RequestInfo>>().map(|i| i.model.clone());
     let served: Option<Arc<str>> = parts.extensions.get::<ServedBy>().map(|s| s.0.clone());
     let labels = RequestLabels::new(&app, &path, model.as_deref());
+    // Named by its name and hash prefix, never by the key.
+    let key = llm_tower::auth::identity(&parts.extensions).cloned();
     if let Some(EdgeError(e)) = parts.extensions.get::<EdgeError>() {
         log_error(&method, &path, model.as_deref(), served.as_deref(), status, start, e);
         labels.finished(status, start.elapsed());
@@ -478,7 +521,7 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let model = model.unwrap_or_else(|| Arc::from("-"));
     let streamed = kind == BodyKind::Sse;
     let log = move |report: UsageReport, first_data: Option<Instant>| {
-        access_log(&method, &path, &model, &provider, status, headers_at, start, &report);
+        access_log(&method, &path, &model, &provider, key.as_deref(), status, headers_at, start, &report);
         if let Some(at) = first_data.filter(|_| streamed) {
             labels.first_token(at.saturating_duration_since(start));
         }
@@ -524,6 +567,7 @@ fn access_log(
     path: &str,
     model: &str,
     provider: &str,
+    key: Option<&llm_tower::auth::Identity>,
     status: StatusCode,
     headers_at: Duration,
     start: Instant,
@@ -536,6 +580,7 @@ fn access_log(
         path,
         gen_ai.request.model = model,
         gen_ai.provider.name = provider,
+        key = key.map(tracing::field::display),
         status = status.as_u16(),
         ttfb_ms = headers_at.as_secs_f64() * 1e3,
         duration_ms = start.elapsed().as_secs_f64() * 1e3,

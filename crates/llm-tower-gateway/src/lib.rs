@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod app;
+mod keys;
 mod observe;
 
 /// The configuration (the facade's [`llm_tower::config`], shared with library users).

@@ -93,6 +93,7 @@ fn scrape_gauges(app: &AppState) {
         metrics::gauge!("llm_tower_backend_up", "backend" => b.name.clone()).set(up);
         metrics::gauge!("llm_tower_backend_in_flight", "backend" => b.name).set(b.in_flight as f64);
     }
+    crate::keys::scrape(app);
     if let Some(cache) = llm.cache() {
         let s = cache.stats();
         metrics::gauge!("llm_tower_cache_hit_ratio").set(s.hit_ratio);

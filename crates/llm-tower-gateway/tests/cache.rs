@@ -57,7 +57,8 @@ async fn repeated_requests_are_answered_from_the_cache_at_no_cost() {
 
 #[tokio::test]
 async fn tenants_are_isolated_and_an_admin_can_invalidate() {
-    let (mock, h) = setup("[cache]\nstrategy = \"aggressive\"\n").await;
+    // Open mode, the tenant header trusted (what keys mode replaces).
+    let (mock, h) = setup("[cache]\nstrategy = \"aggressive\"\n[auth]\ntrust_tenant_header = true\n").await;
     let acme = [("x-tenant", "acme")];
     let globex = [("x-tenant", "globex")];
     assert_eq!(chat(&h, CHAT, &acme).await.1, "MISS");

@@ -33,6 +33,7 @@ fn the_readme_config_is_a_file_that_passes_check_config() {
         .env("AZURE_OPENAI_API_KEY", "az-test")
         .env("ANTHROPIC_API_KEY", "ant-test")
         .env("LLM_TOWER_ADMIN_TOKEN", "admin-test")
+        .env("TEAM_A_KEY", "llmt-team-a-test")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

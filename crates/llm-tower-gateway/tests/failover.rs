@@ -10,6 +10,9 @@ use llm_tower_gateway::GatewayConfig;
 fn two_providers(bad: &MockServer, good: &MockServer, routes: &str) -> String {
     format!(
         r#"
+[server]
+stats_public = true
+
 [[providers]]
 name = "bad"
 kind = "openai"

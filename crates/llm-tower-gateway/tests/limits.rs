@@ -11,6 +11,8 @@ use llm_tower::mock::{MockConfig, MockServer};
 use common::*;
 
 const TENANTS: &str = "
+[auth]
+trust_tenant_header = true
 [tenants]
 header = 'x-tenant'
 [tenants.default]
@@ -112,7 +114,7 @@ async fn tenant_budgets_and_usage_in_stats() {
     // gpt-4o-mini priced at $10 / $100 per million: ~11 input and 16 output tokens
     // cost about 1,700 micro-dollars a call (about 11 at the built-in prices).
     let toml = format!(
-        "[tenants.budgets.acme]\nusd = 0.05\n[prices.gpt-4o-mini]\ninput = 10.0\noutput = 100.0\n{}",
+        "[auth]\ntrust_tenant_header = true\n[tenants.budgets.acme]\nusd = 0.05\n[prices.gpt-4o-mini]\ninput = 10.0\noutput = 100.0\n{}",
         config_for(&mock, "")
     );
     let h = start(&toml).await;

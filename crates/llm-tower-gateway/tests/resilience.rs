@@ -152,7 +152,7 @@ async fn server_deadline_bounds_the_whole_request() {
     .await
     .unwrap();
     let h = start(&config_with(&mock, "", "[server]\ndeadline_ms = 1500\n").replacen(
-        "[server]\nmax_body_bytes = 4096\n",
+        "[server]\nmax_body_bytes = 4096\nstats_public = true\n",
         "",
         1,
     ))

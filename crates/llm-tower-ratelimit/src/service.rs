@@ -91,7 +91,7 @@ impl<St> std::fmt::Debug for RateLimitLayer<St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("limits", &self.shared.default.limits)
-            .field("key_limits", &self.shared.per_key.len())
+            .field("key_limits", &self.shared.per_key_map().len())
             .finish()
     }
 }
@@ -135,14 +135,15 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
         I: IntoIterator<Item = (K, Limits)>,
         K: Into<String>,
     {
-        let per_key = per_key
+        let per_key: std::collections::HashMap<_, _> = per_key
             .into_iter()
             .map(|(k, l)| (k.into().into_boxed_str(), Arc::new(Profile::new(l))))
             .collect();
         Self {
             shared: Arc::new(Shared {
                 default: Profile::new(limits),
-                per_key,
+                any_key: (!per_key.is_empty()).into(),
+                per_key: per_key.into(),
                 store,
                 semaphores: std::sync::OnceLock::new(),
             }),
@@ -151,14 +152,43 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
     }
 
     /// The limits `req` is held to: its key's own, else the layer's.
-    pub fn limits_for<B>(&self, req: &Request<B>) -> &Limits {
+    pub fn limits_for<B>(&self, req: &Request<B>) -> Limits {
         let key = self.key_fn.as_ref().map_or(GLOBAL, |f| f.key(req));
-        self.shared.profile_of(&key).map_or(&self.shared.default.limits, |p| &p.limits)
+        self.shared.profile_of(&key).map_or(self.shared.default.limits, |p| p.limits)
     }
 
-    /// The keys with limits of their own.
-    pub fn limited_keys(&self) -> impl Iterator<Item = &str> {
-        self.shared.per_key.keys().map(|k| &**k)
+    /// The keys with limits of their own, sorted.
+    pub fn limited_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.shared.per_key_map().keys().map(|k| k.to_string()).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Gives `key` limits of its own from now on, replacing any it had (a
+    /// virtual key created or changed at run time). Its state in the store
+    /// (what it already spent of a window) is kept; its counters start anew.
+    /// Every clone of the layer and every service made from it sees the change
+    /// at the next request.
+    ///
+    /// ```
+    /// use llm_tower_core::KeyFn;
+    /// use llm_tower_ratelimit::{Limits, RateLimitLayer};
+    /// let layer = RateLimitLayer::new(Limits::default()).keyed(KeyFn::header("x-tenant"));
+    /// let req = http::Request::builder().header("x-tenant", "acme").body(()).unwrap();
+    /// assert_eq!(layer.limits_for(&req).requests_per_minute, None);
+    /// layer.set_key_limits("acme", Limits::default().requests_per_minute(60));
+    /// assert_eq!(layer.limits_for(&req).requests_per_minute, Some(60));
+    /// assert!(layer.remove_key_limits("acme"));
+    /// assert_eq!(layer.limits_for(&req).requests_per_minute, None);
+    /// ```
+    pub fn set_key_limits(&self, key: impl Into<String>, limits: Limits) {
+        let profile = Arc::new(Profile::new(limits));
+        self.shared.edit_keys(|m| m.insert(key.into().into_boxed_str(), profile));
+    }
+
+    /// Puts `key` back under the layer's own limits; whether it had its own.
+    pub fn remove_key_limits(&self, key: &str) -> bool {
+        self.shared.edit_keys(|m| m.remove(key).is_some())
     }
 
     /// One set of limits per key (tenant, model, ...), for the layer this
@@ -175,13 +205,16 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
     pub fn stats(&self) -> RateLimitStats {
         let shared = &self.shared;
         let mut keys = self.key_stats();
-        keys.retain(|k| !shared.per_key.contains_key(k.key.as_str()));
+        {
+            let own = shared.per_key_map();
+            keys.retain(|k| !own.contains_key(k.key.as_str()));
+        }
         counters_of(&shared.default.counters, keys)
     }
 
     /// A snapshot of the counters of `key`, when it has limits of its own.
     pub fn stats_for(&self, key: &str) -> Option<RateLimitStats> {
-        let profile = self.shared.per_key.get(key)?;
+        let profile = self.shared.per_key_map().get(key)?.clone();
         let mut keys = self.key_stats();
         keys.retain(|k| k.key == key);
         Some(counters_of(&profile.counters, keys))
@@ -189,7 +222,8 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
 
     fn key_stats(&self) -> Vec<KeyStats> {
         let shared = &self.shared;
-        shared.store.key_stats(&|k| shared.per_key.get(k).map_or(shared.default.rates, |p| p.rates))
+        let own = shared.per_key_map();
+        shared.store.key_stats(&|k| own.get(k).map_or(shared.default.rates, |p| p.rates))
     }
 
     /// How long `req` would wait here now, without taking anything (`None`:
@@ -207,7 +241,8 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
     pub fn wait_for<B>(&self, req: &Request<B>) -> Option<Duration> {
         let shared = &self.shared;
         let key = self.key_fn.as_ref().map_or(GLOBAL, |f| f.key(req));
-        let profile = shared.profile_of(&key).map_or(&shared.default, |p| p);
+        let own = shared.profile_of(&key);
+        let profile = own.as_deref().unwrap_or(&shared.default);
         if profile.unlimited {
             return Some(Duration::ZERO);
         }
@@ -296,7 +331,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let key = self.key_fn.as_ref().map_or(GLOBAL, |f| f.key(&req));
-        let profile = shared.profile_of(&key).cloned();
+        let profile = shared.profile_of(&key);
         let p = profile.as_deref().unwrap_or(&shared.default);
         if p.unlimited {
             let ticket = Ticket { shared, profile, key, tokens: 0, state: TicketState::Done };

@@ -83,8 +83,11 @@ impl Profile {
 pub(crate) struct Shared<St> {
     /// The layer's own limits.
     pub(crate) default: Profile,
-    /// Keys with limits of their own (few, named: tenants of a config).
-    pub(crate) per_key: std::collections::HashMap<Box<str>, Arc<Profile>>,
+    /// Keys with limits of their own (few, named: tenants of a config, or
+    /// virtual keys an admin creates at run time).
+    pub(crate) per_key: std::sync::RwLock<std::collections::HashMap<Box<str>, Arc<Profile>>>,
+    /// Whether `per_key` has any entry (the common case, none, takes no lock).
+    pub(crate) any_key: std::sync::atomic::AtomicBool,
     pub(crate) store: St,
     /// Concurrency semaphores per key, made at the first limit that needs one.
     pub(crate) semaphores: std::sync::OnceLock<BoundedMap<Key, Arc<Semaphore>>>,
@@ -92,8 +95,29 @@ pub(crate) struct Shared<St> {
 
 impl<St> Shared<St> {
     /// The limits of `key`: its own, else the layer's.
-    pub(crate) fn profile_of(&self, key: &Key) -> Option<&Arc<Profile>> {
-        if self.per_key.is_empty() { None } else { self.per_key.get(key.as_str()) }
+    pub(crate) fn profile_of(&self, key: &Key) -> Option<Arc<Profile>> {
+        if !self.any_key.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.per_key_map().get(key.as_str()).cloned()
+    }
+
+    /// The per-key profiles (a poisoned lock still holds a consistent map:
+    /// every write replaces whole entries).
+    pub(crate) fn per_key_map(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<Box<str>, Arc<Profile>>> {
+        self.per_key.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn edit_keys<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashMap<Box<str>, Arc<Profile>>) -> T,
+    ) -> T {
+        let mut map = self.per_key.write().unwrap_or_else(|e| e.into_inner());
+        let out = f(&mut map);
+        self.any_key.store(!map.is_empty(), std::sync::atomic::Ordering::Release);
+        out
     }
 
     pub(crate) fn semaphore(&self, key: &Key, max: u32) -> Arc<Semaphore> {

@@ -67,6 +67,15 @@ struct Shared<St> {
     cfg: AccountingConfig,
     ledger: Ledger,
     budgets: St,
+    /// Tenants' own budgets (`cfg.budgets`, then [`TokenAccountingLayer::set_budget`]).
+    own: std::sync::RwLock<HashMap<String, Budget>>,
+}
+
+impl<St> Shared<St> {
+    fn budget_for(&self, tenant: &str) -> Option<Budget> {
+        let own = self.own.read().unwrap_or_else(|e| e.into_inner());
+        own.get(tenant).or(self.cfg.default_budget.as_ref()).copied()
+    }
 }
 
 impl AccountingConfig {
@@ -175,7 +184,35 @@ impl TokenAccountingLayer<MemoryBudgets> {
 impl<St: BudgetStore> TokenAccountingLayer<St> {
     /// Accounting with budgets kept in `store`.
     pub fn with_store(cfg: AccountingConfig, store: St) -> Self {
-        Self { shared: Arc::new(Shared { cfg, ledger: Ledger::default(), budgets: store }) }
+        let own = cfg.budgets.clone().into();
+        Self { shared: Arc::new(Shared { cfg, ledger: Ledger::default(), budgets: store, own }) }
+    }
+
+    /// The budget `tenant` is held to: its own, else the default.
+    pub fn budget_for(&self, tenant: &str) -> Option<Budget> {
+        self.shared.budget_for(tenant)
+    }
+
+    /// Gives `tenant` a budget of its own from now on (`None`: back to its
+    /// budget in the config this layer was made with, else the default), as
+    /// a virtual key is created or changed at run time. What it
+    /// spent in its current period stays spent. Every clone of the layer sees
+    /// the change at the next request.
+    ///
+    /// ```
+    /// use llm_tower_tokens::{AccountingConfig, Budget, Period, TokenAccountingLayer};
+    /// let layer = TokenAccountingLayer::new(AccountingConfig::default());
+    /// assert_eq!(layer.budget_for("acme"), None);
+    /// let b = Budget { limit_micros: 5_000_000, period: Period::Day };
+    /// layer.set_budget("acme", Some(b));
+    /// assert_eq!(layer.budget_for("acme"), Some(b));
+    /// ```
+    pub fn set_budget(&self, tenant: &str, budget: Option<Budget>) {
+        let mut own = self.shared.own.write().unwrap_or_else(|e| e.into_inner());
+        match budget.or_else(|| self.shared.cfg.budgets.get(tenant).copied()) {
+            Some(b) => own.insert(tenant.to_owned(), b),
+            None => own.remove(tenant),
+        };
     }
 
     /// The ledger.
@@ -342,7 +379,7 @@ where
         // For the layers below (a response cache reports the cost it saved).
         req.extensions_mut().insert(prices);
         let tenant = info.tenant.clone().map_or(Key::from_static("-"), Key::from);
-        let budget = cfg.budgets.get(tenant.as_str()).or(cfg.default_budget.as_ref()).copied();
+        let budget = self.shared.budget_for(tenant.as_str());
         let strip =
             cfg.inject_stream_usage && info.api == Api::ChatCompletions && info.stream && !info.include_usage;
         if strip {

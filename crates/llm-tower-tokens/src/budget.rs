@@ -77,9 +77,25 @@ pub trait BudgetStore: Send + Sync + 'static {
 
 #[derive(Debug)]
 struct Account {
-    started: Instant,
+    /// When its period started, milliseconds after the store's origin (it
+    /// may be before it: an account restored from a snapshot).
+    started: i64,
     spent: u64,
     reserved: u64,
+    /// Spend changed since the last [`MemoryBudgets::drain_changed`].
+    changed: bool,
+}
+
+/// An account's spend in its current period, for a persistent copy
+/// ([`MemoryBudgets::drain_changed`], [`MemoryBudgets::restore`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountSnapshot {
+    /// The account (tenant) key.
+    pub key: Key,
+    /// Spent in the current period, micro-dollars.
+    pub spent_micros: u64,
+    /// How long ago the current period started.
+    pub period_age: Duration,
 }
 
 /// The in-memory budget store: accounts in core's [`BoundedMap`] (at most
@@ -106,6 +122,10 @@ struct Account {
 #[derive(Debug)]
 pub struct MemoryBudgets {
     accounts: BoundedMap<Key, Account>,
+    origin: Instant,
+    /// Set by the first [`drain_changed`](Self::drain_changed): from then on
+    /// an account with spend not yet drained is not evicted.
+    persisted: std::sync::atomic::AtomicBool,
 }
 
 impl Default for MemoryBudgets {
@@ -117,10 +137,76 @@ impl Default for MemoryBudgets {
 impl MemoryBudgets {
     /// A store of at most `max_accounts` accounts.
     pub fn new(max_accounts: usize) -> Self {
-        let now = Instant::now();
         MemoryBudgets {
-            accounts: BoundedMap::new(max_accounts, Account { started: now, spent: 0, reserved: 0 }),
+            accounts: BoundedMap::new(
+                max_accounts,
+                Account { started: 0, spent: 0, reserved: 0, changed: false },
+            ),
+            origin: Instant::now(),
+            persisted: false.into(),
         }
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(Instant::now().saturating_duration_since(self.origin).as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The accounts whose spend changed since the last call, with their
+    /// spend and period age now: what a persistent copy writes (the SQLite
+    /// state writes them every second). The shared overflow account is not
+    /// included.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use llm_tower_core::Key;
+    /// use llm_tower_tokens::{Budget, BudgetStore, MemoryBudgets, Period};
+    /// let store = MemoryBudgets::default();
+    /// let b = Budget { limit_micros: 100, period: Period::Day };
+    /// store.reserve(&Key::from_static("t"), &b, 10).await.unwrap();
+    /// store.settle(&Key::from_static("t"), &b, 10, 7);
+    /// let changed = store.drain_changed();
+    /// assert_eq!((changed[0].key.as_str(), changed[0].spent_micros), ("t", 7));
+    /// assert!(store.drain_changed().is_empty(), "nothing new since");
+    /// # }
+    /// ```
+    pub fn drain_changed(&self) -> Vec<AccountSnapshot> {
+        self.persisted.store(true, std::sync::atomic::Ordering::Relaxed);
+        let now = self.now_ms();
+        let mut out = Vec::new();
+        self.accounts.retain(|key, acc| {
+            if acc.changed {
+                acc.changed = false;
+                let age = u64::try_from(now.saturating_sub(acc.started)).unwrap_or(0);
+                out.push(AccountSnapshot {
+                    key: key.clone(),
+                    spent_micros: acc.spent,
+                    period_age: Duration::from_millis(age),
+                });
+            }
+            true
+        });
+        out
+    }
+
+    /// Sets an account's spend and period age from a persistent copy (at
+    /// start, before requests): spend survives a restart, and the period
+    /// ends when it would have. A period already over rolls at its next use.
+    pub fn restore(&self, snapshot: &AccountSnapshot) {
+        let age = i64::try_from(snapshot.period_age.as_millis()).unwrap_or(i64::MAX);
+        let started = self.now_ms().saturating_sub(age);
+        let new = || {
+            let acc = Account { started, spent: snapshot.spent_micros, reserved: 0, changed: false };
+            (snapshot.key.clone(), acc)
+        };
+        self.accounts.with(
+            snapshot.key.as_str(),
+            new,
+            |_| false,
+            |acc| {
+                acc.started = started;
+                acc.spent = snapshot.spent_micros;
+            },
+        );
     }
 
     /// Operations that ran on the shared overflow account.
@@ -139,26 +225,24 @@ impl MemoryBudgets {
     }
 
     fn with<T>(&self, key: &Key, budget: &Budget, f: impl FnOnce(&mut Account) -> T) -> T {
-        let now = Instant::now();
-        let len = budget.period.length();
+        let now = self.now_ms();
+        let len = budget.period.length().map(|l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX));
+        let over = |acc: &Account| len.is_some_and(|l| now.saturating_sub(acc.started) >= l);
+        let persisted = self.persisted.load(std::sync::atomic::Ordering::Relaxed);
         let roll = |acc: &mut Account| {
-            if let Some(len) = len
-                && now.saturating_duration_since(acc.started) >= len
-            {
+            if over(acc) {
                 acc.started = now;
+                acc.changed |= acc.spent != 0;
                 acc.spent = 0;
             }
         };
         self.accounts
             .with(
                 key.as_str(),
-                || (key.clone(), Account { started: now, spent: 0, reserved: 0 }),
-                // Nothing to forget: no reservation, and no spend in its period.
-                |acc| {
-                    acc.reserved == 0
-                        && (acc.spent == 0
-                            || len.is_some_and(|l| now.saturating_duration_since(acc.started) >= l))
-                },
+                || (key.clone(), Account { started: now, spent: 0, reserved: 0, changed: false }),
+                // Nothing to forget: no reservation, no spend in its period,
+                // and nothing a persistent copy has yet to write.
+                |acc| acc.reserved == 0 && !(acc.changed && persisted) && (acc.spent == 0 || over(acc)),
                 |acc| {
                     roll(acc);
                     f(acc)
@@ -192,6 +276,7 @@ impl BudgetStore for MemoryBudgets {
         self.with(key, budget, |acc| {
             acc.reserved = acc.reserved.saturating_sub(estimate);
             acc.spent = acc.spent.saturating_add(actual);
+            acc.changed |= actual != 0;
         });
     }
 

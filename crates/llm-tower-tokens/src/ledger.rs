@@ -55,6 +55,8 @@ struct Slot {
 #[derive(Debug)]
 struct Entry {
     totals: Totals,
+    /// Changed since the last [`Ledger::drain_changed`].
+    changed: bool,
     minutes: [Slot; 60],
     hours: [Slot; 24],
     days: [Slot; 30],
@@ -64,6 +66,7 @@ impl Default for Entry {
     fn default() -> Self {
         Entry {
             totals: Totals::default(),
+            changed: false,
             minutes: [Slot::default(); 60],
             hours: [Slot::default(); 24],
             days: [Slot::default(); 30],
@@ -90,6 +93,20 @@ fn window(slots: &[Slot], epoch: u64) -> Totals {
 
 /// (tenant, model, provider).
 type LineKey = (Arc<str>, Arc<str>, Arc<str>);
+
+/// One ledger line's totals, for a persistent copy ([`Ledger::drain_changed`],
+/// [`Ledger::restore`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerLine {
+    /// Tenant.
+    pub tenant: Arc<str>,
+    /// Model.
+    pub model: Arc<str>,
+    /// Provider.
+    pub provider: Arc<str>,
+    /// Its totals.
+    pub totals: Totals,
+}
 
 /// One line's usage bucket by bucket, oldest first (the last bucket is the
 /// current one): for charts and usage insights.
@@ -192,10 +209,55 @@ impl Ledger {
             |_| false,
             |e| {
                 e.totals.add(usage, cost_micros);
+                e.changed = true;
                 bump(&mut e.minutes, m, usage, cost_micros);
                 bump(&mut e.hours, h, usage, cost_micros);
                 bump(&mut e.days, d, usage, cost_micros);
             },
+        );
+    }
+
+    /// The lines whose totals changed since the last call, with their totals
+    /// now: what a persistent copy writes (the SQLite state writes them every
+    /// second). The overflow line is not included.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use llm_tower_tokens::{Ledger, Usage};
+    /// let ledger = Ledger::default();
+    /// ledger.record("acme", "gpt-4o", "openai", &Usage { input: 10, ..Default::default() }, 25);
+    /// let lines = ledger.drain_changed();
+    /// assert_eq!((&*lines[0].tenant, lines[0].totals.cost_micros), ("acme", 25));
+    /// assert!(ledger.drain_changed().is_empty(), "nothing new since");
+    /// # }
+    /// ```
+    pub fn drain_changed(&self) -> Vec<LedgerLine> {
+        let mut out = Vec::new();
+        self.lines.retain(|(tenant, model, provider), e| {
+            if e.changed {
+                e.changed = false;
+                out.push(LedgerLine {
+                    tenant: tenant.clone(),
+                    model: model.clone(),
+                    provider: provider.clone(),
+                    totals: e.totals,
+                });
+            }
+            true
+        });
+        out
+    }
+
+    /// Sets a line's totals from a persistent copy (at start, before
+    /// requests). Its minute, hour and day series start empty.
+    pub fn restore(&self, line: &LedgerLine) {
+        let probe = (&*line.tenant, &*line.model, &*line.provider);
+        self.lines.with_matching(
+            &probe,
+            |k| (&*k.0, &*k.1, &*k.2) == probe,
+            || ((line.tenant.clone(), line.model.clone(), line.provider.clone()), Box::default()),
+            |_| false,
+            |e| e.totals = line.totals,
         );
     }
 

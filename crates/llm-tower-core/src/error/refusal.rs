@@ -77,6 +77,35 @@ impl fmt::Display for ModelNotFound {
 }
 impl StdError for ModelNotFound {}
 
+/// The request carries no API key, or one nobody issued (HTTP 401,
+/// `invalid_api_key`). It never holds the key it was given.
+///
+/// ```
+/// use llm_tower_core::{ErrorInfo, InvalidApiKey};
+/// let info = ErrorInfo::from_error(&InvalidApiKey::Missing);
+/// assert_eq!(info.status, 401);
+/// assert_eq!(info.code, Some("invalid_api_key"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidApiKey {
+    /// No `authorization: Bearer ...` (nor `x-api-key`) header.
+    Missing,
+    /// A key that is not (or no longer) valid.
+    Unknown,
+}
+
+impl fmt::Display for InvalidApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidApiKey::Missing => {
+                "You didn't provide an API key: send it as `Authorization: Bearer <key>` (or `x-api-key`)."
+            }
+            InvalidApiKey::Unknown => "Incorrect API key provided.",
+        })
+    }
+}
+impl StdError for InvalidApiKey {}
+
 /// The request body exceeds the configured limit (HTTP 413).
 ///
 /// ```

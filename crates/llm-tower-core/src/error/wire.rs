@@ -75,6 +75,12 @@ impl ErrorInfo {
             i.code = e.code;
             return Some(i);
         }
+        if let Some(e) = e.downcast_ref::<InvalidApiKey>() {
+            return Some(
+                ErrorInfo::new(StatusCode::UNAUTHORIZED, "invalid_request_error", e.to_string())
+                    .code("invalid_api_key"),
+            );
+        }
         if let Some(e) = e.downcast_ref::<ModelNotFound>() {
             return Some(
                 ErrorInfo::new(StatusCode::NOT_FOUND, "invalid_request_error", e.to_string())

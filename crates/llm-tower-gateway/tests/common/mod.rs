@@ -41,6 +41,7 @@ pub fn config_with(mock: &MockServer, sections: &str, extra: &str) -> String {
         r#"
 [server]
 max_body_bytes = 4096
+stats_public = true
 
 [[providers]]
 name = "up"
