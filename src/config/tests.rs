@@ -131,3 +131,57 @@ fn timeouts_zero_disables() {
     assert_eq!(t.idle, Some(Duration::from_millis(500)));
     assert_eq!(t.total, Timeouts::default().total);
 }
+
+#[test]
+fn keys_and_auth_are_checked_against_each_other() {
+    const MOCK: &str = "[[providers]]\nname='m'\nkind='mock'\nmodels=['gpt-4o-mini']\n";
+    let hash = llm_tower_auth::KeyHash::of("sk-env");
+    let cases: Vec<(String, &str)> = vec![
+        (format!("[auth]\nmode='keys'\n{MOCK}"), "auth.mode: no [[keys]] and no server.admin_token"),
+        (
+            format!("[[keys]]\nname='a'\nhash='{hash}'\n{MOCK}"),
+            "auth.mode: [[keys]] are given but mode is \"open\"",
+        ),
+        (
+            format!("[tenants.overrides.acme]\nrequests_per_minute=5\n{MOCK}"),
+            "auth.trust_tenant_header: tenants are named in [tenants]",
+        ),
+        (
+            format!(
+                "[auth]\nmode='keys'\ntrust_tenant_header=true\n[[keys]]\nname='a'\nhash='{hash}'\n{MOCK}"
+            ),
+            "auth.trust_tenant_header: with mode = \"keys\"",
+        ),
+        (
+            format!("[auth]\nmode='keys'\n[[keys]]\nname='a'\nkey_env='UNSET_KEY'\n{MOCK}"),
+            "keys[0].key_env: environment variable UNSET_KEY is not set",
+        ),
+        (
+            format!(
+                "[auth]\nmode='keys'\n[[keys]]\nname='a'\nkey_env='SET_KEY'\n[[keys]]\nname='a'\nhash='{hash}'\n{MOCK}"
+            ),
+            "keys[1].name: another key is named a",
+        ),
+        (
+            format!(
+                "[auth]\nmode='keys'\n[[keys]]\nname='a'\nkey_env='SET_KEY'\n[[keys]]\nname='b'\nhash='{hash}'\n{MOCK}"
+            ),
+            "keys[1].key_env: the same key as a",
+        ),
+        (
+            format!("[auth]\nmode='keys'\n[[keys]]\nname='a'\nhash='{hash}'\nrequests_per_minute=0\n{MOCK}"),
+            "keys[0].requests_per_minute: must be at least 1",
+        ),
+        (format!("[auth]\nmode='keys'\n[[keys]]\nname='a'\nhash='sha256:00'\n{MOCK}"), "keys[0].hash"),
+    ];
+    for (toml, want) in &cases {
+        let errs = errors(toml);
+        assert!(errs.iter().any(|e| e.contains(want)), "{want}: {errs:?}");
+    }
+    let ok =
+        format!("[auth]\nmode='keys'\n[[keys]]\nname='a'\nkey_env='SET_KEY'\nmodels=['gpt-4o-mini']\n{MOCK}");
+    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
+    let trusted =
+        format!("[auth]\ntrust_tenant_header=true\n[tenants.overrides.acme]\nrequests_per_minute=5\n{MOCK}");
+    assert!(errors(&trusted).is_empty(), "{:?}", errors(&trusted));
+}

@@ -15,9 +15,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use llm_tower::auth::{Auth, AuthLayer};
-use llm_tower::cache::CacheKey;
 use llm_tower::config::AuthMode;
 use llm_tower::core::chat::ModelList;
 use llm_tower::core::edge::{EdgeError, LlmEdge, LlmEdgeLayer};
@@ -25,8 +23,7 @@ use llm_tower::core::response::{BodyEnd, BodyObserver};
 use llm_tower::core::tenant::{Tenant, TenantLayer};
 use llm_tower::core::usage::{BodyKind, UsageReport};
 use llm_tower::core::{
-    BoxError, ErrorInfo, InvalidRequest, LlmBody, LlmResponseBody, ModelNotFound, RequestInfo, Secret,
-    ServedBy,
+    BoxError, ErrorInfo, LlmBody, LlmResponseBody, ModelNotFound, RequestInfo, Secret, ServedBy,
 };
 use llm_tower::mock::MockServer;
 use llm_tower::upstream::HttpClient;
@@ -38,6 +35,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::GatewayConfig;
+use crate::admin;
 use crate::keys::{self, Identities};
 use crate::observe::{self, InFlight, RequestLabels};
 use llm_tower::config::MetricsAccess;
@@ -85,11 +83,11 @@ pub(crate) struct AppState {
     /// Virtual keys and the state file.
     pub(crate) identities: Identities,
     /// `/stats` without the admin token.
-    stats_public: bool,
-    tenant_header: http::HeaderName,
+    pub(crate) stats_public: bool,
+    pub(crate) tenant_header: http::HeaderName,
     /// The LLM routes: the edge, the tenant, the model check, the stack.
     proxy: Proxy,
-    admin_token: Option<Secret>,
+    pub(crate) admin_token: Option<Secret>,
     models_json: Bytes,
     /// Each model's own JSON (`GET /v1/models/{id}`).
     model_json: std::collections::HashMap<String, Bytes>,
@@ -180,7 +178,7 @@ impl Gateway {
         });
         let mut router = Router::new();
         if state.admin_token.is_some() {
-            router = router.route("/admin/cache/invalidate", post(invalidate_cache));
+            router = router.route("/admin/cache/invalidate", post(admin::invalidate_cache));
             if mode == AuthMode::Keys {
                 router = router
                     .route("/admin/keys", get(keys::list).post(keys::create))
@@ -188,7 +186,7 @@ impl Gateway {
             }
         }
         if state.admin_token.is_some() || state.stats_public {
-            router = router.route("/stats", get(stats));
+            router = router.route("/stats", get(admin::stats));
         }
         if metrics != MetricsAccess::Off {
             router = router.route("/metrics", get(observe::metrics));
@@ -271,7 +269,7 @@ impl Gateway {
     }
 }
 
-fn error(err: &(dyn std::error::Error + 'static)) -> Response {
+pub(crate) fn error(err: &(dyn std::error::Error + 'static)) -> Response {
     ErrorInfo::from_error(err).into_response().map(AxumBody::new)
 }
 
@@ -279,131 +277,36 @@ async fn health() -> Response {
     json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
 }
 
-/// `GET /stats`: per provider, its breaker (state per key) and retry counters;
-/// per upstream host, its connections and requests.
-async fn stats(State(app): State<Arc<AppState>>, req: Request) -> Response {
-    if !app.stats_public
-        && let Some(refused) = admin_refused(&app, req.headers())
-    {
-        return refused;
-    }
-    let llm = &app.llm;
-    let providers: Vec<serde_json::Value> = llm
-        .providers()
-        .iter()
-        .map(|p| {
-            serde_json::json!({
-                "name": &*p.name,
-                "circuit_breaker": p.breaker.stats(),
-                "retry": p.retry.stats(),
-                "rate_limit": p.limiter.stats(),
-            })
-        })
-        .collect();
-    let tenants = llm.tenant_limits().map(|t| {
-        let overrides: serde_json::Map<String, serde_json::Value> = t
-            .limited_keys()
-            .into_iter()
-            .map(|name| {
-                let stats = serde_json::to_value(t.stats_for(&name)).unwrap_or_default();
-                (name, stats)
-            })
-            .collect();
-        serde_json::json!({
-            "header": app.tenant_header.as_str(),
-            "default": t.stats(),
-            "overrides": overrides,
-        })
-    });
-    let body = serde_json::json!({
-        "providers": providers,
-        "backends": llm.failover().stats(),
-        "tenants": tenants,
-        "usage": llm.accounting().map(|a| a.ledger().entries()),
-        "cache": llm.cache().map(|c| c.stats()),
-        "upstream_hosts": llm.http_client().stats(),
-    });
-    json(StatusCode::OK, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
-}
-
-/// Constant-time comparison (the token's length is not secret).
-/// The 401 for a request without the admin token (`None`: it has it). With
-/// no token configured nobody has it.
-pub(crate) fn admin_refused(app: &AppState, headers: &http::HeaderMap) -> Option<Response> {
-    let want = app.admin_token.as_ref().map(|t| t.expose().as_bytes()).unwrap_or_default();
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !want.is_empty() && same_token(given.as_bytes(), want) {
-        return None;
-    }
-    let mut info = ErrorInfo::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid admin token");
-    info.code = Some("invalid_api_key");
-    Some(info.into_response().map(AxumBody::new))
-}
-
-fn same_token(given: &[u8], want: &[u8]) -> bool {
-    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
-/// `POST /admin/cache/invalidate` with `{"key": "<hex>"}`, `{"tenant": "<name>"}`
-/// or `{"all": true}`; `authorization: Bearer <server.admin_token>`.
-async fn invalidate_cache(State(app): State<Arc<AppState>>, req: Request) -> Response {
-    if let Some(refused) = admin_refused(&app, req.headers()) {
-        return refused;
-    }
-    let Some(cache) = app.llm.cache() else {
-        return error(&InvalidRequest::new("the cache is not configured"));
+/// `GET /v1/models`: in keys mode, with a key, the models its grant allows.
+async fn models(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    let allowed = match keys::caller(&app, req.headers()) {
+        Ok(id) => id.and_then(|id| id.record().grant.models.clone()),
+        Err(refused) => return *refused,
     };
-    let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return error(&InvalidRequest::new("could not read the request body")),
+    let Some(allowed) = allowed else {
+        return json(StatusCode::OK, app.models_json.clone());
     };
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Invalidate {
-        key: Option<String>,
-        tenant: Option<String>,
-        #[serde(default)]
-        all: bool,
-    }
-    let what = match serde_json::from_slice::<Invalidate>(&body) {
-        Ok(w) => w,
-        Err(e) => return error(&InvalidRequest::new(format!("invalid body: {e}"))),
-    };
-    let done = match (what.key, what.tenant, what.all) {
-        (Some(k), None, false) => match k.parse::<CacheKey>() {
-            Ok(key) => {
-                cache.invalidate(key).await;
-                serde_json::json!({"invalidated": "key", "key": k})
-            }
-            Err(_) => {
-                return error(&InvalidRequest::new("key: not a cache key (32 hex digits)").with_param("key"));
-            }
-        },
-        (None, Some(t), false) => {
-            cache.invalidate_scope(&t).await;
-            serde_json::json!({"invalidated": "tenant", "tenant": t})
+    let mut body = b"{\"object\":\"list\",\"data\":[".to_vec();
+    let mut ids: Vec<&String> = allowed.iter().filter(|m| app.model_json.contains_key(*m)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for (i, m) in ids.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
         }
-        (None, None, true) => {
-            cache.invalidate_all().await;
-            serde_json::json!({"invalidated": "all"})
-        }
-        _ => return error(&InvalidRequest::new("give exactly one of key, tenant, all")),
-    };
-    tracing::info!(what = %done, "cache invalidated");
-    json(StatusCode::OK, Bytes::from(done.to_string()))
-}
-
-async fn models(State(app): State<Arc<AppState>>) -> Response {
-    json(StatusCode::OK, app.models_json.clone())
+        body.extend_from_slice(&app.model_json[m]);
+    }
+    body.extend_from_slice(b"]}");
+    json(StatusCode::OK, Bytes::from(body))
 }
 
 /// `GET /v1/models/{id}` (the SDKs' `models.retrieve`); ids may contain `/`.
-async fn model(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match app.model_json.get(&id) {
+async fn model(State(app): State<Arc<AppState>>, Path(id): Path<String>, req: Request) -> Response {
+    let grant_allows = match keys::caller(&app, req.headers()) {
+        Ok(who) => who.is_none_or(|w| w.record().grant.allows(&id)),
+        Err(refused) => return *refused,
+    };
+    match app.model_json.get(&id).filter(|_| grant_allows) {
         Some(body) => json(StatusCode::OK, body.clone()),
         None => error(&ModelNotFound::new(&id)),
     }

@@ -19,7 +19,8 @@ use llm_tower::tokens::BudgetStore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::{AppState, admin_refused, json};
+use crate::admin::admin_refused;
+use crate::app::{AppState, json};
 
 /// How often spend and usage are written to the state file: the most a
 /// crash loses.
@@ -363,4 +364,25 @@ pub(crate) fn scrape(app: &AppState) {
             .absolute(output);
         metrics::counter!("llm_tower_key_cost_microusd_total", "key" => key).absolute(cost);
     }
+}
+
+/// The caller of a route outside the LLM stack (`/v1/models`): in keys mode
+/// its identity, or the 401 refusing it; in open mode nobody.
+pub(crate) fn caller(
+    app: &AppState,
+    headers: &http::HeaderMap,
+) -> Result<Option<Arc<Identity>>, Box<Response>> {
+    if app.identities.mode != AuthMode::Keys {
+        return Ok(None);
+    }
+    let refused = |e: llm_tower::core::InvalidApiKey| {
+        Box::new(ErrorInfo::from_error(&e).into_response().map(AxumBody::new))
+    };
+    let key = llm_tower::auth::presented_key(headers)
+        .ok_or_else(|| refused(llm_tower::core::InvalidApiKey::Missing))?;
+    app.identities
+        .keys
+        .authenticate(key)
+        .map(Some)
+        .ok_or_else(|| refused(llm_tower::core::InvalidApiKey::Unknown))
 }

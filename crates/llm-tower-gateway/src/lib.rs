@@ -24,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod admin;
 mod app;
 mod keys;
 mod observe;

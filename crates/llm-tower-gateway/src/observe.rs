@@ -14,7 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use llm_tower::config::MetricsAccess;
 
-use crate::app::{AppState, admin_refused, json};
+use crate::admin::admin_refused;
+use crate::app::{AppState, json};
 
 /// Upper bounds of the `_seconds` histograms: 1 ms to 2 minutes.
 const BUCKETS: [f64; 14] =

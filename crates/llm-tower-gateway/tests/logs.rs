@@ -75,3 +75,63 @@ async fn access_log_has_usage_and_never_secrets() {
         assert!(!cfg_dump.contains(secret), "{secret} leaked into the config's Debug");
     }
 }
+
+#[tokio::test]
+async fn keys_show_by_name_and_prefix_never_by_value() {
+    let logs = Captured::default();
+    let w = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let config_key = "llmt-config-key-secret-4242";
+    let hash = llm_tower::auth::KeyHash::of(config_key);
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let keys = format!(
+        "[auth]\nmode = 'keys'\n[[keys]]\nname = 'team-a'\nhash = '{hash}'\nmodels = ['gpt-4o-mini']\n"
+    );
+    let toml = config_for(&mock, &keys).replace("stats_public = true\n", "admin_token = 'adm-logs-1'\n");
+    let h = start(&toml).await;
+    let bearer = format!("Bearer {config_key}");
+    let res = h.send(Method::POST, "/v1/chat/completions", CHAT, &[("authorization", &bearer)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.into_body().collect().await.unwrap();
+    let res = h
+        .send(Method::POST, "/v1/chat/completions", CHAT, &[("authorization", "Bearer llmt-wrong-guess-77")])
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let refused = res.into_body().collect().await.unwrap().to_bytes();
+    let admin = [("authorization", "Bearer adm-logs-1")];
+    let res = h.send(Method::POST, "/admin/keys", r#"{"name":"svc"}"#, &admin).await;
+    let created = json(&res.into_body().collect().await.unwrap().to_bytes());
+    let made_key = created["key"].as_str().unwrap().to_owned();
+    let res = h.send(Method::POST, "/v1/chat/completions", CHAT, &[("x-api-key", &made_key)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.into_body().collect().await.unwrap();
+    let res = h.send(Method::GET, "/stats", "", &admin).await;
+    let stats = res.into_body().collect().await.unwrap().to_bytes();
+    let res = h.send(Method::GET, "/admin/keys", "", &admin).await;
+    let listed = res.into_body().collect().await.unwrap().to_bytes();
+    h.stop().await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let access: Vec<&str> = text.lines().filter(|l| l.contains("llm_tower_gateway::access")).collect();
+    assert!(access[0].contains(&format!("key=team-a ({})", hash.prefix())), "{}", access[0]);
+    assert!(text.contains("key created"), "{text}");
+    let shown = [
+        ("logs", text.as_str()),
+        ("/stats", std::str::from_utf8(&stats).unwrap()),
+        ("/admin/keys", std::str::from_utf8(&listed).unwrap()),
+        ("the 401", std::str::from_utf8(&refused).unwrap()),
+    ];
+    for (where_, body) in shown {
+        for secret in [config_key, made_key.as_str(), "llmt-wrong-guess-77", &hash.to_string()[7..]] {
+            assert!(!body.contains(secret), "{secret} shown in {where_}:\n{body}");
+        }
+    }
+    let debug = format!("{:?}", GatewayConfig::from_toml(&toml).unwrap());
+    assert!(!debug.contains(config_key));
+}
