@@ -8,6 +8,12 @@
 //!   time-to-first-token histograms, gauges read from the stack when scraped),
 //!   `GET /health/live`, `GET /health/ready` (503 naming the routes with no
 //!   usable backend, and while draining for shutdown).
+//! - Virtual keys (`[auth] mode = "keys"`, `[[keys]]`): every `/v1` request
+//!   authenticated (401 `invalid_api_key`), each key its own tenant with its
+//!   own limits, budget and models; with the admin token, `POST /admin/keys`,
+//!   `GET /admin/keys`, `PATCH` and `DELETE /admin/keys/{name}`, and `/stats`.
+//! - `[state] path`: admin-created keys, budget spend and the usage ledger in
+//!   a SQLite file, written every second and at shutdown, restored at start.
 //! - Models are routed to providers by a TOML config ([`GatewayConfig`]);
 //!   without one it runs on [`DEFAULT_CONFIG`]: an in-process mock provider.
 //! - Every failure is an OpenAI-format JSON error with the right status; a
