@@ -108,6 +108,77 @@ pub struct StackConfig {
     /// Where keys, spend and usage persist (in memory when absent).
     #[serde(default)]
     pub state: Option<StateSection>,
+    /// OpenTelemetry trace export (none when absent).
+    #[serde(default)]
+    pub traces: Option<TracesSection>,
+}
+
+/// `[traces]`: spans exported over OTLP/HTTP (JSON) to a collector: one per
+/// gateway request and one per upstream attempt, W3C `traceparent` continued
+/// from the client and sent upstream.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesSection {
+    /// The collector's OTLP/HTTP base URL (spans go to `<it>/v1/traces`),
+    /// e.g. `http://127.0.0.1:4318`.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans. Default `llm-tower-gateway`.
+    #[serde(default = "service_name")]
+    pub service_name: String,
+    /// The share of new traces recorded, 0 to 1 (a client's `traceparent`
+    /// decides for its own trace). Default 1.
+    #[serde(default = "one_f64")]
+    pub sample_ratio: f64,
+    /// Headers sent to the collector (a vendor's API key). Never logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+fn service_name() -> String {
+    "llm-tower-gateway".into()
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+impl fmt::Debug for TracesSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TracesSection")
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("service_name", &self.service_name)
+            .field("sample_ratio", &self.sample_ratio)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl TracesSection {
+    /// Problems, naming fields under `path`.
+    pub fn check(&self, path: &str) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let url = self.otlp_endpoint.trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || llm_tower_http::Provider::openai_compatible("otlp", &format!("{url}/v1")).is_err()
+        {
+            errs.push(ConfigError::at(path, "otlp_endpoint", "an http:// or https:// URL"));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            errs.push(ConfigError::at(path, "sample_ratio", "from 0 to 1"));
+        }
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value.expose()).is_err()
+            {
+                errs.push(ConfigError::at(
+                    path,
+                    &format!("headers.{name}"),
+                    "not a valid header name and value",
+                ));
+            }
+        }
+        errs
+    }
 }
 
 /// `[state]`: the state file (SQLite) keeping keys created by the admin API,

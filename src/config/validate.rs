@@ -78,6 +78,9 @@ impl StackConfig {
             sections.extend(c.check("cache"));
         }
         sections.extend(self.check_identity(env));
+        if let Some(t) = &self.traces {
+            sections.extend(t.check("traces"));
+        }
         for e in sections {
             err(e.field, e.message);
         }

@@ -40,6 +40,7 @@ pub mod response;
 mod secret;
 pub mod sse;
 pub mod tenant;
+pub mod trace;
 pub mod usage;
 
 pub use body::LlmBody;

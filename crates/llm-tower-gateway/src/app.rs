@@ -84,6 +84,9 @@ pub(crate) struct AppState {
     pub(crate) identities: Identities,
     /// `/stats` without the admin token.
     pub(crate) stats_public: bool,
+    /// Trace export, when `[traces]` is set.
+    #[cfg(feature = "otlp")]
+    traces: Option<crate::traces::Traces>,
     pub(crate) tenant_header: http::HeaderName,
     /// The LLM routes: the edge, the tenant, the model check, the stack.
     proxy: Proxy,
@@ -158,6 +161,19 @@ impl Gateway {
             .then(|| TenantLayer::header(tenant_header.clone()));
         let llm_routes =
             ServiceBuilder::new().layer(edge).option_layer(auth).option_layer(header).service(known);
+        #[cfg(feature = "otlp")]
+        let traces = match &config.traces {
+            Some(t) => Some(
+                crate::traces::Traces::start(t, llm.http_client().clone())
+                    .map_err(|e| StartError::Config(vec![ConfigError::at("traces", "", e.to_string())]))?,
+            ),
+            None => None,
+        };
+        #[cfg(not(feature = "otlp"))]
+        if config.traces.is_some() {
+            let msg = "trace export needs the gateway built with its `otlp` feature";
+            return Err(StartError::Config(vec![ConfigError::at("traces", "", msg)]));
+        }
         let metrics = config.server.metrics;
         if metrics != MetricsAccess::Off {
             observe::prometheus();
@@ -168,6 +184,8 @@ impl Gateway {
             draining: AtomicBool::new(false),
             identities,
             stats_public: config.server.stats_public,
+            #[cfg(feature = "otlp")]
+            traces,
             llm,
             tenant_header,
             proxy: llm_routes,
@@ -263,8 +281,12 @@ impl Gateway {
                 Ok(())
             }
         };
-        // The last second of spend and usage, to the state file.
+        // The last second of spend and usage, to the state file; the last spans.
         self.state.identities.shutdown().await;
+        #[cfg(feature = "otlp")]
+        if let Some(t) = &self.state.traces {
+            t.shutdown().await;
+        }
         served
     }
 }
@@ -397,8 +419,56 @@ where
     }
 }
 
-async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
+/// A gateway request's span (`[traces]`); nothing without the `otlp` feature.
+#[cfg(feature = "otlp")]
+type Span = crate::traces::Request;
+#[cfg(not(feature = "otlp"))]
+type Span = std::convert::Infallible;
+
+#[cfg(feature = "otlp")]
+fn begin_span(app: &AppState, req: &mut Request) -> Option<Span> {
+    let span = app.traces.as_ref()?.begin(req.headers());
+    req.extensions_mut().insert(span.traced.clone());
+    Some(span)
+}
+
+#[cfg(not(feature = "otlp"))]
+fn begin_span(_: &AppState, _: &mut Request) -> Option<Span> {
+    None
+}
+
+/// What a request's span records when it ends.
+#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+struct SpanEnd<'a> {
+    method: &'a Method,
+    path: &'a str,
+    model: &'a str,
+    provider: &'a str,
+    key: Option<&'a llm_tower::auth::Identity>,
+    status: StatusCode,
+    report: Option<&'a UsageReport>,
+    error: Option<&'a str>,
+}
+
+#[cfg(feature = "otlp")]
+fn end_span(span: Option<Span>, e: SpanEnd<'_>) {
+    if let Some(s) = span {
+        crate::traces::request_span(
+            s, e.method, e.path, e.model, e.provider, e.key, e.status, e.report, e.error,
+        );
+    }
+}
+
+#[cfg(not(feature = "otlp"))]
+fn end_span(span: Option<Span>, _: SpanEnd<'_>) {
+    if let Some(never) = span {
+        match never {}
+    }
+}
+
+async fn proxy(State(app): State<Arc<AppState>>, mut req: Request) -> Response {
     let start = Instant::now();
+    let span = begin_span(&app, &mut req);
     let in_flight = InFlight::start();
     let method = req.method().clone();
     let path: Arc<str> = req.uri().path().into();
@@ -415,6 +485,17 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let key = llm_tower::auth::identity(&parts.extensions).cloned();
     if let Some(EdgeError(e)) = parts.extensions.get::<EdgeError>() {
         log_error(&method, &path, model.as_deref(), served.as_deref(), status, start, e);
+        let end = SpanEnd {
+            method: &method,
+            path: &path,
+            model: model.as_deref().unwrap_or("-"),
+            provider: served.as_deref().unwrap_or("-"),
+            key: key.as_deref(),
+            status,
+            report: None,
+            error: Some(e),
+        };
+        end_span(span, end);
         labels.finished(status, start.elapsed());
         return Response::from_parts(parts, AxumBody::new(body));
     }
@@ -425,6 +506,17 @@ async fn proxy(State(app): State<Arc<AppState>>, req: Request) -> Response {
     let streamed = kind == BodyKind::Sse;
     let log = move |report: UsageReport, first_data: Option<Instant>| {
         access_log(&method, &path, &model, &provider, key.as_deref(), status, headers_at, start, &report);
+        let end = SpanEnd {
+            method: &method,
+            path: &path,
+            model: &model,
+            provider: &provider,
+            key: key.as_deref(),
+            status,
+            report: Some(&report),
+            error: None,
+        };
+        end_span(span, end);
         if let Some(at) = first_data.filter(|_| streamed) {
             labels.first_token(at.saturating_duration_since(start));
         }

@@ -14,6 +14,9 @@
 //!   `GET /admin/keys`, `PATCH` and `DELETE /admin/keys/{name}`, and `/stats`.
 //! - `[state] path`: admin-created keys, budget spend and the usage ledger in
 //!   a SQLite file, written every second and at shutdown, restored at start.
+//! - `[traces]` (feature `otlp`): a server span per request and a client
+//!   span per upstream attempt, OTLP/HTTP JSON to a collector, W3C
+//!   `traceparent` continued and sent upstream.
 //! - Models are routed to providers by a TOML config ([`GatewayConfig`]);
 //!   without one it runs on [`DEFAULT_CONFIG`]: an in-process mock provider.
 //! - Every failure is an OpenAI-format JSON error with the right status; a
@@ -34,6 +37,8 @@ mod admin;
 mod app;
 mod keys;
 mod observe;
+#[cfg(feature = "otlp")]
+mod traces;
 
 /// The configuration (the facade's [`llm_tower::config`], shared with library users).
 pub mod config {

@@ -49,6 +49,8 @@ pin_project! {
     pub struct ResponseFuture {
         #[pin]
         pub(crate) state: State,
+        // The attempt's span, when the request is traced.
+        pub(crate) span: Option<Box<super::span::AttemptSpan>>,
     }
 }
 
@@ -174,6 +176,22 @@ impl Future for ResponseFuture {
     type Output = Result<Response<LlmResponseBody>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut out = ready!(self.as_mut().poll_answer(cx));
+        if let Some(span) = self.as_mut().project().span.take() {
+            match &mut out {
+                Ok(res) => span.answered(res),
+                Err(e) => (*span).failed(e),
+            }
+        }
+        Poll::Ready(out)
+    }
+}
+
+impl ResponseFuture {
+    fn poll_answer(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<LlmResponseBody>, BoxError>> {
         loop {
             let next = match self.as_mut().project().state.project() {
                 StateProj::Failed { err } => {

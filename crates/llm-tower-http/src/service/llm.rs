@@ -249,10 +249,11 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
     fn call(&mut self, req: Request<LlmBody>) -> ResponseFuture {
         let caller_deadline = Deadline::of(&req);
         let streamed_request = req.extensions().get::<Arc<RequestInfo>>().is_some_and(|i| i.stream);
-        let (req, served_model) = match self.prepare(req) {
+        let (mut req, served_model) = match self.prepare(req) {
             Ok(r) => r,
-            Err(e) => return ResponseFuture { state: State::Failed { err: Some(e) } },
+            Err(e) => return ResponseFuture { state: State::Failed { err: Some(e) }, span: None },
         };
+        let span = span::AttemptSpan::start(&mut req, &self.provider);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         // The slot `poll_ready` took rides with the call until its body ends
         // (a caller that skipped `poll_ready` goes without one).
@@ -294,6 +295,7 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
                     max_event_bytes: self.max_event_bytes,
                 }),
             },
+            span,
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::{Provider, ProviderKind, strip_hop_by_hop};
 
 mod future;
 mod llm;
+mod span;
 mod streaming;
 mod timeouts;
 
