@@ -77,8 +77,12 @@ async fn scrape(h: &Harness) -> Vec<Sample> {
     parse(std::str::from_utf8(&body).unwrap())
 }
 
+/// Tests whose requests move the same process-wide counters take turns.
+static COUNTERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn metrics_move_as_requests_pass() {
+    let _turn = COUNTERS.lock().await;
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let h = start(&config_for(&mock, "")).await;
     let before = scrape(&h).await;
@@ -181,4 +185,33 @@ async fn ready_names_the_routes_that_have_no_usable_backend_and_drains_on_shutdo
         (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "draining"}))
     );
     assert_eq!(get(&router, "/health/live").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn keys_mode_counts_tokens_and_cost_by_key_name() {
+    let _turn = COUNTERS.lock().await;
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let key = "llmt-metrics-key-0001";
+    let hash = llm_tower::auth::KeyHash::of(key);
+    let extra = format!(
+        "[auth]\nmode = 'keys'\n[[keys]]\nname = 'metered'\nhash = '{hash}'\n[prices.gpt-4o-mini]\ninput = 10.0\noutput = 100.0\n"
+    );
+    let h = start(&config_for(&mock, &extra)).await;
+    let bearer = format!("Bearer {key}");
+    for _ in 0..2 {
+        let res = h.send(Method::POST, "/v1/chat/completions", CHAT, &[("authorization", &bearer)]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.into_body().collect().await.unwrap();
+    }
+    let samples = scrape(&h).await;
+    let by = |name: &str, labels: &[(&str, &str)]| value(&samples, name, labels);
+    assert_eq!(
+        by("llm_tower_key_tokens_total", &[("key", "metered"), ("kind", "output")]),
+        32.0,
+        "16 a call"
+    );
+    assert!(by("llm_tower_key_tokens_total", &[("key", "metered"), ("kind", "input")]) > 0.0);
+    assert!(by("llm_tower_key_cost_microusd_total", &[("key", "metered")]) > 0.0);
+    assert!(samples.iter().all(|(_, l, _)| l.values().all(|v| !v.contains(key))), "never the key itself");
+    h.stop().await;
 }
