@@ -48,7 +48,8 @@ pub use classify::{Classification, Classified, Classify, GrpcClassifier, LlmClas
 pub use error::{
     AllBackendsFailed, BackendAttempt, BadResponse, BadResponseKind, BudgetExceeded, CircuitOpen, Connect,
     ErrorInfo, EventTooLarge, InvalidApiKey, InvalidRequest, ModelNotFound, PayloadTooLarge, RateLimited,
-    RetriesExhausted, StreamAborted, Timeout, TimeoutPhase, Transport, Upstream, error_response,
+    RetriesExhausted, StoreUnavailable, StreamAborted, Timeout, TimeoutPhase, Transport, Upstream,
+    error_response,
 };
 pub use info::{Api, RequestInfo};
 pub use key::{Key, KeyFn};

@@ -35,6 +35,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "contract")]
+pub mod contract;
 mod limits;
 #[cfg(feature = "serde")]
 pub mod section;

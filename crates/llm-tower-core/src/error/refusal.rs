@@ -106,6 +106,32 @@ impl fmt::Display for InvalidApiKey {
 }
 impl StdError for InvalidApiKey {}
 
+/// Shared state (limits, budgets, keys in Redis) could not be reached, and
+/// the operator chose to refuse rather than decide alone (HTTP 503,
+/// `state_store_unavailable`, with `retry-after`).
+///
+/// ```
+/// use llm_tower_core::{ErrorInfo, StoreUnavailable};
+/// let e = StoreUnavailable { store: "redis".into(), retry_after: std::time::Duration::from_secs(1) };
+/// let info = ErrorInfo::from_error(&e);
+/// assert_eq!((info.status.as_u16(), info.code), (503, Some("state_store_unavailable")));
+/// assert_eq!(info.retry_after, Some(std::time::Duration::from_secs(1)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreUnavailable {
+    /// Which store (`redis`).
+    pub store: String,
+    /// When to try again.
+    pub retry_after: std::time::Duration,
+}
+
+impl fmt::Display for StoreUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the shared {} state is unavailable; try again later", self.store)
+    }
+}
+impl StdError for StoreUnavailable {}
+
 /// The request body exceeds the configured limit (HTTP 413).
 ///
 /// ```

@@ -158,6 +158,13 @@ impl ErrorInfo {
             i.should_retry = Some(e.retry_after.is_some());
             return Some(i);
         }
+        if let Some(e) = e.downcast_ref::<StoreUnavailable>() {
+            let mut i = ErrorInfo::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", e.to_string())
+                .code("state_store_unavailable");
+            i.retry_after = Some(e.retry_after);
+            i.should_retry = Some(true);
+            return Some(i);
+        }
         if let Some(e) = e.downcast_ref::<CircuitOpen>() {
             let mut i = ErrorInfo::new(
                 StatusCode::SERVICE_UNAVAILABLE,
