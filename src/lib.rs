@@ -14,6 +14,7 @@
 //! - [`failover`]: routing across providers (strategies, hedging, health).
 //! - [`auth`]: virtual keys (key -> tenant, allowed models, limits, budget).
 //! - `sqlite` (feature `sqlite`): keys, spend and usage persisted in a file.
+//! - `redis` (feature `redis`): limits and keys shared across gateways.
 //!
 //! [`LlmStack`] assembles them in the recommended order; [`Client`] gives
 //! typed `chat`, `chat_stream` and `embeddings` calls over any such stack.
@@ -37,12 +38,14 @@ mod client;
 pub mod config;
 mod identity;
 mod stack;
+mod store;
 
 pub use client::{ChatResponse, ChunkStream, Client, EmbeddingsResponse};
 pub use stack::{
     Llm, LlmResponseBody, LlmService, LlmStack, ProviderHandles, ProviderSpec, ProviderStack, StackError,
     StackErrors, TenantLimits,
 };
+pub use store::{LimitReserve, LimitStore};
 
 /// The shared vocabulary (`llm-tower-core`).
 pub mod core {
@@ -95,6 +98,13 @@ pub mod auth {
 #[cfg(feature = "sqlite")]
 pub mod sqlite {
     pub use llm_tower_sqlite::*;
+}
+
+/// Limits and keys shared by every gateway on one Redis (`llm-tower-redis`);
+/// the `redis` feature.
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use llm_tower_redis::*;
 }
 
 /// The fault-injecting mock provider (`llm-tower-mock`); the `mock` feature.

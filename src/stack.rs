@@ -15,9 +15,11 @@ use llm_tower_tokens::{AccountingConfig, Preflight, TokenAccountingLayer, TokenC
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
+use crate::LimitStore;
+
 /// One provider's stack: Retry → CircuitBreaker → RateLimit → LlmHttpService
 /// (timeouts inside the HTTP service).
-pub type ProviderStack = Retry<CircuitBreaker<RateLimit<LlmHttpService>>>;
+pub type ProviderStack = Retry<CircuitBreaker<RateLimit<LlmHttpService, LimitStore>>>;
 
 /// The body of every response of a built stack (and of every layer): core's
 /// observed, metered-once body.
@@ -164,7 +166,7 @@ pub struct ProviderHandles {
     /// Its breaker (state per key, force open/closed, `stats()`).
     pub breaker: CircuitHandle,
     /// Its limiter (`stats()`, `wait_for`).
-    pub limiter: RateLimitLayer,
+    pub limiter: RateLimitLayer<LimitStore>,
 }
 
 /// Per-tenant limits: every tenant (`RequestInfo::tenant`) its own quota
@@ -209,12 +211,17 @@ impl TenantLimits {
         self
     }
 
-    /// The rate limiter, keyed by tenant, with each named tenant's limits.
-    pub fn layer(&self) -> RateLimitLayer {
+    /// The rate limiter, keyed by tenant, with each named tenant's limits,
+    /// its state in this process.
+    pub fn layer(&self) -> RateLimitLayer<LimitStore> {
+        self.layer_in(LimitStore::default())
+    }
+
+    /// [`layer`](Self::layer), its state in `store`.
+    pub fn layer_in(&self, store: LimitStore) -> RateLimitLayer<LimitStore> {
         // No default: the other tenants pass without touching the limiter.
         let default = self.default.unwrap_or_else(|| Limits::default().adaptive(false));
-        RateLimitLayer::with_key_limits(default, self.overrides.iter().cloned(), Default::default())
-            .keyed(KeyFn::tenant())
+        RateLimitLayer::with_key_limits(default, self.overrides.iter().cloned(), store).keyed(KeyFn::tenant())
     }
 }
 
@@ -309,6 +316,30 @@ pub struct LlmStack {
     tenants: Option<TenantLimits>,
     health: HealthConfig,
     client: Option<HttpClient>,
+    stores: Stores,
+}
+
+/// Where the stack's limiters keep state: each its own memory store, or
+/// namespaces of one shared Redis.
+#[derive(Clone, Debug, Default)]
+enum Stores {
+    #[default]
+    Memory,
+    #[cfg(feature = "redis")]
+    Redis(llm_tower_redis::Redis, llm_tower_redis::OnRedisError),
+}
+
+impl Stores {
+    fn make(&self, namespace: &str) -> LimitStore {
+        match self {
+            Stores::Memory => {
+                let _ = namespace;
+                LimitStore::default()
+            }
+            #[cfg(feature = "redis")]
+            Stores::Redis(r, on_error) => LimitStore::Redis(r.limits(namespace).on_error(*on_error)),
+        }
+    }
 }
 
 impl std::fmt::Debug for LlmStack {
@@ -372,6 +403,21 @@ impl LlmStack {
         self
     }
 
+    /// Keeps every limiter's state in `redis` (each provider's under its
+    /// name, the tenants' under `tenants`), so every gateway built on the
+    /// same Redis and prefix holds one shared quota; `on_error` says what a
+    /// limiter does while Redis cannot be reached. (Concurrency limits stay
+    /// per process.)
+    #[cfg(feature = "redis")]
+    pub fn shared_limits(
+        mut self,
+        redis: llm_tower_redis::Redis,
+        on_error: llm_tower_redis::OnRedisError,
+    ) -> Self {
+        self.stores = Stores::Redis(redis, on_error);
+        self
+    }
+
     /// Builds the stack. Every problem is reported, each naming where.
     ///
     /// # Errors
@@ -408,7 +454,7 @@ impl LlmStack {
             if p.breaker_per_model {
                 breaker = breaker.keyed(KeyFn::model());
             }
-            let limiter = RateLimitLayer::new(p.limits);
+            let limiter = RateLimitLayer::with_store(p.limits, self.stores.make(&name));
             let h = ProviderHandles {
                 name: name.clone(),
                 retry: retry.clone(),
@@ -458,7 +504,7 @@ impl LlmStack {
         let cache = self.cache.map(CacheLayer::new);
         let tenant_overrides =
             self.tenants.as_ref().map(|t| t.overrides.iter().cloned().collect()).unwrap_or_default();
-        let tenants = self.tenants.map(|t| t.layer());
+        let tenants = self.tenants.map(|t| t.layer_in(self.stores.make("tenants")));
         // Concrete types all the way down (each optional layer an `Either`),
         // boxed once here: one future box per request for the whole stack.
         let svc = tower::ServiceBuilder::new()
@@ -488,7 +534,7 @@ pub struct Llm {
     providers: Vec<ProviderHandles>,
     accounting: Option<TokenAccountingLayer>,
     cache: Option<CacheLayer>,
-    tenants: Option<RateLimitLayer>,
+    tenants: Option<RateLimitLayer<LimitStore>>,
     /// The tenants' own limits as built (what a revoked grant returns to).
     pub(crate) tenant_overrides: std::sync::Arc<std::collections::HashMap<String, Limits>>,
     client: HttpClient,
@@ -533,7 +579,7 @@ impl Llm {
 
     /// The tenant limiter (per tenant stats: `stats`, and `stats_for` a
     /// tenant with limits of its own), if on.
-    pub fn tenant_limits(&self) -> Option<&RateLimitLayer> {
+    pub fn tenant_limits(&self) -> Option<&RateLimitLayer<LimitStore>> {
         self.tenants.as_ref()
     }
 

@@ -44,6 +44,9 @@ pub struct Built {
     /// In-process mock providers (`kind = "mock"`), stopped when dropped.
     #[cfg(feature = "mock")]
     pub mocks: Vec<llm_tower_mock::MockServer>,
+    /// The shared Redis (`[state] redis_url`), when configured.
+    #[cfg(feature = "redis")]
+    pub redis: Option<llm_tower_redis::Redis>,
 }
 
 impl StackConfig {
@@ -65,6 +68,33 @@ impl StackConfig {
         let resolved = self.validate().map_err(BuildError::Config)?;
         let client = llm_tower_http::HttpClient::new(self.client.to_client_config());
         let mut stack = LlmStack::new().client(client);
+        #[cfg(feature = "redis")]
+        let redis = match self
+            .state
+            .as_ref()
+            .and_then(|s| Some((s, s.redis_url_with_env(&|k| std::env::var(k).ok())?)))
+        {
+            Some((st, url)) => {
+                use llm_tower_redis::{OnRedisError, Redis, RedisConfig};
+                let cfg = RedisConfig {
+                    prefix: st.redis_prefix.clone(),
+                    command_timeout: std::time::Duration::from_millis(st.redis_timeout_ms),
+                    ..Default::default()
+                };
+                // Redis must answer at start; after that an outage is handled
+                // as `on_redis_error` says.
+                let redis = Redis::connect(url.expose(), cfg)
+                    .await
+                    .map_err(|e| BuildError::Io(std::io::Error::other(format!("state.redis_url: {e}"))))?;
+                let mode = match st.on_redis_error {
+                    super::OnRedisErrorKind::Local => OnRedisError::Local,
+                    super::OnRedisErrorKind::Closed => OnRedisError::Closed,
+                };
+                stack = stack.shared_limits(redis.clone(), mode);
+                Some(redis)
+            }
+            None => None,
+        };
         let mut models = Vec::new();
         #[cfg(feature = "mock")]
         let mut mocks = Vec::new();
@@ -134,6 +164,8 @@ impl StackConfig {
             models,
             #[cfg(feature = "mock")]
             mocks,
+            #[cfg(feature = "redis")]
+            redis,
         })
     }
 }

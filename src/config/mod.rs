@@ -181,13 +181,95 @@ impl TracesSection {
     }
 }
 
-/// `[state]`: the state file (SQLite) keeping keys created by the admin API,
-/// budget spend per period and the usage ledger across restarts.
+/// `[state]`: where state outlives the process. `path`: a SQLite file keeping
+/// keys created by the admin API, budget spend per period and the usage
+/// ledger across restarts. `redis_url`: a Redis every gateway of a deployment
+/// shares, holding the limiters' state (one quota for all) and the keys.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateSection {
     /// The SQLite file (created if absent), e.g. `llm-tower.db`.
-    pub path: std::path::PathBuf,
+    #[serde(default)]
+    pub path: Option<std::path::PathBuf>,
+    /// `redis://host:port/db` (or `rediss://` with TLS).
+    #[serde(default)]
+    pub redis_url: Option<Secret>,
+    /// The environment variable holding the Redis URL, instead of `redis_url`.
+    #[serde(default)]
+    pub redis_url_env: Option<String>,
+    /// Before every Redis key (one deployment apart from another). Default `llm-tower:`.
+    #[serde(default = "redis_prefix")]
+    pub redis_prefix: String,
+    /// While Redis cannot be reached: `local` (default: each gateway limits
+    /// on its own, with a warning and a metric) or `closed` (503 with
+    /// `retry-after`).
+    #[serde(default)]
+    pub on_redis_error: OnRedisErrorKind,
+    /// The longest one Redis command may take. Default 50 ms.
+    #[serde(default = "redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+}
+
+fn redis_prefix() -> String {
+    "llm-tower:".into()
+}
+
+fn redis_timeout_ms() -> u64 {
+    50
+}
+
+/// `[state] on_redis_error`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisErrorKind {
+    /// Each gateway limits on its own until Redis is back.
+    #[default]
+    Local,
+    /// Requests are refused (503, `retry-after`) until Redis is back.
+    Closed,
+}
+
+impl StateSection {
+    /// The Redis URL: inline, or from the environment.
+    pub fn redis_url_with_env(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<Secret> {
+        self.redis_url.clone().or_else(|| {
+            self.redis_url_env.as_deref().and_then(env).filter(|v| !v.is_empty()).map(Secret::new)
+        })
+    }
+
+    /// Problems, naming fields under `path`.
+    pub fn check(&self, path: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        if self.path.is_none() && self.redis_url.is_none() && self.redis_url_env.is_none() {
+            errs.push(ConfigError::at(path, "path", "give path (a SQLite file), redis_url or redis_url_env"));
+        }
+        if self.redis_url.is_some() && self.redis_url_env.is_some() {
+            errs.push(ConfigError::at(path, "redis_url_env", "give redis_url or redis_url_env, not both"));
+        }
+        if let Some(var) = &self.redis_url_env
+            && self.redis_url.is_none()
+            && env(var).is_none_or(|v| v.is_empty())
+        {
+            errs.push(ConfigError::at(
+                path,
+                "redis_url_env",
+                format!("environment variable {var} is not set"),
+            ));
+        }
+        if let Some(url) = self.redis_url_with_env(env) {
+            let u = url.expose();
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                errs.push(ConfigError::at(path, "redis_url", "a redis:// or rediss:// URL"));
+            }
+            if !cfg!(feature = "redis") {
+                errs.push(ConfigError::at(path, "redis_url", "Redis needs llm-tower's `redis` feature"));
+            }
+        }
+        if self.redis_timeout_ms == 0 {
+            errs.push(ConfigError::at(path, "redis_timeout_ms", "must be at least 1"));
+        }
+        errs
+    }
 }
 
 /// `[server]`.

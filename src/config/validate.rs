@@ -81,6 +81,9 @@ impl StackConfig {
         if let Some(t) = &self.traces {
             sections.extend(t.check("traces"));
         }
+        if let Some(st) = &self.state {
+            sections.extend(st.check("state", env));
+        }
         for e in sections {
             err(e.field, e.message);
         }

@@ -56,6 +56,15 @@ pub(crate) async fn stats(State(app): State<Arc<AppState>>, req: Request) -> Res
         "usage": llm.accounting().map(|a| a.ledger().entries()),
         "cache": llm.cache().map(|c| c.stats()),
         "upstream_hosts": llm.http_client().stats(),
+        "redis": match &app.redis {
+            Some((r, closed)) => serde_json::json!({
+                "prefix": r.prefix(),
+                "up": r.ping().await.is_ok(),
+                "on_error": if *closed { "closed" } else { "local" },
+                "limiters_without_redis": llm.providers().iter().filter(|p| p.limiter.store().is_down()).count(),
+            }),
+            None => serde_json::Value::Null,
+        },
     });
     json(StatusCode::OK, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
 }

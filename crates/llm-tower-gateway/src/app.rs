@@ -82,6 +82,8 @@ pub(crate) struct AppState {
     pub(crate) draining: AtomicBool,
     /// Virtual keys and the state file.
     pub(crate) identities: Identities,
+    /// The shared Redis, and whether requests are refused while it is down.
+    pub(crate) redis: Option<(llm_tower::redis::Redis, bool)>,
     /// `/stats` without the admin token.
     pub(crate) stats_public: bool,
     /// Trace export, when `[traces]` is set.
@@ -151,8 +153,10 @@ impl Gateway {
             models: Arc::new(llm.models().into_iter().collect()),
             inner: llm.service().clone(),
         };
-        let identities =
-            Identities::load(&config, &llm).await.map_err(|e| StartError::State(e.to_string()))?;
+        let redis = built.redis;
+        let identities = Identities::load(&config, &llm, redis.as_ref())
+            .await
+            .map_err(|e| StartError::State(e.to_string()))?;
         // Who the request spends as: the key's name (keys mode), the tenant
         // header when the operator trusts it (open mode), else nobody.
         let mode = config.auth.mode;
@@ -183,6 +187,13 @@ impl Gateway {
             metrics,
             draining: AtomicBool::new(false),
             identities,
+            redis: redis.map(|r| {
+                let closed = config
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.on_redis_error == llm_tower::config::OnRedisErrorKind::Closed);
+                (r, closed)
+            }),
             stats_public: config.server.stats_public,
             #[cfg(feature = "otlp")]
             traces,
@@ -200,6 +211,7 @@ impl Gateway {
             if mode == AuthMode::Keys {
                 router = router
                     .route("/admin/keys", get(keys::list).post(keys::create))
+                    .route("/admin/keys/reload", post(keys::reload))
                     .route("/admin/keys/{name}", axum::routing::patch(keys::update).delete(keys::revoke));
             }
         }

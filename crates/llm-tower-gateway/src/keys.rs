@@ -46,32 +46,43 @@ impl Identities {
     /// Opens the state file (if any) and restores spend and usage into the
     /// stack, then loads the config's keys and the stored ones, applying
     /// each key's limits and budget.
-    pub(crate) async fn load(config: &StackConfig, llm: &Llm) -> Result<Self, LoadError> {
-        let (store, flusher): (Arc<dyn KeyStore>, _) = match &config.state {
-            Some(s) => {
-                let state = SqliteState::open(&s.path).await?;
-                let mut flusher = None;
+    pub(crate) async fn load(
+        config: &StackConfig,
+        llm: &Llm,
+        redis: Option<&llm_tower::redis::Redis>,
+    ) -> Result<Self, LoadError> {
+        let mut store: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::default());
+        let mut flusher = None;
+        match config.state.as_ref().and_then(|s| s.path.as_ref()) {
+            Some(path) => {
+                let state = SqliteState::open(path).await?;
                 if let Some(acc) = llm.accounting() {
                     let restored = state.restore(acc).await?;
                     flusher = Some(state.spawn_flusher(acc.clone(), FLUSH_EVERY));
                     tracing::info!(
-                        path = %s.path.display(),
+                        path = %path.display(),
                         budget_accounts = restored.accounts,
                         ledger_lines = restored.ledger_lines,
                         "state: SQLite file (admin-created keys, budget spend and usage persist; \
                          a crash loses at most the last second of spend)"
                     );
                 }
-                (Arc::new(state), flusher)
+                store = Arc::new(state);
             }
-            None => {
-                tracing::info!(
-                    "state: in memory (admin-created keys, budget spend and usage are lost on restart; \
-                     set [state] path to keep them)"
-                );
-                (Arc::new(MemoryKeyStore::default()), None)
-            }
-        };
+            None => tracing::info!(
+                "state: in memory (admin-created keys, budget spend and usage are lost on restart; \
+                 set [state] path to keep them)"
+            ),
+        }
+        let shared = redis.is_some();
+        if let Some(r) = redis {
+            // Keys in Redis: every gateway of the deployment sees the same ones.
+            store = Arc::new(r.keys());
+            tracing::info!(
+                prefix = r.prefix(),
+                "state: Redis (limits shared by every gateway on it, and the keys the admin API creates)"
+            );
+        }
         let keys = Keys::default();
         for k in &config.keys {
             let record = k.to_record().ok_or_else(|| format!("key {}: no key (validated)", k.name))?;
@@ -92,7 +103,29 @@ impl Identities {
         if config.auth.mode == AuthMode::Keys {
             tracing::info!(keys = keys.len(), "auth: every /v1 request needs a key");
         }
-        Ok(Identities { mode: config.auth.mode, keys, store, flusher: Mutex::new(flusher) })
+        let ids = Identities { mode: config.auth.mode, keys, store, flusher: Mutex::new(flusher) };
+        Ok(ids.shared(shared, llm))
+    }
+
+    /// With a shared key store, reloads it every second: a key created on
+    /// another gateway works here within a second, and one revoked there is
+    /// refused here as soon.
+    fn shared(self, shared: bool, llm: &Llm) -> Self {
+        if shared && self.mode == AuthMode::Keys {
+            let (keys, store, llm) = (self.keys.clone(), self.store.clone(), llm.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(KEY_SYNC_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match store.load().await {
+                        Ok(records) => sync(&keys, &llm, records),
+                        Err(e) => tracing::debug!(error = %e, "could not reload the shared keys"),
+                    }
+                }
+            });
+        }
+        self
     }
 
     /// Stops the state file's writer after one last flush.
@@ -107,6 +140,33 @@ impl Identities {
                 ),
                 Err(e) => tracing::error!(error = %e, "could not save spend and usage at shutdown"),
             }
+        }
+    }
+}
+
+/// How often a gateway with a shared key store reloads it.
+const KEY_SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// Makes the registry's admin-created keys those of `records` (config keys
+/// stay as the file says).
+fn sync(keys: &Keys, llm: &Llm, records: Vec<KeyRecord>) {
+    let names: std::collections::HashSet<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    for id in keys.list() {
+        if id.record().source == KeySource::Admin && !names.contains(&**id.name()) {
+            keys.remove(id.name());
+            llm.ungrant(id.name());
+            tracing::info!(key = %id, "key revoked (by another gateway)");
+        }
+    }
+    for record in records {
+        match keys.get(&record.name) {
+            Some(id) if id.record().source == KeySource::Config || *id.record() == record => continue,
+            _ => {}
+        }
+        let (name, grant) = (record.name.clone(), record.grant.clone());
+        match keys.insert(record) {
+            Ok(_) => llm.grant(&name, &grant),
+            Err(e) => tracing::warn!(name = %name, error = %e, "shared key not loaded"),
         }
     }
 }
@@ -242,6 +302,22 @@ pub(crate) async fn create(State(app): State<Arc<AppState>>, req: Request) -> Re
     let mut body = describe(&app, &id);
     body["key"] = Value::String(secret.expose().to_owned());
     json(StatusCode::CREATED, Bytes::from(body.to_string()))
+}
+
+/// `POST /admin/keys/reload`: reads the key store again now (a gateway
+/// with a shared store also does every second).
+pub(crate) async fn reload(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    if let Some(refused) = admin_refused(&app, req.headers()) {
+        return refused;
+    }
+    match app.identities.store.load().await {
+        Ok(records) => {
+            sync(&app.identities.keys, &app.llm, records);
+            let body = json!({ "keys": app.identities.keys.len() });
+            json(StatusCode::OK, Bytes::from(body.to_string()))
+        }
+        Err(e) => server_error("could not read the key store", &*e),
+    }
 }
 
 /// `GET /admin/keys`: every key's name, hash prefix, grant and spend.

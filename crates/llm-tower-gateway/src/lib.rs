@@ -14,6 +14,9 @@
 //!   `GET /admin/keys`, `PATCH` and `DELETE /admin/keys/{name}`, and `/stats`.
 //! - `[state] path`: admin-created keys, budget spend and the usage ledger in
 //!   a SQLite file, written every second and at shutdown, restored at start.
+//! - `[state] redis_url`: every limiter's state and the admin-created keys
+//!   in one Redis shared by the deployment's gateways (`on_redis_error =
+//!   "local" | "closed"` while it is down; `/health/ready` and `/stats` show it).
 //! - `[traces]` (feature `otlp`): a server span per request and a client
 //!   span per upstream attempt, OTLP/HTTP JSON to a collector, W3C
 //!   `traceparent` continued and sent upstream.

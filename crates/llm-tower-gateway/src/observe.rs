@@ -115,10 +115,24 @@ pub(crate) async fn ready(State(app): State<Arc<AppState>>) -> Response {
         return json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(br#"{"status":"draining"}"#));
     }
     let down: Vec<_> = app.llm.failover().readiness().into_iter().filter(|r| !r.is_ready()).collect();
-    if down.is_empty() {
-        return json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#));
+    // A shared Redis: its state is part of the answer; while it is down a
+    // `closed` gateway refuses requests, so it is not ready.
+    let redis = match &app.redis {
+        Some((r, closed)) => Some((r.ping().await.is_ok(), *closed)),
+        None => None,
+    };
+    let redis_blocks = redis.is_some_and(|(up, closed)| !up && closed);
+    let redis_json = redis.map(
+        |(up, closed)| serde_json::json!({ "up": up, "on_error": if closed { "closed" } else { "local" } }),
+    );
+    if down.is_empty() && !redis_blocks {
+        if redis_json.is_none() {
+            return json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#));
+        }
+        let body = serde_json::json!({ "status": "ready", "redis": redis_json });
+        return json(StatusCode::OK, Bytes::from(body.to_string()));
     }
-    let body = serde_json::json!({ "status": "unavailable", "routes": down });
+    let body = serde_json::json!({ "status": "unavailable", "routes": down, "redis": redis_json });
     json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
 }
 

@@ -99,3 +99,24 @@ fn logs_have_no_ansi_escapes_off_a_terminal_and_can_be_json() {
     assert_eq!(v["level"], "INFO");
     assert!(v["fields"]["message"].as_str().unwrap().contains("listening on"));
 }
+
+#[test]
+fn the_example_configs_pass_check_config() {
+    for (name, env) in [("keys.toml", ("TEAM_A_KEY", "llmt-k")), ("shared.toml", ("UNUSED", ""))] {
+        let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(BIN)
+            .args(["--config", &path, "--check-config"])
+            .env(env.0, env.1)
+            .env("LLM_TOWER_ADMIN_TOKEN", "admin-test")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let shared =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/shared.toml")).unwrap();
+    assert!(
+        readme.contains(&format!("```toml\n{shared}```")),
+        "the README shows examples/shared.toml verbatim"
+    );
+}

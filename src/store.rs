@@ -1,0 +1,113 @@
+//! [`LimitStore`]: where a stack's limiters keep their state.
+
+use std::future::{Future, Ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use llm_tower_core::{BoxError, Key};
+use llm_tower_ratelimit::{Adjustment, Decision, Demand, KeyStats, MemoryStore, RateLimitStore, Rates};
+
+/// Where one of a stack's limiters (a provider's, the tenants') keeps its
+/// state: this process's memory (the default), or Redis, shared by every
+/// gateway on it (feature `redis`, [`LlmStack::shared_limits`](crate::LlmStack::shared_limits)).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+/// use llm_tower::LimitStore;
+/// use llm_tower::ratelimit::{Decision, Demand, Limits, RateLimitStore};
+/// let store = LimitStore::default();
+/// let demand = Demand { requests: 1, tokens: 0, rates: Limits::default().requests_per_minute(1).rates(), max_wait: None, max_queue: 0 };
+/// let key = llm_tower::core::Key::from_static("k");
+/// assert!(matches!(store.reserve(&key, &demand).await?, Decision::Granted(_)));
+/// assert!(matches!(store.reserve(&key, &demand).await?, Decision::Denied { .. }));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub enum LimitStore {
+    /// This process only.
+    Memory(MemoryStore),
+    /// Shared in Redis.
+    #[cfg(feature = "redis")]
+    Redis(llm_tower_redis::RedisLimits),
+}
+
+impl Default for LimitStore {
+    fn default() -> Self {
+        LimitStore::Memory(MemoryStore::default())
+    }
+}
+
+impl LimitStore {
+    /// Whether it is shared and its Redis did not answer the last call.
+    pub fn is_down(&self) -> bool {
+        match self {
+            LimitStore::Memory(_) => false,
+            #[cfg(feature = "redis")]
+            LimitStore::Redis(r) => r.is_down(),
+        }
+    }
+}
+
+/// The decision future of a [`LimitStore`].
+pub enum LimitReserve {
+    /// Decided at once.
+    Memory(Ready<Result<Decision, BoxError>>),
+    /// One Redis round trip.
+    #[cfg(feature = "redis")]
+    Redis(llm_tower_redis::Reserve),
+}
+
+impl std::fmt::Debug for LimitReserve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LimitReserve")
+    }
+}
+
+impl Future for LimitReserve {
+    type Output = Result<Decision, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            LimitReserve::Memory(r) => Pin::new(r).poll(cx),
+            #[cfg(feature = "redis")]
+            LimitReserve::Redis(r) => Pin::new(r).poll(cx),
+        }
+    }
+}
+
+impl RateLimitStore for LimitStore {
+    type Reserve = LimitReserve;
+
+    fn reserve(&self, key: &Key, demand: &Demand) -> LimitReserve {
+        match self {
+            LimitStore::Memory(s) => LimitReserve::Memory(s.reserve(key, demand)),
+            #[cfg(feature = "redis")]
+            LimitStore::Redis(s) => LimitReserve::Redis(s.reserve(key, demand)),
+        }
+    }
+
+    fn adjust(&self, key: &Key, adjustment: Adjustment) {
+        match self {
+            LimitStore::Memory(s) => s.adjust(key, adjustment),
+            #[cfg(feature = "redis")]
+            LimitStore::Redis(s) => s.adjust(key, adjustment),
+        }
+    }
+
+    fn peek(&self, key: &Key, demand: &Demand) -> Option<Duration> {
+        match self {
+            LimitStore::Memory(s) => s.peek(key, demand),
+            #[cfg(feature = "redis")]
+            LimitStore::Redis(s) => s.peek(key, demand),
+        }
+    }
+
+    fn key_stats(&self, rates_of: &dyn Fn(&str) -> Rates) -> Vec<KeyStats> {
+        match self {
+            LimitStore::Memory(s) => s.key_stats(rates_of),
+            #[cfg(feature = "redis")]
+            LimitStore::Redis(s) => s.key_stats(rates_of),
+        }
+    }
+}
