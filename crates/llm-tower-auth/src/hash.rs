@@ -3,6 +3,7 @@
 use std::fmt;
 
 use llm_tower_core::Secret;
+use llm_tower_core::trace::hex;
 use sha2::{Digest, Sha256};
 
 /// The SHA-256 digest of an API key: what a store holds instead of the key.
@@ -46,16 +47,6 @@ impl KeyHash {
     pub(crate) fn bucket(&self) -> u64 {
         u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes"))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
 }
 
 impl fmt::Display for KeyHash {

@@ -329,8 +329,12 @@ pub(crate) async fn list(State(app): State<Arc<AppState>>, req: Request) -> Resp
     json(StatusCode::OK, Bytes::from(json!({ "object": "list", "data": data }).to_string()))
 }
 
-/// The admin-created key `name`, or the answer refusing to touch it.
-fn admin_key(app: &AppState, name: &str) -> Result<Arc<Identity>, Box<Response>> {
+/// The admin-created key `name` for a caller with the admin token, or the
+/// answer refusing to touch it.
+fn admin_key(app: &AppState, headers: &http::HeaderMap, name: &str) -> Result<Arc<Identity>, Box<Response>> {
+    if let Some(refused) = admin_refused(app, headers) {
+        return Err(Box::new(refused));
+    }
     let Some(id) = app.identities.keys.get(name) else {
         return Err(Box::new(refusal(StatusCode::NOT_FOUND, format!("no key named {name}"))));
     };
@@ -350,10 +354,7 @@ pub(crate) async fn update(
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
-    if let Some(refused) = admin_refused(&app, req.headers()) {
-        return refused;
-    }
-    let id = match admin_key(&app, &name) {
+    let id = match admin_key(&app, req.headers(), &name) {
         Ok(id) => id,
         Err(res) => return *res,
     };
@@ -396,10 +397,7 @@ pub(crate) async fn revoke(
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
-    if let Some(refused) = admin_refused(&app, req.headers()) {
-        return refused;
-    }
-    let id = match admin_key(&app, &name) {
+    let id = match admin_key(&app, req.headers(), &name) {
         Ok(id) => id,
         Err(res) => return *res,
     };

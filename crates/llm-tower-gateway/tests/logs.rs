@@ -28,8 +28,8 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test]
-async fn access_log_has_usage_and_never_secrets() {
+/// Everything this thread's tracing writes, until the guard drops.
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     let logs = Captured::default();
     let w = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -37,7 +37,12 @@ async fn access_log_has_usage_and_never_secrets() {
         .with_ansi(false)
         .with_max_level(tracing::Level::TRACE)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn access_log_has_usage_and_never_secrets() {
+    let (logs, _guard) = capture();
 
     let faults = FaultPlan::Script { faults: vec![Fault::Ok, Fault::Ok, Fault::Reset] };
     let mock = MockServer::start(MockConfig { faults, ..Default::default() }).await.unwrap();
@@ -78,14 +83,7 @@ async fn access_log_has_usage_and_never_secrets() {
 
 #[tokio::test]
 async fn keys_show_by_name_and_prefix_never_by_value() {
-    let logs = Captured::default();
-    let w = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || w.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture();
 
     let config_key = "llmt-config-key-secret-4242";
     let hash = llm_tower::auth::KeyHash::of(config_key);
