@@ -45,7 +45,7 @@ pub use stack::{
     Llm, LlmResponseBody, LlmService, LlmStack, ProviderHandles, ProviderSpec, ProviderStack, StackError,
     StackErrors, TenantLimits,
 };
-pub use store::{LimitReserve, LimitStore};
+pub use store::{LimitReserve, LimitStore, SpendReserve, SpendStore};
 
 /// The shared vocabulary (`llm-tower-core`).
 pub mod core {

@@ -15,7 +15,7 @@ use llm_tower_tokens::{AccountingConfig, Preflight, TokenAccountingLayer, TokenC
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
-use crate::LimitStore;
+use crate::{LimitStore, SpendStore};
 
 /// One provider's stack: Retry → CircuitBreaker → RateLimit → LlmHttpService
 /// (timeouts inside the HTTP service).
@@ -317,6 +317,9 @@ pub struct LlmStack {
     health: HealthConfig,
     client: Option<HttpClient>,
     stores: Stores,
+    /// The cache's shared second tier.
+    #[cfg(feature = "redis")]
+    cache_l2: Option<llm_tower_redis::Redis>,
 }
 
 /// Where the stack's limiters keep state: each its own memory store, or
@@ -338,6 +341,14 @@ impl Stores {
             }
             #[cfg(feature = "redis")]
             Stores::Redis(r, on_error) => LimitStore::Redis(r.limits(namespace).on_error(*on_error)),
+        }
+    }
+
+    fn spend(&self) -> SpendStore {
+        match self {
+            Stores::Memory => SpendStore::default(),
+            #[cfg(feature = "redis")]
+            Stores::Redis(r, on_error) => SpendStore::Redis(r.budgets("tenants").on_error(*on_error)),
         }
     }
 }
@@ -404,10 +415,11 @@ impl LlmStack {
     }
 
     /// Keeps every limiter's state in `redis` (each provider's under its
-    /// name, the tenants' under `tenants`), so every gateway built on the
-    /// same Redis and prefix holds one shared quota; `on_error` says what a
-    /// limiter does while Redis cannot be reached. (Concurrency limits stay
-    /// per process.)
+    /// name, the tenants' under `tenants`) and the tenants' budget spend
+    /// there too, so every gateway built on the same Redis and prefix holds
+    /// one shared quota and one budget per tenant; `on_error` says what a
+    /// limiter or the budget store does while Redis cannot be reached.
+    /// (Concurrency limits stay per process.)
     #[cfg(feature = "redis")]
     pub fn shared_limits(
         mut self,
@@ -415,6 +427,16 @@ impl LlmStack {
         on_error: llm_tower_redis::OnRedisError,
     ) -> Self {
         self.stores = Stores::Redis(redis, on_error);
+        self
+    }
+
+    /// Gives the cache (if on) a second tier in `redis`, shared by every
+    /// gateway on it: a miss in this process's memory asks Redis before the
+    /// provider, and what one gateway stores the others answer from.
+    /// Single flight stays per process (see `RedisCache`).
+    #[cfg(feature = "redis")]
+    pub fn shared_cache(mut self, redis: llm_tower_redis::Redis) -> Self {
+        self.cache_l2 = Some(redis);
         self
     }
 
@@ -499,9 +521,14 @@ impl LlmStack {
             for (public, priced) in price_as {
                 cfg.price_as.entry(public).or_insert(priced);
             }
-            TokenAccountingLayer::new(cfg)
+            TokenAccountingLayer::with_store(cfg, self.stores.spend())
         });
         let cache = self.cache.map(CacheLayer::new);
+        #[cfg(feature = "redis")]
+        let cache = match (cache, self.cache_l2) {
+            (Some(c), Some(r)) => Some(c.with_l2(r.cache())),
+            (c, _) => c,
+        };
         let tenant_overrides =
             self.tenants.as_ref().map(|t| t.overrides.iter().cloned().collect()).unwrap_or_default();
         let tenants = self.tenants.map(|t| t.layer_in(self.stores.make("tenants")));
@@ -532,7 +559,7 @@ pub struct Llm {
     service: LlmService,
     failover: Failover<ProviderStack>,
     providers: Vec<ProviderHandles>,
-    accounting: Option<TokenAccountingLayer>,
+    accounting: Option<TokenAccountingLayer<SpendStore>>,
     cache: Option<CacheLayer>,
     tenants: Option<RateLimitLayer<LimitStore>>,
     /// The tenants' own limits as built (what a revoked grant returns to).
@@ -568,7 +595,7 @@ impl Llm {
     }
 
     /// The accounting layer (ledger, budgets), if on.
-    pub fn accounting(&self) -> Option<&TokenAccountingLayer> {
+    pub fn accounting(&self) -> Option<&TokenAccountingLayer<SpendStore>> {
         self.accounting.as_ref()
     }
 

@@ -1,4 +1,5 @@
-//! [`LimitStore`]: where a stack's limiters keep their state.
+//! [`LimitStore`] and [`SpendStore`]: where a stack's limiters and its
+//! accounting keep their state.
 
 use std::future::{Future, Ready};
 use std::pin::Pin;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use llm_tower_core::{BoxError, Key};
 use llm_tower_ratelimit::{Adjustment, Decision, Demand, KeyStats, MemoryStore, RateLimitStore, Rates};
+use llm_tower_tokens::{AccountSnapshot, Budget, BudgetStore, MemoryBudgets, Reservation};
 
 /// Where one of a stack's limiters (a provider's, the tenants') keeps its
 /// state: this process's memory (the default), or Redis, shared by every
@@ -108,6 +110,120 @@ impl RateLimitStore for LimitStore {
             LimitStore::Memory(s) => s.key_stats(rates_of),
             #[cfg(feature = "redis")]
             LimitStore::Redis(s) => s.key_stats(rates_of),
+        }
+    }
+}
+
+/// Where the accounting layer keeps tenants' spend: this process's memory
+/// (the default; the SQLite state can persist it), or Redis, one budget for
+/// every gateway on it (feature `redis`,
+/// [`LlmStack::shared_limits`](crate::LlmStack::shared_limits)).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use llm_tower::SpendStore;
+/// use llm_tower::tokens::{Budget, BudgetStore, Period};
+/// let store = SpendStore::default();
+/// let (key, budget) = (llm_tower::core::Key::from_static("t"), Budget { limit_micros: 100, period: Period::Day });
+/// let r = store.reserve(&key, &budget, 80).await.unwrap();
+/// assert!(store.reserve(&key, &budget, 80).await.is_err(), "80 + 80 > 100");
+/// store.settle(&key, &budget, r, 30);
+/// assert_eq!(store.balance(&key), Some((30, 0)));
+/// # }
+/// ```
+#[derive(Debug)]
+pub enum SpendStore {
+    /// This process only.
+    Memory(MemoryBudgets),
+    /// Shared in Redis.
+    #[cfg(feature = "redis")]
+    Redis(llm_tower_redis::RedisBudgets),
+}
+
+impl Default for SpendStore {
+    fn default() -> Self {
+        SpendStore::Memory(MemoryBudgets::default())
+    }
+}
+
+impl SpendStore {
+    /// Whether it is shared and its Redis did not answer the last call.
+    pub fn is_down(&self) -> bool {
+        match self {
+            SpendStore::Memory(_) => false,
+            #[cfg(feature = "redis")]
+            SpendStore::Redis(r) => r.is_down(),
+        }
+    }
+}
+
+/// The reservation future of a [`SpendStore`].
+pub enum SpendReserve {
+    /// Decided at once.
+    Memory(Ready<Result<Reservation, BoxError>>),
+    /// One Redis round trip.
+    #[cfg(feature = "redis")]
+    Redis(llm_tower_redis::BudgetReserve),
+}
+
+impl std::fmt::Debug for SpendReserve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpendReserve")
+    }
+}
+
+impl Future for SpendReserve {
+    type Output = Result<Reservation, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            SpendReserve::Memory(r) => Pin::new(r).poll(cx),
+            #[cfg(feature = "redis")]
+            SpendReserve::Redis(r) => Pin::new(r).poll(cx),
+        }
+    }
+}
+
+impl BudgetStore for SpendStore {
+    type Reserve = SpendReserve;
+
+    fn reserve(&self, key: &Key, budget: &Budget, estimate: u64) -> SpendReserve {
+        match self {
+            SpendStore::Memory(s) => SpendReserve::Memory(s.reserve(key, budget, estimate)),
+            #[cfg(feature = "redis")]
+            SpendStore::Redis(s) => SpendReserve::Redis(s.reserve(key, budget, estimate)),
+        }
+    }
+
+    fn settle(&self, key: &Key, budget: &Budget, reservation: Reservation, actual: u64) {
+        match self {
+            SpendStore::Memory(s) => s.settle(key, budget, reservation, actual),
+            #[cfg(feature = "redis")]
+            SpendStore::Redis(s) => s.settle(key, budget, reservation, actual),
+        }
+    }
+
+    fn balance(&self, key: &Key) -> Option<(u64, u64)> {
+        match self {
+            SpendStore::Memory(s) => s.balance(key),
+            #[cfg(feature = "redis")]
+            SpendStore::Redis(s) => s.balance(key),
+        }
+    }
+
+    fn drain_changed(&self) -> Vec<AccountSnapshot> {
+        match self {
+            SpendStore::Memory(s) => s.drain_changed(),
+            #[cfg(feature = "redis")]
+            SpendStore::Redis(s) => s.drain_changed(),
+        }
+    }
+
+    fn restore(&self, snapshot: &AccountSnapshot) {
+        match self {
+            SpendStore::Memory(s) => s.restore(snapshot),
+            #[cfg(feature = "redis")]
+            SpendStore::Redis(s) => s.restore(snapshot),
         }
     }
 }

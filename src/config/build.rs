@@ -153,6 +153,10 @@ impl StackConfig {
             .health(self.failover.to_health());
         if let Some(c) = &self.cache {
             stack = stack.cache(c.to_config());
+            #[cfg(feature = "redis")]
+            if let (true, Some(r)) = (c.shared, &redis) {
+                stack = stack.shared_cache(r.clone());
+            }
         }
         let llm = stack.build().map_err(|errs| {
             BuildError::Config(

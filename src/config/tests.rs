@@ -185,3 +185,16 @@ fn keys_and_auth_are_checked_against_each_other() {
         format!("[auth]\ntrust_tenant_header=true\n[tenants.overrides.acme]\nrequests_per_minute=5\n{MOCK}");
     assert!(errors(&trusted).is_empty(), "{:?}", errors(&trusted));
 }
+
+#[test]
+fn a_shared_cache_needs_a_redis() {
+    const MOCK: &str = "[[providers]]\nname='m'\nkind='mock'\nmodels=['gpt-4o-mini']\n";
+    let errs = errors(&format!("[cache]\nshared = true\n[state]\npath = 'x.db'\n{MOCK}"));
+    assert!(
+        errs.iter().any(|e| e.starts_with("cache.shared: a shared cache tier needs [state] redis_url")),
+        "{errs:?}"
+    );
+    let ok =
+        errors(&format!("[cache]\nshared = true\n[state]\nredis_url = 'redis://127.0.0.1:6379'\n{MOCK}"));
+    assert!(!ok.iter().any(|e| e.starts_with("cache.shared")), "{ok:?}");
+}

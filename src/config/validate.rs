@@ -87,6 +87,14 @@ impl StackConfig {
         for e in sections {
             err(e.field, e.message);
         }
+        let has_redis =
+            self.state.as_ref().is_some_and(|s| s.redis_url.is_some() || s.redis_url_env.is_some());
+        if self.cache.as_ref().is_some_and(|c| c.shared) && !has_redis {
+            err(
+                "cache.shared".into(),
+                "a shared cache tier needs [state] redis_url (or redis_url_env)".into(),
+            );
+        }
         if self.server.admin_token.is_some() && self.server.admin_token_env.is_some() {
             err("server.admin_token_env".into(), "set admin_token or admin_token_env, not both".into());
         }

@@ -33,6 +33,10 @@ pub struct CacheSection {
     pub coalesce: bool,
     /// `tenant` (default: tenants never share entries) or `global`.
     pub scope: ScopeKind,
+    /// Also keep entries in the gateway's `[state]` Redis, a second tier
+    /// every gateway on it answers from (needs `[state] redis_url`).
+    /// Default false.
+    pub shared: bool,
 }
 
 /// `cache.strategy` values.
@@ -76,6 +80,7 @@ impl Default for CacheSection {
             store_truncated: d.store_truncated,
             coalesce: d.coalesce,
             scope: ScopeKind::Tenant,
+            shared: false,
         }
     }
 }

@@ -62,6 +62,7 @@ pub(crate) async fn stats(State(app): State<Arc<AppState>>, req: Request) -> Res
                 "up": r.ping().await.is_ok(),
                 "on_error": if *closed { "closed" } else { "local" },
                 "limiters_without_redis": llm.providers().iter().filter(|p| p.limiter.store().is_down()).count(),
+                "budgets_without_redis": llm.accounting().is_some_and(|a| a.budgets().is_down()),
             }),
             None => serde_json::Value::Null,
         },

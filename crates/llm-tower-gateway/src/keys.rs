@@ -36,7 +36,7 @@ pub(crate) struct Identities {
     /// Where keys the admin API creates are kept.
     store: Arc<dyn KeyStore>,
     /// Writes spend and usage every second; flushed at shutdown.
-    flusher: Mutex<Option<Flusher>>,
+    flusher: Mutex<Option<Flusher<llm_tower::SpendStore>>>,
 }
 
 /// Why the state could not be loaded.
@@ -64,7 +64,7 @@ impl Identities {
                         budget_accounts = restored.accounts,
                         ledger_lines = restored.ledger_lines,
                         "state: SQLite file (admin-created keys, budget spend and usage persist; \
-                         a crash loses at most the last second of spend)"
+                         a crash loses at most the last second of spend; with Redis, spend is kept there)"
                     );
                 }
                 store = Arc::new(state);

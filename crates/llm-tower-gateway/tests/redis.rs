@@ -57,7 +57,10 @@ async fn status_of(h: &Harness, headers: &[(&str, &str)]) -> StatusCode {
 async fn two_gateways_on_one_redis_hold_one_provider_limit() {
     let Some(redis) = redis_server() else { return };
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let cfg = config(&mock, &redis, "two:", 100, "local", "");
+    // A slow answer must not fall back to local limits here (the machine is
+    // shared with other tests): a long timeout; the outage test has a short one.
+    let cfg = config(&mock, &redis, "two:", 100, "local", "")
+        .replace("redis_timeout_ms = 200", "redis_timeout_ms = 5000");
     let (a, b) = (std::sync::Arc::new(start(&cfg).await), std::sync::Arc::new(start(&cfg).await));
     let mut calls = Vec::new();
     for i in 0..300 {
@@ -165,4 +168,101 @@ async fn a_redis_outage_falls_back_or_refuses_as_configured_and_ends_without_a_r
     assert_eq!(status_of(&local, &[]).await, StatusCode::OK);
     local.stop().await;
     closed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_redis_hold_one_tenant_budget() {
+    let Some(redis) = redis_server() else { return };
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    // gpt-4o-mini at $10 / $100 per million: a call of ~11 input tokens and
+    // at most 16 output tokens is estimated at ~1,710 micro-dollars and costs
+    // about as much; acme may spend $0.05, ~29 calls, whichever gateway.
+    let budget = "[auth]\ntrust_tenant_header = true\n[tenants.budgets.acme]\nusd = 0.05\n\
+                  [prices.gpt-4o-mini]\ninput = 10.0\noutput = 100.0\n";
+    let cfg = config(&mock, &redis, "spend:", 100_000, "local", budget)
+        .replace("redis_timeout_ms = 200", "redis_timeout_ms = 5000");
+    let (a, b) = (std::sync::Arc::new(start(&cfg).await), std::sync::Arc::new(start(&cfg).await));
+    let chat =
+        r#"{"model":"gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"hello gateway"}]}"#;
+    let mut calls = Vec::new();
+    for i in 0..120 {
+        let h = if i % 2 == 0 { a.clone() } else { b.clone() };
+        calls.push(tokio::spawn(async move {
+            let res = h.send(Method::POST, "/v1/chat/completions", chat, &[("x-tenant", "acme")]).await;
+            let status = res.status();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                assert_eq!(error_of(&body).0, "insufficient_quota");
+            }
+            status
+        }));
+    }
+    let mut ok = 0u64;
+    for c in calls {
+        match c.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let admin = format!("Bearer {ADMIN}");
+    let mut cost = 0;
+    let mut served = 0;
+    for h in [&a, &b] {
+        let res = h.send(Method::GET, "/stats", "", &[("authorization", &admin)]).await;
+        let stats = json(&res.into_body().collect().await.unwrap().to_bytes());
+        assert_eq!(stats["redis"]["budgets_without_redis"], false);
+        if let Some(e) = stats["usage"].as_array().unwrap().iter().find(|e| e["tenant"] == "acme") {
+            cost += e["total"]["cost_micros"].as_u64().unwrap();
+            served += e["total"]["requests"].as_u64().unwrap();
+        }
+    }
+    eprintln!(
+        "two gateways, one Redis budget of $0.05: {ok} of 120 calls passed, ${:.6} spent",
+        cost as f64 / 1e6
+    );
+    assert_eq!(served, ok, "every call that passed was accounted, on the gateway that served it");
+    // Each gateway alone would have let ~29 through: together they held one budget,
+    // filled to within about one call's cost (~1,700).
+    assert!(cost <= 50_000, "never spent past the one budget: {cost}");
+    assert!(cost > 50_000 - 2 * 1_800, "the budget was used, not refused early: {cost}");
+    assert_eq!(mock.stats().llm_requests, ok, "refused calls never reached the provider");
+}
+
+#[tokio::test]
+async fn an_answer_one_gateway_cached_is_a_hit_on_the_other() {
+    let Some(redis) = redis_server() else { return };
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let cache = "[cache]\nstrategy = 'conservative'\nshared = true\n";
+    let cfg = config(&mock, &redis, "cache:", 100_000, "local", cache);
+    let (a, b) = (start(&cfg).await, start(&cfg).await);
+    let det = r#"{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"cache me"}]}"#;
+    async fn chat(h: &Harness, det: &str) -> (String, serde_json::Value) {
+        let res = h.send(Method::POST, "/v1/chat/completions", det, &[]).await;
+        let cache = res.headers().get("x-llm-cache").map(|v| v.to_str().unwrap().to_owned());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (cache.unwrap_or_default(), json(&body)["choices"].clone())
+    }
+    let (state, first) = chat(&a, det).await;
+    assert_eq!(state, "MISS");
+    // A writes Redis once the answer has ended, off the request path: wait
+    // (without sleeping) until the entry is there.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut stored = false;
+    for _ in 0..10_000 {
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg("cache:cache:e:*").query_async(&mut conn).await.unwrap();
+        if !keys.is_empty() {
+            stored = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(stored, "A stored its answer in Redis");
+    let (state, second) = chat(&b, det).await;
+    assert_eq!(state, "HIT", "B answers from what A stored");
+    assert_eq!(first, second);
+    assert_eq!(chat(&b, det).await.0, "HIT", "and keeps it in its own memory");
+    assert_eq!(mock.stats().llm_requests, 1, "one upstream call for both gateways");
 }

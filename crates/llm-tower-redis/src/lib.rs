@@ -1,5 +1,6 @@
 //! State shared by every gateway on one Redis: the limiter's store (provider
-//! and tenant quotas held across instances, atomically) and the virtual-key
+//! and tenant quotas held across instances, atomically), the budget store
+//! (tenants' spend), the response cache's second tier and the virtual-key
 //! store.
 //!
 //! The client is [`redis`] (redis-rs) with its tokio connection manager: one
@@ -10,6 +11,8 @@
 //! capable but larger than a shared limiter needs.
 //!
 //! - [`RedisLimits`]: a `RateLimitStore` (one Lua script, Redis `TIME`).
+//! - [`RedisBudgets`]: a `BudgetStore` (one Lua script, leased reservations).
+//! - [`RedisCache`]: the response cache's `L2`.
 //! - [`RedisKeys`]: a `KeyStore`.
 //! - [`RedisServer`]: a throwaway `redis-server` for tests and demos.
 //!
@@ -34,10 +37,14 @@ use std::time::Duration;
 use llm_tower_core::BoxError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+mod budgets;
+mod cache;
 mod keys;
 mod limits;
 mod server;
 
+pub use budgets::{RedisBudgets, Reserve as BudgetReserve};
+pub use cache::RedisCache;
 pub use keys::RedisKeys;
 pub use limits::{OnRedisError, RedisLimits, Reserve};
 pub use server::RedisServer;
@@ -82,7 +89,8 @@ pub struct Redis {
     conn: ConnectionManager,
     prefix: Arc<str>,
     cfg: Arc<RedisConfig>,
-    script: Arc<redis::Script>,
+    /// The limiter's and the budgets' scripts.
+    scripts: Arc<[redis::Script; 2]>,
     /// The tokio clock's zero, for [`Clock::Tokio`].
     base: tokio::time::Instant,
 }
@@ -122,17 +130,19 @@ impl Redis {
             mc = mc.set_connection_timeout(None).set_response_timeout(None);
         }
         let conn = ConnectionManager::new_with_config(client, mc).await?;
-        let script = Arc::new(redis::Script::new(limits::SCRIPT));
+        let scripts = Arc::new([redis::Script::new(limits::SCRIPT), redis::Script::new(budgets::SCRIPT)]);
         let redis = Redis {
             conn,
             prefix: cfg.prefix.as_str().into(),
             cfg: Arc::new(cfg),
-            script,
+            scripts,
             base: tokio::time::Instant::now(),
         };
         // Loaded once; each call is by SHA (and reloads on NOSCRIPT, after
         // a Redis restart).
-        let _: String = redis.query(redis::cmd("SCRIPT").arg("LOAD").arg(limits::SCRIPT)).await?;
+        for script in [limits::SCRIPT, budgets::SCRIPT] {
+            let _: String = redis.query(redis::cmd("SCRIPT").arg("LOAD").arg(script)).await?;
+        }
         Ok(redis)
     }
 
@@ -145,6 +155,18 @@ impl Redis {
     /// `tenants`): give it to `RateLimitLayer::with_store`.
     pub fn limits(&self, namespace: &str) -> RedisLimits {
         RedisLimits::new(self.clone(), namespace)
+    }
+
+    /// A budget store, its accounts under `namespace` (`tenants`): give it
+    /// to `TokenAccountingLayer::with_store`.
+    pub fn budgets(&self, namespace: &str) -> RedisBudgets {
+        RedisBudgets::new(self.clone(), namespace)
+    }
+
+    /// The response cache's shared second tier: give it to
+    /// `CacheLayer::with_l2`.
+    pub fn cache(&self) -> RedisCache {
+        RedisCache::new(self.clone())
     }
 
     /// The virtual-key store.
@@ -177,23 +199,50 @@ impl Redis {
         self.bounded(async move { cmd.query_async(&mut conn).await }).await
     }
 
-    /// The `now` argument of a script: empty (Redis `TIME`) or the tokio clock.
-    fn now_arg(&self) -> String {
+    /// The `now` argument of a script: empty (Redis `TIME`) or the tokio
+    /// clock, in microseconds (`millis`: milliseconds).
+    fn now_arg(&self, millis: bool) -> String {
         match self.cfg.clock {
             Clock::Redis => String::new(),
             // +1: never zero.
+            Clock::Tokio if millis => (self.base.elapsed().as_millis() as u64 + 1).to_string(),
             Clock::Tokio => (self.base.elapsed().as_micros() as u64 + 1).to_string(),
         }
     }
 
+    /// Runs the limiter's script on `key`.
     pub(crate) async fn run_script<T: redis::FromRedisValue>(
         &self,
         key: &str,
         idle_ms: u64,
         args: Vec<String>,
     ) -> Result<T, BoxError> {
-        let mut inv = self.script.key(key);
-        inv.arg(self.now_arg()).arg(idle_ms);
+        let mut inv = self.scripts[0].key(key);
+        inv.arg(self.now_arg(false)).arg(idle_ms);
+        for a in &args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        self.bounded(async move { inv.invoke_async(&mut conn).await }).await
+    }
+
+    /// Runs a script invocation.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BoxError> {
+        let mut conn = self.conn.clone();
+        self.bounded(async move { inv.invoke_async(&mut conn).await }).await
+    }
+
+    /// Runs the budgets' script on an account's two keys.
+    pub(crate) async fn run_budget<T: redis::FromRedisValue>(
+        &self,
+        keys: [&str; 2],
+        args: Vec<String>,
+    ) -> Result<T, BoxError> {
+        let mut inv = self.scripts[1].key(keys[0]);
+        inv.key(keys[1]).arg(self.now_arg(true));
         for a in &args {
             inv.arg(a);
         }

@@ -10,6 +10,8 @@
 //!   shutdown. A crash (not a graceful stop) loses at most the last second of
 //!   spend. [`SqliteState::restore`] puts the saved spend back at start; a
 //!   budget period keeps its wall-clock start, so it ends when it would have.
+//!   With budgets in a shared store (Redis) the store is its own durable
+//!   copy: only the ledger is written here.
 //! - The file is in WAL mode (readers never block the writer), `synchronous
 //!   = NORMAL` (a power loss may lose the last commits, never corrupt), with a
 //!   schema version checked at open.
@@ -43,7 +45,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use llm_tower_auth::{KeyRecord, KeySource, KeyStore, StoreError, StoreFuture};
 use llm_tower_core::Key;
-use llm_tower_tokens::{AccountSnapshot, LedgerLine, MemoryBudgets, TokenAccountingLayer, Totals};
+use llm_tower_tokens::{
+    AccountSnapshot, BudgetStore, LedgerLine, MemoryBudgets, TokenAccountingLayer, Totals,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The schema this crate writes (`PRAGMA user_version`).
@@ -172,9 +176,9 @@ impl SqliteState {
     /// Writes what changed in `accounting`'s budgets and ledger since the
     /// last flush, in one transaction. On failure the changes are lost to the
     /// file (they stay in memory and count from there).
-    pub async fn flush(
+    pub async fn flush<St: BudgetStore>(
         &self,
-        accounting: &TokenAccountingLayer<MemoryBudgets>,
+        accounting: &TokenAccountingLayer<St>,
     ) -> Result<Flushed, StateError> {
         let accounts = accounting.budgets().drain_changed();
         let lines = accounting.ledger().drain_changed();
@@ -222,9 +226,9 @@ impl SqliteState {
 
     /// Puts the saved spend and usage back into `accounting` (at start,
     /// before it serves).
-    pub async fn restore(
+    pub async fn restore<St: BudgetStore>(
         &self,
-        accounting: &TokenAccountingLayer<MemoryBudgets>,
+        accounting: &TokenAccountingLayer<St>,
     ) -> Result<Flushed, StateError> {
         let (accounts, lines) = self
             .run(|c| {
@@ -273,7 +277,11 @@ impl SqliteState {
     /// Flushes `accounting` into this file every `every` (one second is the
     /// documented bound on what a crash loses) until the [`Flusher`] is shut
     /// down, which flushes once more.
-    pub fn spawn_flusher(&self, accounting: TokenAccountingLayer<MemoryBudgets>, every: Duration) -> Flusher {
+    pub fn spawn_flusher<St: BudgetStore>(
+        &self,
+        accounting: TokenAccountingLayer<St>,
+        every: Duration,
+    ) -> Flusher<St> {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let state = self.clone();
         let acc = accounting.clone();
@@ -306,14 +314,14 @@ pub struct Flushed {
 
 /// The background writer of [`SqliteState::spawn_flusher`].
 #[derive(Debug)]
-pub struct Flusher {
+pub struct Flusher<St = MemoryBudgets> {
     task: tokio::task::JoinHandle<()>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     state: SqliteState,
-    accounting: TokenAccountingLayer<MemoryBudgets>,
+    accounting: TokenAccountingLayer<St>,
 }
 
-impl Flusher {
+impl<St: BudgetStore> Flusher<St> {
     /// Stops the periodic writes and flushes what is left (graceful shutdown).
     pub async fn shutdown(mut self) -> Result<Flushed, StateError> {
         if let Some(stop) = self.stop.take() {
@@ -324,7 +332,7 @@ impl Flusher {
     }
 }
 
-impl Drop for Flusher {
+impl<St> Drop for Flusher<St> {
     fn drop(&mut self) {
         self.task.abort();
     }

@@ -56,8 +56,8 @@ async fn keys_spend_and_usage_survive_a_reopen() {
         };
         state.put(rec).await.unwrap();
         let acc = TokenAccountingLayer::new(AccountingConfig::default());
-        acc.budgets().reserve(&team, &budget, 400).await.unwrap();
-        acc.budgets().settle(&team, &budget, 400, 700);
+        let r = acc.budgets().reserve(&team, &budget, 400).await.unwrap();
+        acc.budgets().settle(&team, &budget, r, 700);
         acc.ledger().record(
             "team-a",
             "gpt-4o-mini",
@@ -92,8 +92,8 @@ async fn a_period_keeps_its_start_across_a_restart() {
     let team = Key::from_static("t");
     let state = SqliteState::open(&db.0).await.unwrap();
     let acc = TokenAccountingLayer::new(AccountingConfig::default());
-    acc.budgets().reserve(&team, &budget, 1_000).await.unwrap();
-    acc.budgets().settle(&team, &budget, 1_000, 1_000);
+    let r = acc.budgets().reserve(&team, &budget, 1_000).await.unwrap();
+    acc.budgets().settle(&team, &budget, r, 1_000);
     state.flush(&acc).await.unwrap();
     let again = TokenAccountingLayer::new(AccountingConfig::default());
     state.restore(&again).await.unwrap();

@@ -14,7 +14,7 @@ use llm_tower_core::usage::BodyKind;
 use llm_tower_core::{Api, BoxError, Key, LlmBody, RequestInfo, ServedBy, ServedModel, Usage};
 use pin_project_lite::pin_project;
 
-use crate::budget::{Budget, BudgetStore, MemoryBudgets};
+use crate::budget::{Budget, BudgetStore, MemoryBudgets, Reservation};
 use crate::ledger::Ledger;
 use crate::{ModelInfo, Prices, count_input, counter_for};
 
@@ -254,6 +254,8 @@ struct Settle<St: BudgetStore> {
     prices: Prices,
     budget: Option<Budget>,
     estimate: u64,
+    /// What the budget store reserved (with a budget, once reserved).
+    reservation: Reservation,
     /// Input tokens counted here (used when the provider reports no usage).
     input: u64,
     /// Output tokens the estimate assumed (`max_tokens` x `n`).
@@ -283,7 +285,7 @@ impl<St: BudgetStore> Settle<St> {
         };
         let cost = if self.free { 0 } else { self.prices.cost_micros(&usage) };
         if let Some(b) = &self.budget {
-            self.shared.budgets.settle(&self.tenant, b, self.estimate, cost);
+            self.shared.budgets.settle(&self.tenant, b, self.reservation, cost);
         }
         let provider = self.provider.as_deref().unwrap_or("-");
         self.shared.ledger.record(self.tenant.as_str(), &self.model, provider, &usage, cost);
@@ -313,7 +315,7 @@ impl<St: BudgetStore> Settle<St> {
         if !self.done {
             self.done = true;
             if let Some(b) = &self.budget {
-                self.shared.budgets.settle(&self.tenant, b, self.estimate, 0);
+                self.shared.budgets.settle(&self.tenant, b, self.reservation, 0);
             }
         }
     }
@@ -328,7 +330,7 @@ impl<St: BudgetStore> Settle<St> {
         self.done = true;
         let usage = Usage { input: self.input, output: self.est_output, ..Default::default() };
         if let Some(b) = &self.budget {
-            self.shared.budgets.settle(&self.tenant, b, self.estimate, self.estimate);
+            self.shared.budgets.settle(&self.tenant, b, self.reservation, self.estimate);
         }
         let provider = self.provider.as_deref().unwrap_or("-");
         self.shared.ledger.record(self.tenant.as_str(), &self.model, provider, &usage, self.estimate);
@@ -350,7 +352,7 @@ impl<St: BudgetStore> Drop for Settle<St> {
 
 impl<S, R, St> tower::Service<Request<LlmBody>> for TokenAccounting<S, St>
 where
-    S: tower::Service<Request<LlmBody>, Response = Response<R>>,
+    S: tower::Service<Request<LlmBody>, Response = Response<R>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     R: Body<Data = Bytes> + Send + 'static,
     R::Error: Into<BoxError>,
@@ -396,26 +398,42 @@ where
             prices,
             budget,
             estimate,
+            reservation: Reservation::local(0),
             input: u64::from(input),
             est_output: output,
             provider: None,
             free: false,
             done: true,
         };
-        if let Some(b) = budget {
-            let mut reserve = self.shared.budgets.reserve(&settle.tenant, &b, estimate);
-            let mut cx = Context::from_waker(std::task::Waker::noop());
-            match Pin::new(&mut reserve).poll(&mut cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return ResponseFuture::failed(e.into()),
-                // This version reserves only with stores that answer at once (in memory).
-                Poll::Pending => return ResponseFuture::failed("budget store did not answer at once".into()),
+        let Some(b) = budget else {
+            settle.done = false;
+            return ResponseFuture::calling(self.inner.call(req), settle, strip);
+        };
+        let mut reserve = self.shared.budgets.reserve(&settle.tenant, &b, estimate);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(&mut reserve).poll(&mut cx) {
+            Poll::Ready(Ok(r)) => {
+                settle.reservation = r;
+                settle.done = false;
+                ResponseFuture::calling(self.inner.call(req), settle, strip)
+            }
+            Poll::Ready(Err(e)) => ResponseFuture::failed(e),
+            Poll::Pending => {
+                // A shared store answers after a round trip: the call waits
+                // for it, made by the service that was polled ready.
+                let ready = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, ready);
+                let call: CallLater<S::Future> = Box::new(move || inner.call(req));
+                ResponseFuture {
+                    state: State::Reserving { reserve, call: Some(call), settle: Some(settle), strip },
+                }
             }
         }
-        settle.done = false;
-        ResponseFuture { state: State::Calling { fut: self.inner.call(req), settle: Some(settle), strip } }
     }
 }
+
+/// The call a reservation that is not decided at once waits to make.
+type CallLater<F> = Box<dyn FnOnce() -> F + Send>;
 
 pin_project! {
     /// Response future of [`TokenAccounting`].
@@ -428,6 +446,7 @@ pin_project! {
 pin_project! {
     #[project = Proj]
     enum State<F, St: BudgetStore> {
+        Reserving { reserve: St::Reserve, call: Option<CallLater<F>>, settle: Option<Settle<St>>, strip: bool },
         Calling { #[pin] fut: F, settle: Option<Settle<St>>, strip: bool },
         Failed { err: Option<BoxError> },
     }
@@ -436,6 +455,10 @@ pin_project! {
 impl<F, St: BudgetStore> ResponseFuture<F, St> {
     fn failed(err: BoxError) -> Self {
         Self { state: State::Failed { err: Some(err) } }
+    }
+
+    fn calling(fut: F, settle: Settle<St>, strip: bool) -> Self {
+        Self { state: State::Calling { fut, settle: Some(settle), strip } }
     }
 }
 
@@ -449,49 +472,72 @@ where
 {
     type Output = Result<Response<LlmResponseBody>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            Proj::Failed { err } => {
-                Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())))
-            }
-            Proj::Calling { fut, settle, strip } => {
-                let out = ready!(fut.poll(cx));
-                let mut settle = settle.take().expect("polled after completion");
-                match out {
-                    Err(e) => {
-                        settle.release();
-                        Poll::Ready(Err(e.into()))
-                    }
-                    Ok(res) => {
-                        if !res.status().is_success() {
-                            // Providers do not bill failed calls.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().state.project() {
+                Proj::Failed { err } => {
+                    return Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())));
+                }
+                Proj::Reserving { reserve, call, settle, strip } => {
+                    let reserved = ready!(Pin::new(reserve).poll(cx));
+                    let (mut settle, strip) = (settle.take().expect("polled after completion"), *strip);
+                    let call = call.take().expect("polled after completion");
+                    let next = match reserved {
+                        Ok(r) => {
+                            settle.reservation = r;
+                            settle.done = false;
+                            ResponseFuture::calling(call(), settle, strip)
+                        }
+                        Err(e) => ResponseFuture::failed(e),
+                    };
+                    self.set(next);
+                }
+                Proj::Calling { fut, settle, strip } => {
+                    let out = ready!(fut.poll(cx));
+                    let mut settle = settle.take().expect("polled after completion");
+                    return Poll::Ready(match out {
+                        Err(e) => {
                             settle.release();
+                            Err(e.into())
                         }
-                        if let Some(by) = res.extensions().get::<ServedBy>() {
-                            settle.provider = Some(by.0.clone());
-                            settle.free = by.is_cache();
-                        }
-                        // Priced at the model that served it, when its price is known.
-                        if let Some(p) = ServedModel::of(&res).and_then(|m| settle.shared.cfg.known_prices(m))
-                        {
-                            settle.prices = p;
-                        }
-                        let kind = BodyKind::from_headers(res.headers());
-                        let strip = *strip && kind == BodyKind::Sse;
-                        let mut res = res.map(LlmResponseBody::new);
-                        if strip {
-                            res.body_mut().strip_usage_only_events();
-                        }
-                        // A failure was released above: nothing to charge.
-                        if res.status().is_success() {
-                            res.body_mut().observe(Charge { settle, kind });
-                        }
-                        Poll::Ready(Ok(res))
-                    }
+                        Ok(res) => Ok(answered(res, settle, *strip)),
+                    });
                 }
             }
         }
     }
+}
+
+/// The answer as the caller gets it, its cost settled as its body ends.
+fn answered<R, St>(res: Response<R>, mut settle: Settle<St>, strip: bool) -> Response<LlmResponseBody>
+where
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
+    St: BudgetStore,
+{
+    if !res.status().is_success() {
+        // Providers do not bill failed calls.
+        settle.release();
+    }
+    if let Some(by) = res.extensions().get::<ServedBy>() {
+        settle.provider = Some(by.0.clone());
+        settle.free = by.is_cache();
+    }
+    // Priced at the model that served it, when its price is known.
+    if let Some(p) = ServedModel::of(&res).and_then(|m| settle.shared.cfg.known_prices(m)) {
+        settle.prices = p;
+    }
+    let kind = BodyKind::from_headers(res.headers());
+    let strip = strip && kind == BodyKind::Sse;
+    let mut res = res.map(LlmResponseBody::new);
+    if strip {
+        res.body_mut().strip_usage_only_events();
+    }
+    // A failure was released above: nothing to charge.
+    if res.status().is_success() {
+        res.body_mut().observe(Charge { settle, kind });
+    }
+    res
 }
 
 /// Observes the answer's body and settles its cost when it ends, with the

@@ -4,7 +4,7 @@ use std::future::{Future, Ready, ready};
 use std::time::Duration;
 
 use llm_tower_core::bounded::BoundedMap;
-use llm_tower_core::{BudgetExceeded, Key};
+use llm_tower_core::{BoxError, BudgetExceeded, Key};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -35,7 +35,8 @@ impl Period {
         }
     }
 
-    fn length(self) -> Option<Duration> {
+    /// How long one period lasts (`None`: [`Period::Total`] never rolls).
+    pub fn length(self) -> Option<Duration> {
         match self {
             Period::Day => Some(Duration::from_secs(86_400)),
             Period::Month => Some(Duration::from_secs(30 * 86_400)),
@@ -58,21 +59,71 @@ pub struct Budget {
     pub period: Period,
 }
 
+/// A reservation a [`BudgetStore`] made: what [`BudgetStore::settle`] gives
+/// back. It names the reservation (a shared store holds each one under a
+/// lease, so a gateway that dies mid-call does not hold budget forever) and
+/// where it was made (a shared store that fell back to local state settles
+/// there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    estimate: u64,
+    id: u64,
+}
+
+impl Reservation {
+    /// A reservation of `estimate` micro-dollars held by this process.
+    pub fn local(estimate: u64) -> Self {
+        Reservation { estimate, id: 0 }
+    }
+
+    /// A reservation of `estimate` held elsewhere as `id` (never 0).
+    pub fn shared(estimate: u64, id: u64) -> Self {
+        Reservation { estimate, id: id.max(1) }
+    }
+
+    /// The micro-dollars reserved.
+    pub fn estimate(&self) -> u64 {
+        self.estimate
+    }
+
+    /// The shared store's name for it (`None`: held by this process).
+    pub fn id(&self) -> Option<u64> {
+        (self.id != 0).then_some(self.id)
+    }
+}
+
 /// Where budget state lives. A reservation is atomic per key: concurrent
 /// requests can never reserve more than the budget, so the real overspend is
 /// bounded by how much one request's cost exceeds its estimate.
 pub trait BudgetStore: Send + Sync + 'static {
-    /// The reservation future (`Ready` for the in-memory store).
-    type Reserve: Future<Output = Result<(), BudgetExceeded>> + Send + Unpin + 'static;
+    /// The reservation future (`Ready` for the in-memory store; a shared
+    /// store answers after a round trip). It fails with core's
+    /// `BudgetExceeded` (402), or `StoreUnavailable` (503) when a shared
+    /// store cannot decide.
+    type Reserve: Future<Output = Result<Reservation, BoxError>> + Send + Unpin + 'static;
 
     /// Reserves `estimate` micro-dollars of `key`'s `budget`.
     fn reserve(&self, key: &Key, budget: &Budget, estimate: u64) -> Self::Reserve;
 
-    /// Replaces a reservation of `estimate` by the `actual` cost.
-    fn settle(&self, key: &Key, budget: &Budget, estimate: u64, actual: u64);
+    /// Replaces `reservation` by the `actual` cost.
+    fn settle(&self, key: &Key, budget: &Budget, reservation: Reservation, actual: u64);
 
-    /// `(spent, reserved)` for `key` in its current period.
+    /// `(spent, reserved)` for `key` in its current period (a shared store:
+    /// as this process last saw it).
     fn balance(&self, key: &Key) -> Option<(u64, u64)>;
+
+    /// The accounts whose spend changed since the last call, for a
+    /// persistent copy (the SQLite state). A store that is itself the
+    /// durable copy (Redis) has nothing to give.
+    fn drain_changed(&self) -> Vec<AccountSnapshot> {
+        Vec::new()
+    }
+
+    /// Puts a persistent copy's account back (at start). A store that is
+    /// itself the durable copy ignores it: its own state is the truth.
+    fn restore(&self, snapshot: &AccountSnapshot) {
+        let _ = snapshot;
+    }
 }
 
 #[derive(Debug)]
@@ -113,9 +164,9 @@ pub struct AccountSnapshot {
 /// let store = MemoryBudgets::default();
 /// let b = Budget { limit_micros: 100, period: Period::Total };
 /// let k = Key::from_static("t");
-/// assert!(store.reserve(&k, &b, 60).await.is_ok());
+/// let first = store.reserve(&k, &b, 60).await.unwrap();
 /// assert!(store.reserve(&k, &b, 60).await.is_err(), "60 + 60 > 100");
-/// store.settle(&k, &b, 60, 10);
+/// store.settle(&k, &b, first, 10);
 /// assert!(store.reserve(&k, &b, 60).await.is_ok(), "10 spent + 60 fits");
 /// # }
 /// ```
@@ -162,8 +213,8 @@ impl MemoryBudgets {
     /// use llm_tower_tokens::{Budget, BudgetStore, MemoryBudgets, Period};
     /// let store = MemoryBudgets::default();
     /// let b = Budget { limit_micros: 100, period: Period::Day };
-    /// store.reserve(&Key::from_static("t"), &b, 10).await.unwrap();
-    /// store.settle(&Key::from_static("t"), &b, 10, 7);
+    /// let r = store.reserve(&Key::from_static("t"), &b, 10).await.unwrap();
+    /// store.settle(&Key::from_static("t"), &b, r, 7);
     /// let changed = store.drain_changed();
     /// assert_eq!((changed[0].key.as_str(), changed[0].spent_micros), ("t", 7));
     /// assert!(store.drain_changed().is_empty(), "nothing new since");
@@ -253,7 +304,7 @@ impl MemoryBudgets {
 }
 
 impl BudgetStore for MemoryBudgets {
-    type Reserve = Ready<Result<(), BudgetExceeded>>;
+    type Reserve = Ready<Result<Reservation, BoxError>>;
 
     fn reserve(&self, key: &Key, budget: &Budget, estimate: u64) -> Self::Reserve {
         ready(self.with(key, budget, |acc| {
@@ -265,16 +316,17 @@ impl BudgetStore for MemoryBudgets {
                     limit_micros: budget.limit_micros,
                     spent_micros: used,
                     request_micros: estimate,
-                });
+                }
+                .into());
             }
             acc.reserved = acc.reserved.saturating_add(estimate);
-            Ok(())
+            Ok(Reservation::local(estimate))
         }))
     }
 
-    fn settle(&self, key: &Key, budget: &Budget, estimate: u64, actual: u64) {
+    fn settle(&self, key: &Key, budget: &Budget, reservation: Reservation, actual: u64) {
         self.with(key, budget, |acc| {
-            acc.reserved = acc.reserved.saturating_sub(estimate);
+            acc.reserved = acc.reserved.saturating_sub(reservation.estimate);
             acc.spent = acc.spent.saturating_add(actual);
             acc.changed |= actual != 0;
         });
@@ -282,5 +334,13 @@ impl BudgetStore for MemoryBudgets {
 
     fn balance(&self, key: &Key) -> Option<(u64, u64)> {
         self.accounts.get(key.as_str(), |a| a.map(|a| (a.spent, a.reserved)))
+    }
+
+    fn drain_changed(&self) -> Vec<AccountSnapshot> {
+        MemoryBudgets::drain_changed(self)
+    }
+
+    fn restore(&self, snapshot: &AccountSnapshot) {
+        MemoryBudgets::restore(self, snapshot)
     }
 }

@@ -40,7 +40,7 @@ pub mod section;
 mod view;
 
 pub use accounting::{AccountingConfig, TokenAccounting, TokenAccountingLayer};
-pub use budget::{AccountSnapshot, Budget, BudgetStore, MemoryBudgets, Period};
+pub use budget::{AccountSnapshot, Budget, BudgetStore, MemoryBudgets, Period, Reservation};
 pub use counter::{Heuristic, Tiktoken, TokenCounter, counter_for};
 pub use layer::{Preflight, ResponseFuture, TokenCount, TokenCountLayer, count_input};
 pub use ledger::{Ledger, LedgerEntry, LedgerLine, OVERFLOW, Series, Totals};

@@ -72,16 +72,17 @@ proptest! {
             let key = Key::from_static("t");
             let mut accepted = Vec::new();
             for (estimate, actual) in calls {
-                if store.reserve(&key, &budget, estimate).await.is_ok() {
-                    accepted.push((estimate, actual));
+                if let Ok(r) = store.reserve(&key, &budget, estimate).await {
+                    prop_assert_eq!(r.estimate(), estimate);
+                    accepted.push((r, actual));
                 }
             }
             // Reservations alone never exceed the limit.
-            let reserved: u128 = accepted.iter().map(|&(e, _)| u128::from(e)).sum();
+            let reserved: u128 = accepted.iter().map(|(r, _)| u128::from(r.estimate())).sum();
             prop_assert!(reserved <= u128::from(limit));
             let mut spent = 0u64;
-            for (estimate, actual) in accepted {
-                store.settle(&key, &budget, estimate, actual);
+            for (r, actual) in accepted {
+                store.settle(&key, &budget, r, actual);
                 spent = spent.saturating_add(actual);
             }
             prop_assert_eq!(store.balance(&key).unwrap_or((0, 0)), (spent, 0));
@@ -97,15 +98,15 @@ async fn a_flood_of_tenant_names_shares_one_overflow_budget_and_forgets_no_spend
     // 100 tenants with spend fill the store.
     for i in 0..100 {
         let k = Key::from(format!("t{i}"));
-        store.reserve(&k, &budget, 600).await.unwrap();
-        store.settle(&k, &budget, 600, 600);
+        let r = store.reserve(&k, &budget, 600).await.unwrap();
+        store.settle(&k, &budget, r, 600);
     }
     // 10,000 new names: they share one budget of $0.001, so at most one fits.
     let mut fitted = 0;
     for i in 0..10_000 {
         let k = Key::from(format!("new{i}"));
-        if store.reserve(&k, &budget, 600).await.is_ok() {
-            store.settle(&k, &budget, 600, 600);
+        if let Ok(r) = store.reserve(&k, &budget, 600).await {
+            store.settle(&k, &budget, r, 600);
             fitted += 1;
         }
     }
