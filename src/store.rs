@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use llm_tower_core::{BoxError, Key};
-use llm_tower_ratelimit::{Adjustment, Decision, Demand, KeyStats, MemoryStore, RateLimitStore, Rates};
+use llm_tower_ratelimit::{
+    Adjustment, Decision, Demand, KeyStats, MemoryStore, RateLimitStore, Rates, SlotFuture,
+};
 use llm_tower_tokens::{AccountSnapshot, Budget, BudgetStore, MemoryBudgets, Reservation};
 
 /// Where one of a stack's limiters (a provider's, the tenants') keeps its
@@ -102,6 +104,14 @@ impl RateLimitStore for LimitStore {
             LimitStore::Memory(s) => s.peek(key, demand),
             #[cfg(feature = "redis")]
             LimitStore::Redis(s) => s.peek(key, demand),
+        }
+    }
+
+    fn acquire_slot(&self, key: &Key, max: u32) -> Option<SlotFuture> {
+        match self {
+            LimitStore::Memory(s) => s.acquire_slot(key, max),
+            #[cfg(feature = "redis")]
+            LimitStore::Redis(s) => s.acquire_slot(key, max),
         }
     }
 

@@ -266,3 +266,30 @@ async fn an_answer_one_gateway_cached_is_a_hit_on_the_other() {
     assert_eq!(chat(&b, det).await.0, "HIT", "and keeps it in its own memory");
     assert_eq!(mock.stats().llm_requests, 1, "one upstream call for both gateways");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_redis_hold_one_concurrency_limit() {
+    let Some(redis) = redis_server() else { return };
+    // Each answer takes 50 ms to its head: calls overlap.
+    let latency = llm_tower::mock::Latency {
+        headers: std::time::Duration::from_millis(50),
+        per_token: std::time::Duration::ZERO,
+    };
+    let mock = MockServer::start(MockConfig { latency, ..Default::default() }).await.unwrap();
+    let cfg = config(&mock, &redis, "conc:", 100_000, "local", "")
+        .replace("requests_per_minute = 100000\n", "max_concurrent = 2\nmode = 'wait'\nmax_wait_ms = 20000\n")
+        .replace("redis_timeout_ms = 200", "redis_timeout_ms = 5000");
+    let (a, b) = (std::sync::Arc::new(start(&cfg).await), std::sync::Arc::new(start(&cfg).await));
+    let mut calls = Vec::new();
+    for i in 0..12 {
+        let h = if i % 2 == 0 { a.clone() } else { b.clone() };
+        calls.push(tokio::spawn(async move { status_of(&h, &[]).await }));
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap(), StatusCode::OK, "each waited for a slot");
+    }
+    let stats = mock.stats();
+    assert_eq!(stats.llm_requests, 12);
+    // Each gateway alone would allow 2 at once: 4 in flight.
+    assert_eq!(stats.max_in_flight, 2, "two gateways held one limit of 2 calls in flight");
+}

@@ -37,6 +37,7 @@
 
 #[cfg(feature = "contract")]
 pub mod contract;
+mod future;
 mod limits;
 #[cfg(feature = "serde")]
 pub mod section;
@@ -45,7 +46,10 @@ mod settle;
 mod shared;
 mod store;
 
+pub use future::ResponseFuture;
 pub use limits::{LimitKind, Limits, Mode, Rate, Rates};
-pub use service::{RateLimit, RateLimitLayer, ResponseFuture};
+pub use service::{RateLimit, RateLimitLayer};
 pub use shared::RateLimitStats;
-pub use store::{Adjustment, Decision, Demand, Grant, KeyStats, MemoryStore, Quota, RateLimitStore};
+pub use store::{
+    Adjustment, Decision, Demand, Grant, KeyStats, MemoryStore, Quota, RateLimitStore, Slot, SlotFuture,
+};

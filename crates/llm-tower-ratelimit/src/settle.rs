@@ -159,7 +159,15 @@ impl<St: RateLimitStore> Meter<St> {
 /// failure's reservation is refunded).
 pub(crate) struct Settle<St: RateLimitStore> {
     pub(crate) meter: Option<Meter<St>>,
-    pub(crate) permit: Option<OwnedSemaphorePermit>,
+    pub(crate) permit: Option<Permit>,
+}
+
+/// A call's concurrency permit: this process's semaphore, or a shared
+/// store's slot.
+#[allow(dead_code)] // held only to be dropped
+pub(crate) enum Permit {
+    Local(OwnedSemaphorePermit),
+    Shared(crate::store::Slot),
 }
 
 impl<St: RateLimitStore> BodyObserver for Settle<St> {

@@ -1,6 +1,7 @@
 //! Where limit state lives: the [`RateLimitStore`] trait and the in-memory store.
 
 use std::future::{Future, Ready, ready};
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -127,6 +128,39 @@ pub enum Adjustment {
     },
 }
 
+/// One of a key's concurrent-call slots, held in a shared store for one call
+/// and given back when dropped (the layer drops it when the answer's body
+/// ends). A shared store holds each under a lease, so a process that dies
+/// with slots taken does not keep them.
+pub struct Slot {
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Slot {
+    /// A slot that runs `release` when dropped.
+    pub fn new(release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Slot { release: Some(Box::new(release)) }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+/// The answer of [`RateLimitStore::acquire_slot`]: a slot, or `None` when
+/// every slot is taken.
+pub type SlotFuture = Pin<Box<dyn Future<Output = Result<Option<Slot>, BoxError>> + Send>>;
+
 /// Where per-key limit state lives. Decisions are atomic per key: every limit
 /// of a demand is taken, or none.
 ///
@@ -149,6 +183,15 @@ pub trait RateLimitStore: Send + Sync + 'static {
     /// without a round trip. Used to route around a busy limiter.
     fn peek(&self, key: &Key, demand: &Demand) -> Option<Duration> {
         let _ = (key, demand);
+        None
+    }
+
+    /// Takes one of `max` concurrent-call slots of `key`, across every
+    /// process sharing this store. `None` (the default, the in-memory
+    /// store): this store keeps no slots, and the layer limits concurrency
+    /// per process with its own semaphores.
+    fn acquire_slot(&self, key: &Key, max: u32) -> Option<SlotFuture> {
+        let _ = (key, max);
         None
     }
 

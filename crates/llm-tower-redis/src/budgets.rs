@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use llm_tower_core::bounded::BoundedMap;
-use llm_tower_core::{BoxError, BudgetExceeded, Key, StoreUnavailable};
+use llm_tower_core::{BoxError, BudgetExceeded, Key};
 use llm_tower_tokens::{Budget, BudgetStore, MemoryBudgets, Reservation};
 
 use crate::{OnRedisError, Redis};
@@ -236,13 +236,7 @@ impl BudgetStore for RedisBudgets {
                     .increment(1);
                     match inner.on_error {
                         OnRedisError::Local => inner.local.reserve(&key, &budget, estimate).await,
-                        OnRedisError::Closed => {
-                            let e = StoreUnavailable {
-                                store: "redis".into(),
-                                retry_after: Duration::from_secs(1),
-                            };
-                            Err(e.into())
-                        }
+                        OnRedisError::Closed => Err(crate::limits::unavailable()),
                     }
                 }
             }

@@ -201,7 +201,7 @@ impl Redis {
 
     /// The `now` argument of a script: empty (Redis `TIME`) or the tokio
     /// clock, in microseconds (`millis`: milliseconds).
-    fn now_arg(&self, millis: bool) -> String {
+    pub(crate) fn now_arg(&self, millis: bool) -> String {
         match self.cfg.clock {
             Clock::Redis => String::new(),
             // +1: never zero.

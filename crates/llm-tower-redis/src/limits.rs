@@ -6,11 +6,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use llm_tower_core::bounded::BoundedMap;
+use tokio::sync::Semaphore;
 
 use llm_tower_core::{BoxError, Key, StoreUnavailable};
 use llm_tower_ratelimit::{
-    Adjustment, Decision, Demand, Grant, LimitKind, MemoryStore, Rate, RateLimitStore,
+    Adjustment, Decision, Demand, Grant, LimitKind, MemoryStore, Rate, RateLimitStore, Slot, SlotFuture,
 };
 
 use crate::Redis;
@@ -18,6 +22,23 @@ use crate::Redis;
 /// The script: every limit of a decision taken or refused together, on the
 /// server, in one round trip.
 pub(crate) const SCRIPT: &str = include_str!("limits.lua");
+
+/// A key's concurrency slots. KEYS[1]: a sorted set, holder -> lease end
+/// (ms). ARGV: now ("" = Redis TIME), "take" | "give", the holder, then for
+/// take: the most slots, the lease (ms). Answers 1 (taken, given) or 0 (full).
+const SLOTS: &str = r"
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+if ARGV[2] == 'give' then return redis.call('ZREM', KEYS[1], ARGV[3]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+";
 
 /// How long a key stays after every limit of it has recovered (its counters
 /// with it); then Redis expires it.
@@ -32,8 +53,13 @@ const IDLE_MS: u64 = 60_000;
 /// recover. Adjustments are sent at once, in order with this process's later
 /// decisions (one multiplexed connection), and not waited for.
 ///
-/// A concurrency limit (`max_concurrent`) stays per process: the limiter
-/// holds its permits in memory.
+/// A concurrency limit (`max_concurrent`) is shared too, with **leases**:
+/// each call in flight holds one slot of the key (a sorted set of holders,
+/// each with the time its lease ends), given back when its answer's body
+/// ends. A gateway that dies holding slots does not keep them: they end
+/// with their lease (10 minutes by default, [`slot_lease`](Self::slot_lease);
+/// a call still running past its lease no longer counts). A full limit in
+/// wait mode is asked again every 20 ms until the longest wait.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), llm_tower_core::BoxError> {
@@ -54,6 +80,18 @@ pub struct RedisLimits {
     local: Arc<MemoryStore>,
     /// Whether the last call failed (decisions and adjustments go local).
     down: Arc<AtomicBool>,
+    slots: Arc<Slots>,
+}
+
+/// The concurrency slots' script and this process's names for its holders.
+#[derive(Debug)]
+struct Slots {
+    script: redis::Script,
+    lease: Duration,
+    instance: u64,
+    next: AtomicU64,
+    /// This process's slots while Redis is down (`Local`).
+    local: BoundedMap<Key, Arc<Semaphore>>,
 }
 
 /// What a limiter does while Redis cannot be reached.
@@ -77,7 +115,25 @@ impl RedisLimits {
             on_error: OnRedisError::Local,
             local: Arc::new(MemoryStore::default()),
             down: Arc::new(AtomicBool::new(false)),
+            slots: Arc::new(Slots {
+                script: redis::Script::new(SLOTS),
+                lease: Duration::from_secs(600),
+                instance: std::collections::hash_map::RandomState::new().build_hasher().finish(),
+                next: AtomicU64::new(1),
+                local: BoundedMap::new(10_000, Arc::new(Semaphore::new(0))),
+            }),
         }
+    }
+
+    /// How long a concurrency slot is held if its holder never gives it
+    /// back (default 10 minutes).
+    ///
+    /// # Panics
+    /// When called on a clone of a store still in use elsewhere.
+    pub fn slot_lease(mut self, lease: Duration) -> Self {
+        Arc::get_mut(&mut self.slots).expect("configured before it is cloned").lease =
+            lease.max(Duration::from_millis(1));
+        self
     }
 
     /// What to do while Redis cannot be reached (default: decide locally).
@@ -95,6 +151,28 @@ impl RedisLimits {
     fn key(&self, key: &Key) -> String {
         format!("{}{}", self.space, key.as_str())
     }
+
+    fn note_up(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("Redis answers again: limits are shared again");
+        }
+    }
+
+    fn note_down(&self, e: &BoxError) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e, mode = ?self.on_error, "Redis is unreachable");
+        }
+        let mode = match self.on_error {
+            OnRedisError::Local => "local",
+            OnRedisError::Closed => "closed",
+        };
+        metrics::counter!("llm_tower_redis_fallbacks_total", "mode" => mode).increment(1);
+    }
+}
+
+/// The refusal while Redis is down in `closed` mode: 503, `retry-after: 1`.
+pub(crate) fn unavailable() -> BoxError {
+    StoreUnavailable { store: "redis".into(), retry_after: Duration::from_secs(1) }.into()
 }
 
 fn us_ceil(ns: u64) -> u64 {
@@ -165,36 +243,20 @@ impl RateLimitStore for RedisLimits {
             args.push(c.to_string());
             args.push(cap.to_string());
         }
-        let redis = self.redis.clone();
-        let (on_error, local, down) = (self.on_error, self.local.clone(), self.down.clone());
+        let this = self.clone();
         let (k, demand) = (key.clone(), *demand);
         let key = self.key(key);
         Reserve(Box::pin(async move {
-            let out: Vec<i64> = match redis.run_script(&key, IDLE_MS, args).await {
+            let out: Vec<i64> = match this.redis.run_script(&key, IDLE_MS, args).await {
                 Ok(out) => {
-                    if down.swap(false, Ordering::Relaxed) {
-                        tracing::info!("Redis answers again: limits are shared again");
-                    }
+                    this.note_up();
                     out
                 }
                 Err(e) => {
-                    if !down.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(error = %e, mode = ?on_error, "Redis is unreachable");
-                    }
-                    metrics::counter!("llm_tower_redis_fallbacks_total", "mode" => match on_error {
-                        OnRedisError::Local => "local",
-                        OnRedisError::Closed => "closed",
-                    })
-                    .increment(1);
-                    return match on_error {
-                        OnRedisError::Local => local.reserve(&k, &demand).await,
-                        OnRedisError::Closed => {
-                            let e = StoreUnavailable {
-                                store: "redis".into(),
-                                retry_after: Duration::from_secs(1),
-                            };
-                            Err(e.into())
-                        }
+                    this.note_down(&e);
+                    return match this.on_error {
+                        OnRedisError::Local => this.local.reserve(&k, &demand).await,
+                        OnRedisError::Closed => Err(unavailable()),
                     };
                 }
             };
@@ -208,6 +270,51 @@ impl RateLimitStore for RedisLimits {
                 Ok(Decision::Granted(Grant::new(wait, ns(rpm_tat), ns(tpm_tat), ns(now))))
             } else {
                 Ok(Decision::Denied { limit: kind_of(by), retry_after: Some(wait) })
+            }
+        }))
+    }
+
+    fn acquire_slot(&self, key: &Key, max: u32) -> Option<SlotFuture> {
+        let (this, k) = (self.clone(), key.clone());
+        Some(Box::pin(async move {
+            let slots = &this.slots;
+            let set = format!("{}{}:slots", this.space, k.as_str());
+            let holder = format!("{:016x}.{}", slots.instance, slots.next.fetch_add(1, Ordering::Relaxed));
+            let lease = u64::try_from(slots.lease.as_millis()).unwrap_or(u64::MAX);
+            let mut take = slots.script.key(&set);
+            take.arg(this.redis.now_arg(true)).arg("take").arg(&holder).arg(max).arg(lease);
+            match this.redis.invoke::<i64>(&take).await {
+                Ok(0) => Ok(None),
+                Ok(_) => {
+                    this.note_up();
+                    let (redis, slots) = (this.redis.clone(), this.slots.clone());
+                    let give = move || {
+                        let r = redis.clone();
+                        redis.send_in_order(async move {
+                            let mut give = slots.script.key(&set);
+                            give.arg(r.now_arg(true)).arg("give").arg(&holder);
+                            if let Err(e) = r.invoke::<i64>(&give).await {
+                                tracing::warn!(error = %e, "a concurrency slot was not given back: it ends with its lease");
+                            }
+                        });
+                    };
+                    Ok(Some(Slot::new(give)))
+                }
+                Err(e) => {
+                    this.note_down(&e);
+                    match this.on_error {
+                        OnRedisError::Local => {
+                            let (sem, _) = slots.local.with(
+                                k.as_str(),
+                                || (k.clone(), Arc::new(Semaphore::new(max as usize))),
+                                |s| Arc::strong_count(s) == 1,
+                                |s| s.clone(),
+                            );
+                            Ok(sem.try_acquire_owned().ok().map(|p| Slot::new(move || drop(p))))
+                        }
+                        OnRedisError::Closed => Err(unavailable()),
+                    }
+                }
             }
         }))
     }

@@ -119,3 +119,37 @@ async fn a_dead_redis_falls_back_or_refuses_and_a_restarted_one_is_used_again() 
         assert!(!granted(store.reserve(&key, &demand).await.unwrap()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_slots_are_shared_and_given_back() {
+    let Some(server) = server() else { return };
+    let a = connect(&server, "slots:", Clock::Redis).await.limits("p");
+    let b = connect(&server, "slots:", Clock::Redis).await.limits("p");
+    let key = Key::from_static("acct");
+    let take =
+        |s: &llm_tower_redis::RedisLimits| s.acquire_slot(&key, 3).expect("a shared store keeps slots");
+    let s1 = take(&a).await.unwrap().expect("1 of 3");
+    let _s2 = take(&b).await.unwrap().expect("2 of 3");
+    let _s3 = take(&a).await.unwrap().expect("3 of 3");
+    assert!(take(&b).await.unwrap().is_none(), "three in flight across two gateways: full");
+    drop(s1);
+    // The give-back is sent before any later command of A; B may ask before
+    // it lands, so ask through A.
+    assert!(take(&a).await.unwrap().is_some(), "a slot given back is free again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_whose_holder_died_ends_with_its_lease() {
+    let Some(server) = server() else { return };
+    let redis = connect(&server, "lease:", Clock::Tokio).await;
+    let store = redis.limits("p").slot_lease(Duration::from_secs(60));
+    let key = Key::from_static("acct");
+    let held = store.acquire_slot(&key, 1).unwrap().await.unwrap().expect("the only slot");
+    // Its holder dies: the slot is never given back.
+    std::mem::forget(held);
+    assert!(store.acquire_slot(&key, 1).unwrap().await.unwrap().is_none());
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert!(store.acquire_slot(&key, 1).unwrap().await.unwrap().is_none(), "within its lease");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(store.acquire_slot(&key, 1).unwrap().await.unwrap().is_some(), "its lease ended");
+}

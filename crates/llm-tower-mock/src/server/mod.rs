@@ -57,6 +57,10 @@ pub struct MockStats {
     pub rate_limited: u64,
     /// SSE data events written to streams.
     pub chunks_sent: u64,
+    /// The most LLM requests being answered at once (from arrival until the
+    /// response head is sent): what a concurrency limit in front of the
+    /// mock let through.
+    pub max_in_flight: u64,
 }
 
 /// One request as the mock received it.
@@ -105,6 +109,8 @@ impl RecordedRequest {
 struct State {
     config: MockConfig,
     counter: AtomicU64,
+    /// LLM requests between arrival and their response head.
+    in_flight: AtomicU64,
     inner: Mutex<Mutable>,
 }
 
@@ -162,7 +168,12 @@ impl MockServer {
             log: VecDeque::new(),
             stats: MockStats::default(),
         };
-        let state = Arc::new(State { config, counter: AtomicU64::new(0), inner: Mutex::new(inner) });
+        let state = Arc::new(State {
+            config,
+            counter: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            inner: Mutex::new(inner),
+        });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, state.clone(), rx));
         Ok(MockServer { addr, state, shutdown, task: Some(task) })

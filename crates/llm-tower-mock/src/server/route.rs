@@ -82,11 +82,15 @@ pub(super) async fn handle(
     let route = if is_grpc { Route::Grpc } else { Route::of(&parts.method, parts.uri.path()) };
     let is_llm =
         matches!(route, Route::Chat { .. } | Route::Embeddings { .. } | Route::Messages | Route::Grpc);
+    // Counted out when the head is ready, or when the caller leaves first.
+    let _in_flight = is_llm.then(|| InFlight::enter(&state));
     {
         let mut m = state.lock();
         m.stats.requests += 1;
         if is_llm {
             m.stats.llm_requests += 1;
+            let now = state.in_flight.load(Ordering::Relaxed);
+            m.stats.max_in_flight = m.stats.max_in_flight.max(now);
         }
         if !matches!(route, Route::Stats) {
             let entry = RecordedRequest {
@@ -147,6 +151,22 @@ pub(super) async fn handle(
     };
     *state.lock().stats.by_status.entry(res.status().as_u16()).or_default() += 1;
     Ok(res)
+}
+
+/// One LLM request between its arrival and its response head.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A minimal gRPC unary endpoint on any path: it echoes the request message.
