@@ -184,7 +184,9 @@ impl TracesSection {
 /// `[state]`: where state outlives the process. `path`: a SQLite file keeping
 /// keys created by the admin API, budget spend per period and the usage
 /// ledger across restarts. `redis_url`: a Redis every gateway of a deployment
-/// shares, holding the limiters' state (one quota for all) and the keys.
+/// shares, holding the limiters' state (one quota and one concurrency limit
+/// for all), the tenants' budget spend, the keys, and with `[cache] shared`
+/// a second cache tier.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateSection {
@@ -201,8 +203,8 @@ pub struct StateSection {
     #[serde(default = "redis_prefix")]
     pub redis_prefix: String,
     /// While Redis cannot be reached: `local` (default: each gateway limits
-    /// on its own, with a warning and a metric) or `closed` (503 with
-    /// `retry-after`).
+    /// and budgets on its own, with a warning and a metric) or `closed` (503
+    /// with `retry-after`). The cache tier is a miss either way.
     #[serde(default)]
     pub on_redis_error: OnRedisErrorKind,
     /// The longest one Redis command may take. Default 50 ms.

@@ -24,7 +24,7 @@ use crate::store::{Decision, Demand, KeyStats, MemoryStore, RateLimitStore};
 /// concurrency, a minimum interval. See [`Limits`].
 ///
 /// All limits of a request are taken atomically or not at all. At a limit the
-/// request is refused with [`RateLimited`] (429 with `retry-after`), or in
+/// request is refused with [`RateLimited`](llm_tower_core::RateLimited) (429 with `retry-after`), or in
 /// [`Mode::Wait`] waits its turn (FIFO) up to `max_wait`; a waiter that is
 /// dropped gives its reservation back. With `adaptive` on, the provider's
 /// `x-ratelimit-remaining-*`/`reset-*` and 429 `retry-after` make the limiter
