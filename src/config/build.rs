@@ -76,9 +76,16 @@ impl StackConfig {
         {
             Some((st, url)) => {
                 use llm_tower_redis::{OnRedisError, Redis, RedisConfig};
+                let tls_ca_pem = match &st.redis_ca_file {
+                    Some(f) => Some(std::fs::read(f).map_err(|e| {
+                        BuildError::Io(std::io::Error::other(format!("state.redis_ca_file: {e}")))
+                    })?),
+                    None => None,
+                };
                 let cfg = RedisConfig {
                     prefix: st.redis_prefix.clone(),
                     command_timeout: std::time::Duration::from_millis(st.redis_timeout_ms),
+                    tls_ca_pem,
                     ..Default::default()
                 };
                 // Redis must answer at start; after that an outage is handled

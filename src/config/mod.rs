@@ -210,6 +210,11 @@ pub struct StateSection {
     /// The longest one Redis command may take. Default 50 ms.
     #[serde(default = "redis_timeout_ms")]
     pub redis_timeout_ms: u64,
+    /// For a `rediss://` URL: a PEM file with the CA that signed the
+    /// server's certificate (a private CA), trusted instead of the system's
+    /// roots. Needs the `redis-tls` feature (the gateway has it).
+    #[serde(default)]
+    pub redis_ca_file: Option<std::path::PathBuf>,
 }
 
 fn redis_prefix() -> String {
@@ -269,6 +274,28 @@ impl StateSection {
         }
         if self.redis_timeout_ms == 0 {
             errs.push(ConfigError::at(path, "redis_timeout_ms", "must be at least 1"));
+        }
+        if let Some(url) = self.redis_url_with_env(env) {
+            let tls = url.expose().starts_with("rediss://");
+            if tls && !cfg!(feature = "redis-tls") {
+                errs.push(ConfigError::at(
+                    path,
+                    "redis_url",
+                    "rediss:// needs llm-tower's `redis-tls` feature",
+                ));
+            }
+            if self.redis_ca_file.is_some() && !tls {
+                errs.push(ConfigError::at(path, "redis_ca_file", "a CA is for a rediss:// URL"));
+            }
+        }
+        if let Some(f) = &self.redis_ca_file
+            && !f.is_file()
+        {
+            errs.push(ConfigError::at(
+                path,
+                "redis_ca_file",
+                format!("{} is not a readable file", f.display()),
+            ));
         }
         errs
     }

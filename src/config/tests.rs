@@ -198,3 +198,19 @@ fn a_shared_cache_needs_a_redis() {
         errors(&format!("[cache]\nshared = true\n[state]\nredis_url = 'redis://127.0.0.1:6379'\n{MOCK}"));
     assert!(!ok.iter().any(|e| e.starts_with("cache.shared")), "{ok:?}");
 }
+
+#[test]
+fn a_redis_ca_is_for_rediss_and_must_exist() {
+    const MOCK: &str = "[[providers]]\nname='m'\nkind='mock'\nmodels=['gpt-4o-mini']\n";
+    let plain = errors(&format!(
+        "[state]\nredis_url = 'redis://127.0.0.1:6379'\nredis_ca_file = 'Cargo.toml'\n{MOCK}"
+    ));
+    assert!(plain.iter().any(|e| e == "state.redis_ca_file: a CA is for a rediss:// URL"), "{plain:?}");
+    let missing = errors(&format!(
+        "[state]\nredis_url = 'rediss://127.0.0.1:6379'\nredis_ca_file = '/no/such/ca.pem'\n{MOCK}"
+    ));
+    assert!(
+        missing.iter().any(|e| e == "state.redis_ca_file: /no/such/ca.pem is not a readable file"),
+        "{missing:?}"
+    );
+}

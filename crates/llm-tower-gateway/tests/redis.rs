@@ -293,3 +293,26 @@ async fn two_gateways_on_one_redis_hold_one_concurrency_limit() {
     // Each gateway alone would allow 2 at once: 4 in flight.
     assert_eq!(stats.max_in_flight, 2, "two gateways held one limit of 2 calls in flight");
 }
+
+#[tokio::test]
+async fn a_gateway_shares_its_limits_over_tls_with_a_private_ca() {
+    if !RedisServer::tls_available() {
+        eprintln!("skipped: redis-server, redis-cli and openssl are needed for the TLS test");
+        return;
+    }
+    let redis = RedisServer::start_tls().expect("a TLS redis-server starts");
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("llm-tower-gw-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("redis-ca.pem");
+    std::fs::write(&ca, redis.ca_pem().unwrap()).unwrap();
+    let extra = format!("redis_ca_file = '{}'\n", ca.display());
+    let cfg = config(&mock, &redis, "tls:", 1, "closed", &extra)
+        .replace("redis_timeout_ms = 200", "redis_timeout_ms = 5000");
+    assert!(cfg.contains("rediss://127.0.0.1:"));
+    let (a, b) = (start(&cfg).await, start(&cfg).await);
+    assert_eq!(status_of(&a, &[]).await, StatusCode::OK);
+    assert_eq!(status_of(&b, &[]).await, StatusCode::TOO_MANY_REQUESTS, "one 1 RPM quota over TLS");
+    assert_eq!(b.call(Method::GET, "/health/ready", "").await.0, StatusCode::OK, "closed mode, Redis up");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

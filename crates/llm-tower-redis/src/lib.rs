@@ -70,6 +70,10 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// Whose clock decides. Default [`Clock::Redis`].
     pub clock: Clock,
+    /// For `rediss://` URLs (feature `tls`): the PEM certificate(s) of the
+    /// CA that signed the server's certificate, trusted instead of the
+    /// system's roots (a private CA). `None`: the system's roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for RedisConfig {
@@ -78,6 +82,7 @@ impl Default for RedisConfig {
             prefix: "llm-tower:".into(),
             command_timeout: Duration::from_millis(50),
             clock: Clock::Redis,
+            tls_ca_pem: None,
         }
     }
 }
@@ -120,7 +125,7 @@ impl Redis {
     /// Connects to `url` (`redis://host:port/db`, or `rediss://` with the
     /// `tls` feature). The password, if the URL has one, is never logged.
     pub async fn connect(url: &str, cfg: RedisConfig) -> Result<Self, BoxError> {
-        let client = redis::Client::open(url)?;
+        let client = Self::client(url, &cfg)?;
         let mut mc = ConnectionManagerConfig::new().set_number_of_retries(1);
         if cfg.clock == Clock::Redis {
             mc = mc
@@ -144,6 +149,22 @@ impl Redis {
             let _: String = redis.query(redis::cmd("SCRIPT").arg("LOAD").arg(script)).await?;
         }
         Ok(redis)
+    }
+
+    fn client(url: &str, cfg: &RedisConfig) -> Result<redis::Client, BoxError> {
+        let tls = url.starts_with("rediss://");
+        if tls && !cfg!(feature = "tls") {
+            return Err("rediss:// needs llm-tower-redis's `tls` feature".into());
+        }
+        if cfg.tls_ca_pem.is_some() && !tls {
+            return Err("a TLS CA is given for a redis:// URL (rediss:// is TLS)".into());
+        }
+        #[cfg(feature = "tls")]
+        if let Some(pem) = &cfg.tls_ca_pem {
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
+            return Ok(redis::Client::build_with_tls(url, certs)?);
+        }
+        Ok(redis::Client::open(url)?)
     }
 
     /// The key prefix.
