@@ -38,6 +38,19 @@ models = ["gpt-4o-mini"]
 TOML
 }
 
+# limited_toml: the provider section, with provider RPM/TPM limits high
+# enough never to refuse, and the tenants' limits and a budget (every limiter
+# and the accounting on, none refusing).
+limited_toml() {
+  provider_toml
+  cat <<'TOML'
+[providers.rate_limit]
+requests_per_minute = 100000000
+tokens_per_minute = 4000000000
+TOML
+  tenants_toml 1000000.0
+}
+
 # tenants_toml BUDGET_USD: per-tenant limits high enough never to refuse, and
 # a daily budget per tenant (the scripts that send as tenants append it).
 tenants_toml() {

@@ -15,17 +15,8 @@ command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2
 REDIS_PORT=$(port)
 taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
 for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-memory_toml() {
-  provider_toml
-  cat <<'TOML'
-[providers.rate_limit]
-requests_per_minute = 100000000
-tokens_per_minute = 4000000000
-TOML
-  tenants_toml 1000000.0
-}
-memory_toml >"$tmp/memory.toml"
-{ memory_toml; printf '[state]\nredis_url = "redis://127.0.0.1:%s"\nredis_prefix = "cost:"\nredis_timeout_ms = 1000\n' "$REDIS_PORT"; } >"$tmp/redis.toml"
+limited_toml >"$tmp/memory.toml"
+{ limited_toml; printf '[state]\nredis_url = "redis://127.0.0.1:%s"\nredis_prefix = "cost:"\nredis_timeout_ms = 1000\n' "$REDIS_PORT"; } >"$tmp/redis.toml"
 read -r mem_rps _ mem_cpu < <(run_gateway "$tmp/memory.toml" --requests "$REQUESTS" --tenants single)
 read -r red_rps _ red_cpu < <(run_gateway "$tmp/redis.toml" --requests "$REQUESTS" --tenants single)
 redis-cli -p "$REDIS_PORT" info commandstats | grep -E '^cmdstat_evalsha' | tr -d '\r' >&2 || true

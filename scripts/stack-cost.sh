@@ -22,18 +22,9 @@ enabled = false
 enabled = false
 TOML
 }
-layers_toml() {
-  provider_toml
-  cat <<'TOML'
-[providers.rate_limit]
-requests_per_minute = 100000000
-tokens_per_minute = 4000000000
-TOML
-  tenants_toml 1000000.0
-}
 bare_toml >"$tmp/bare.toml"
-layers_toml >"$tmp/layers.toml"
-{ layers_toml; printf '[cache]\nmax_mb = 64\n'; } >"$tmp/cache.toml"
+limited_toml >"$tmp/layers.toml"
+{ limited_toml; printf '[cache]\nmax_mb = 64\n'; } >"$tmp/cache.toml"
 results=()
 run() { # label config load-args...
   local label=$1 cfg=$2; shift 2

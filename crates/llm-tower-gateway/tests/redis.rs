@@ -14,14 +14,6 @@ use common::*;
 
 const ADMIN: &str = "adm-redis-3";
 
-fn redis_server() -> Option<RedisServer> {
-    if !RedisServer::available() {
-        eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
-        return None;
-    }
-    Some(RedisServer::start().expect("redis-server starts"))
-}
-
 /// A gateway whose provider allows `rpm` requests a minute, the limit kept in `redis`.
 fn config(
     mock: &MockServer,
@@ -39,7 +31,7 @@ fn config(
         ),
         &format!(
             "[state]\nredis_url = '{}'\nredis_prefix = '{prefix}'\non_redis_error = '{on_error}'\n\
-             redis_timeout_ms = 200\n{extra}",
+             redis_timeout_ms = 1000\n{extra}",
             redis.url()
         ),
     )
@@ -55,12 +47,12 @@ async fn status_of(h: &Harness, headers: &[(&str, &str)]) -> StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_redis_hold_one_provider_limit() {
-    let Some(redis) = redis_server() else { return };
+    let Some(redis) = RedisServer::start_or_skip() else { return };
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     // A slow answer must not fall back to local limits here (the machine is
     // shared with other tests): a long timeout; the outage test has a short one.
     let cfg = config(&mock, &redis, "two:", 100, "local", "")
-        .replace("redis_timeout_ms = 200", "redis_timeout_ms = 5000");
+        .replace("redis_timeout_ms = 1000", "redis_timeout_ms = 5000");
     let (a, b) = (std::sync::Arc::new(start(&cfg).await), std::sync::Arc::new(start(&cfg).await));
     let mut calls = Vec::new();
     for i in 0..300 {
@@ -95,7 +87,7 @@ async fn two_gateways_on_one_redis_hold_one_provider_limit() {
 
 #[tokio::test]
 async fn a_key_made_on_one_gateway_works_on_the_other_and_a_revoked_one_on_neither() {
-    let Some(redis) = redis_server() else { return };
+    let Some(redis) = RedisServer::start_or_skip() else { return };
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let hash = llm_tower::auth::KeyHash::of("llmt-cfg-key");
     let keys = format!("[auth]\nmode = 'keys'\n[[keys]]\nname = 'cfg'\nhash = '{hash}'\n");
@@ -126,7 +118,7 @@ async fn a_key_made_on_one_gateway_works_on_the_other_and_a_revoked_one_on_neith
 
 #[tokio::test]
 async fn a_redis_outage_falls_back_or_refuses_as_configured_and_ends_without_a_restart() {
-    let Some(mut redis) = redis_server() else { return };
+    let Some(mut redis) = RedisServer::start_or_skip() else { return };
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let local = start(&config(&mock, &redis, "out-l:", 1000, "local", "")).await;
     let closed = start(&config(&mock, &redis, "out-c:", 1000, "closed", "")).await;
@@ -172,7 +164,7 @@ async fn a_redis_outage_falls_back_or_refuses_as_configured_and_ends_without_a_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_redis_hold_one_tenant_budget() {
-    let Some(redis) = redis_server() else { return };
+    let Some(redis) = RedisServer::start_or_skip() else { return };
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     // gpt-4o-mini at $10 / $100 per million: a call of ~11 input tokens and
     // at most 16 output tokens is estimated at ~1,710 micro-dollars and costs
@@ -180,7 +172,7 @@ async fn two_gateways_on_one_redis_hold_one_tenant_budget() {
     let budget = "[auth]\ntrust_tenant_header = true\n[tenants.budgets.acme]\nusd = 0.05\n\
                   [prices.gpt-4o-mini]\ninput = 10.0\noutput = 100.0\n";
     let cfg = config(&mock, &redis, "spend:", 100_000, "local", budget)
-        .replace("redis_timeout_ms = 200", "redis_timeout_ms = 5000");
+        .replace("redis_timeout_ms = 1000", "redis_timeout_ms = 5000");
     let (a, b) = (std::sync::Arc::new(start(&cfg).await), std::sync::Arc::new(start(&cfg).await));
     let chat =
         r#"{"model":"gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"hello gateway"}]}"#;
@@ -231,7 +223,7 @@ async fn two_gateways_on_one_redis_hold_one_tenant_budget() {
 
 #[tokio::test]
 async fn an_answer_one_gateway_cached_is_a_hit_on_the_other() {
-    let Some(redis) = redis_server() else { return };
+    let Some(redis) = RedisServer::start_or_skip() else { return };
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let cache = "[cache]\nstrategy = 'conservative'\nshared = true\n";
     let cfg = config(&mock, &redis, "cache:", 100_000, "local", cache);
@@ -269,7 +261,7 @@ async fn an_answer_one_gateway_cached_is_a_hit_on_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_redis_hold_one_concurrency_limit() {
-    let Some(redis) = redis_server() else { return };
+    let Some(redis) = RedisServer::start_or_skip() else { return };
     // Each answer takes 50 ms to its head: calls overlap.
     let latency = llm_tower::mock::Latency {
         headers: std::time::Duration::from_millis(50),
@@ -278,7 +270,7 @@ async fn two_gateways_on_one_redis_hold_one_concurrency_limit() {
     let mock = MockServer::start(MockConfig { latency, ..Default::default() }).await.unwrap();
     let cfg = config(&mock, &redis, "conc:", 100_000, "local", "")
         .replace("requests_per_minute = 100000\n", "max_concurrent = 2\nmode = 'wait'\nmax_wait_ms = 20000\n")
-        .replace("redis_timeout_ms = 200", "redis_timeout_ms = 5000");
+        .replace("redis_timeout_ms = 1000", "redis_timeout_ms = 5000");
     let (a, b) = (std::sync::Arc::new(start(&cfg).await), std::sync::Arc::new(start(&cfg).await));
     let mut calls = Vec::new();
     for i in 0..12 {
@@ -296,11 +288,7 @@ async fn two_gateways_on_one_redis_hold_one_concurrency_limit() {
 
 #[tokio::test]
 async fn a_gateway_shares_its_limits_over_tls_with_a_private_ca() {
-    if !RedisServer::tls_available() {
-        eprintln!("skipped: redis-server, redis-cli and openssl are needed for the TLS test");
-        return;
-    }
-    let redis = RedisServer::start_tls().expect("a TLS redis-server starts");
+    let Some(redis) = RedisServer::start_tls_or_skip() else { return };
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let dir = std::env::temp_dir().join(format!("llm-tower-gw-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -308,7 +296,7 @@ async fn a_gateway_shares_its_limits_over_tls_with_a_private_ca() {
     std::fs::write(&ca, redis.ca_pem().unwrap()).unwrap();
     let extra = format!("redis_ca_file = '{}'\n", ca.display());
     let cfg = config(&mock, &redis, "tls:", 1, "closed", &extra)
-        .replace("redis_timeout_ms = 200", "redis_timeout_ms = 5000");
+        .replace("redis_timeout_ms = 1000", "redis_timeout_ms = 5000");
     assert!(cfg.contains("rediss://127.0.0.1:"));
     let (a, b) = (start(&cfg).await, start(&cfg).await);
     assert_eq!(status_of(&a, &[]).await, StatusCode::OK);

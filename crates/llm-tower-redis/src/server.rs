@@ -47,6 +47,32 @@ impl RedisServer {
         Ok(s)
     }
 
+    /// For tests: a started server, or `None` with a line on stderr saying
+    /// the test is skipped because `redis-server` is not installed.
+    ///
+    /// # Panics
+    /// When it is installed but does not start.
+    pub fn start_or_skip() -> Option<Self> {
+        if !Self::available() {
+            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        Some(Self::start().expect("redis-server starts"))
+    }
+
+    /// For tests: [`start_tls`](Self::start_tls), or `None` with a line on
+    /// stderr saying the test is skipped and what is missing.
+    ///
+    /// # Panics
+    /// When everything it needs is installed but it does not start.
+    pub fn start_tls_or_skip() -> Option<Self> {
+        if !Self::tls_available() {
+            eprintln!("skipped: redis-server, redis-cli and openssl are needed for the TLS test");
+            return None;
+        }
+        Some(Self::start_tls().expect("a TLS redis-server starts"))
+    }
+
     /// Whether [`start_tls`](Self::start_tls) can run here: `openssl` (to
     /// make the certificate) and `redis-cli` (to see it answer) beside
     /// `redis-server`.
