@@ -15,6 +15,7 @@ use llm_tower_tokens::{AccountingConfig, Preflight, TokenAccountingLayer, TokenC
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
+use crate::store::Stores;
 use crate::{LimitStore, SpendStore};
 
 /// One provider's stack: Retry → CircuitBreaker → RateLimit → LlmHttpService
@@ -320,37 +321,6 @@ pub struct LlmStack {
     /// The cache's shared second tier.
     #[cfg(feature = "redis")]
     cache_l2: Option<llm_tower_redis::Redis>,
-}
-
-/// Where the stack's limiters keep state: each its own memory store, or
-/// namespaces of one shared Redis.
-#[derive(Clone, Debug, Default)]
-enum Stores {
-    #[default]
-    Memory,
-    #[cfg(feature = "redis")]
-    Redis(llm_tower_redis::Redis, llm_tower_redis::OnRedisError),
-}
-
-impl Stores {
-    fn make(&self, namespace: &str) -> LimitStore {
-        match self {
-            Stores::Memory => {
-                let _ = namespace;
-                LimitStore::default()
-            }
-            #[cfg(feature = "redis")]
-            Stores::Redis(r, on_error) => LimitStore::Redis(r.limits(namespace).on_error(*on_error)),
-        }
-    }
-
-    fn spend(&self) -> SpendStore {
-        match self {
-            Stores::Memory => SpendStore::default(),
-            #[cfg(feature = "redis")]
-            Stores::Redis(r, on_error) => SpendStore::Redis(r.budgets("tenants").on_error(*on_error)),
-        }
-    }
 }
 
 impl std::fmt::Debug for LlmStack {

@@ -14,7 +14,7 @@ use llm_tower_tokens::{AccountSnapshot, Budget, BudgetStore, MemoryBudgets, Rese
 
 /// Where one of a stack's limiters (a provider's, the tenants') keeps its
 /// state: this process's memory (the default), or Redis, shared by every
-/// gateway on it (feature `redis`, [`LlmStack::shared_limits`](crate::LlmStack::shared_limits)).
+/// gateway on it (feature `redis`, `LlmStack::shared_limits`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
@@ -127,7 +127,7 @@ impl RateLimitStore for LimitStore {
 /// Where the accounting layer keeps tenants' spend: this process's memory
 /// (the default; the SQLite state can persist it), or Redis, one budget for
 /// every gateway on it (feature `redis`,
-/// [`LlmStack::shared_limits`](crate::LlmStack::shared_limits)).
+/// `LlmStack::shared_limits`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -234,6 +234,37 @@ impl BudgetStore for SpendStore {
             SpendStore::Memory(s) => s.restore(snapshot),
             #[cfg(feature = "redis")]
             SpendStore::Redis(s) => s.restore(snapshot),
+        }
+    }
+}
+
+/// Where a stack's limiters and its accounting keep state: each its own
+/// memory store, or namespaces of one shared Redis.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Stores {
+    #[default]
+    Memory,
+    #[cfg(feature = "redis")]
+    Redis(llm_tower_redis::Redis, llm_tower_redis::OnRedisError),
+}
+
+impl Stores {
+    pub(crate) fn make(&self, namespace: &str) -> LimitStore {
+        match self {
+            Stores::Memory => {
+                let _ = namespace;
+                LimitStore::default()
+            }
+            #[cfg(feature = "redis")]
+            Stores::Redis(r, on_error) => LimitStore::Redis(r.limits(namespace).on_error(*on_error)),
+        }
+    }
+
+    pub(crate) fn spend(&self) -> SpendStore {
+        match self {
+            Stores::Memory => SpendStore::default(),
+            #[cfg(feature = "redis")]
+            Stores::Redis(r, on_error) => SpendStore::Redis(r.budgets("tenants").on_error(*on_error)),
         }
     }
 }
