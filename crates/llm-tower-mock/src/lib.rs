@@ -19,7 +19,8 @@
 //! - Provider-style limits ([`MockLimits`]): a real per-minute RPM/TPM bucket that
 //!   answers 429 with `retry-after` and `x-ratelimit-*` headers.
 //! - Control and inspection over HTTP: `POST /mock/faults` (a [`FaultPlan`] as
-//!   JSON), `GET /mock/stats`, `POST /mock/reset`; or from Rust through
+//!   JSON), `GET /mock/stats` (counters and the request log), `GET /mock/counters`
+//!   (the counters alone, cheap to poll), `POST /mock/reset`; or from Rust through
 //!   [`MockServer`].
 //!
 //! ```

@@ -78,6 +78,12 @@ async fn control_endpoint_changes_faults_at_run_time() {
     assert_eq!(stats["stats"]["by_status"]["503"], 3);
     assert_eq!(stats["stats"]["llm_requests"], 4);
     assert!(stats["requests"].as_array().unwrap().iter().any(|r| r["path"] == "/v1/chat/completions"));
+    // /mock/counters: the same counters, no log.
+    let (_, _, counters) = send(&c, &mock, Method::GET, "/mock/counters", "", &[]).await;
+    let counters: Value = serde_json::from_slice(&counters).unwrap();
+    assert_eq!(counters["llm_requests"], 4);
+    assert_eq!(counters["by_status"]["503"], 3);
+    assert!(counters["requests"].is_u64(), "a count of requests, not the log: {counters}");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ pub(super) enum Route {
     Models,
     Health,
     Stats,
+    Counters,
     SetFaults,
     ResetStats,
     Grpc,
@@ -30,6 +31,7 @@ impl Route {
             (&Method::GET, "/v1/models") => Route::Models,
             (&Method::GET, "/health") => Route::Health,
             (&Method::GET, "/mock/stats") => Route::Stats,
+            (&Method::GET, "/mock/counters") => Route::Counters,
             (&Method::POST, "/mock/faults") => Route::SetFaults,
             (&Method::POST, "/mock/reset") => Route::ResetStats,
             (&Method::POST, _) if azure("/chat/completions").is_some() => {
@@ -126,6 +128,8 @@ pub(super) async fn handle(
             let m = state.lock();
             json_response(StatusCode::OK, &json!({"stats": m.stats, "requests": m.log}))
         }
+        // The counters alone: cheap enough to poll every few milliseconds.
+        Route::Counters => json_response(StatusCode::OK, &json!(state.lock().stats)),
         Route::SetFaults => match serde_json::from_slice::<FaultPlan>(&body) {
             Ok(plan) => {
                 state.set_faults(plan);
