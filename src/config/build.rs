@@ -41,9 +41,10 @@ pub struct Built {
     pub llm: crate::Llm,
     /// The public models, with the provider that owns each (`llm-tower` for routes).
     pub models: Vec<llm_tower_core::chat::Model>,
-    /// In-process mock providers (`kind = "mock"`), stopped when dropped.
+    /// In-process mock providers (`kind = "mock"`), each with its provider's
+    /// name, stopped when dropped.
     #[cfg(feature = "mock")]
-    pub mocks: Vec<llm_tower_mock::MockServer>,
+    pub mocks: Vec<(String, llm_tower_mock::MockServer)>,
     /// The shared Redis (`[state] redis_url`), when configured.
     #[cfg(feature = "redis")]
     pub redis: Option<llm_tower_redis::Redis>,
@@ -116,7 +117,7 @@ impl StackConfig {
                     for (a, t) in &r.aliases {
                         p = p.with_alias(a, t);
                     }
-                    mocks.push(mock);
+                    mocks.push((r.name.clone(), mock));
                     p
                 }
                 _ => unreachable!("validation yields a provider or a mock"),

@@ -96,7 +96,7 @@ pub(crate) struct AppState {
     models_json: Bytes,
     /// Each model's own JSON (`GET /v1/models/{id}`).
     model_json: std::collections::HashMap<String, Bytes>,
-    _mocks: Vec<MockServer>,
+    mocks: Vec<(String, MockServer)>,
 }
 
 /// The OpenAI-compatible gateway: build it from a config, then serve it.
@@ -203,7 +203,7 @@ impl Gateway {
             admin_token: config.admin_token(),
             models_json,
             model_json,
-            _mocks: mocks,
+            mocks,
         });
         let mut router = Router::new();
         if state.admin_token.is_some() {
@@ -246,6 +246,21 @@ impl Gateway {
     /// The shared upstream client (per-host connection stats).
     pub fn client(&self) -> &HttpClient {
         self.state.llm.http_client()
+    }
+
+    /// The in-process mock behind provider `name` (`kind = "mock"`): its URL,
+    /// fault plan and stats, for benchmarks and demos.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let gw = llm_tower_gateway::Gateway::new(llm_tower_gateway::GatewayConfig::embedded_default()).await?;
+    /// let mock = gw.mock("mock").expect("the default config's provider is a mock");
+    /// assert_eq!(mock.stats().llm_requests, 0);
+    /// assert!(gw.mock("openai").is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn mock(&self, name: &str) -> Option<&MockServer> {
+        self.state.mocks.iter().find(|(n, _)| n == name).map(|(_, m)| m)
     }
 
     /// The stack behind the routes.
