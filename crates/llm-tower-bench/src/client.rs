@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -35,7 +35,7 @@ pub(crate) struct Outcome {
 }
 
 /// What to ask for.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Ask {
     /// The model name sent.
     pub model: String,
@@ -45,6 +45,47 @@ pub struct Ask {
     pub stream: bool,
     /// Longest wait for a whole answer.
     pub timeout: Duration,
+    /// Extra request headers, `(name, value)`; `{i}` in a value becomes the
+    /// request's index (e.g. `x-tenant: t{i}` for a tenant per request).
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Ask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header names only: a value may be a credential.
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Ask")
+            .field("model", &self.model)
+            .field("max_tokens", &self.max_tokens)
+            .field("stream", &self.stream)
+            .field("timeout", &self.timeout)
+            .field("headers", &names)
+            .finish()
+    }
+}
+
+/// A validated extra header: a fixed value, or one with the request index
+/// spliced in at `{i}`.
+#[derive(Clone, Debug)]
+enum Extra {
+    Fixed(HeaderName, HeaderValue),
+    Indexed(HeaderName, String, String),
+}
+
+fn extra(name: &str, value: &str) -> Result<Extra, String> {
+    let n = HeaderName::try_from(name).map_err(|_| format!("{name:?} is not a header name"))?;
+    match value.split_once("{i}") {
+        Some((pre, post)) => {
+            // Checked once with a digit where the index goes.
+            HeaderValue::try_from(format!("{pre}0{post}"))
+                .map_err(|_| format!("header {name}: not a valid value"))?;
+            Ok(Extra::Indexed(n, pre.to_owned(), post.to_owned()))
+        }
+        None => {
+            let v = HeaderValue::try_from(value).map_err(|_| format!("header {name}: not a valid value"))?;
+            Ok(Extra::Fixed(n, v))
+        }
+    }
 }
 
 /// Sends chat requests to one OpenAI-compatible base URL over pooled
@@ -54,6 +95,7 @@ pub(crate) struct Shooter {
     client: Client<HttpConnector, Full<Bytes>>,
     chat: Uri,
     auth: Option<HeaderValue>,
+    extra: Vec<Extra>,
     ask: Ask,
 }
 
@@ -84,13 +126,14 @@ impl Shooter {
             ),
             None => None,
         };
-        Ok(Self { client: http_client(), chat, auth, ask })
+        let extra = ask.headers.iter().map(|(n, v)| extra(n, v)).collect::<Result<_, _>>()?;
+        Ok(Self { client: http_client(), chat, auth, extra, ask })
     }
 
-    /// Sends one request with `prompt`; times are measured from `from`
+    /// Sends request `i` with `prompt`; times are measured from `from`
     /// (the intended send time in open-loop runs).
-    pub async fn send(&self, from: Instant, prompt: &str) -> Outcome {
-        match tokio::time::timeout(self.ask.timeout, self.exchange(from, prompt)).await {
+    pub async fn send(&self, from: Instant, i: u64, prompt: &str) -> Outcome {
+        match tokio::time::timeout(self.ask.timeout, self.exchange(from, i, prompt)).await {
             Ok(o) => o,
             Err(_) => Outcome { error: Some("timeout".into()), ..Outcome::default() },
         }
@@ -111,13 +154,19 @@ impl Shooter {
         Bytes::from(serde_json::to_vec(&body).expect("a JSON value serializes"))
     }
 
-    async fn exchange(&self, from: Instant, prompt: &str) -> Outcome {
+    async fn exchange(&self, from: Instant, i: u64, prompt: &str) -> Outcome {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.chat.clone())
             .header(CONTENT_TYPE, "application/json");
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
+        }
+        for e in &self.extra {
+            req = match e {
+                Extra::Fixed(n, v) => req.header(n, v.clone()),
+                Extra::Indexed(n, pre, post) => req.header(n, format!("{pre}{i}{post}")),
+            };
         }
         let req = req.body(Full::new(self.body(prompt))).expect("a valid request");
         let res = match self.client.request(req).await {

@@ -72,7 +72,7 @@ pub(crate) async fn closed(
                     return;
                 }
                 let from = Instant::now();
-                let o = shooter.send(from, &work.prompt(first + i)).await;
+                let o = shooter.send(from, first + i, &work.prompt(first + i)).await;
                 shared.record(from, &o);
             }
         });
@@ -117,7 +117,7 @@ pub(crate) async fn open(
         let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (shooter, prompt, shared) = (shooter.clone(), work.prompt(first + i), shared.clone());
         tasks.spawn(async move {
-            let o = shooter.send(due, &prompt).await;
+            let o = shooter.send(due, first + i, &prompt).await;
             shared.record(due, &o);
             drop(permit);
         });

@@ -88,6 +88,10 @@ struct Common {
     /// Stream answers (SSE): time to first token and inter-token gaps.
     #[arg(long, global = true)]
     stream: bool,
+    /// An extra request header, 'NAME: VALUE'; `{i}` in VALUE becomes the
+    /// request's index (`--header 'x-tenant: t{i}'`: a tenant per request). Repeatable.
+    #[arg(long, global = true, value_name = "NAME: VALUE")]
+    header: Vec<String>,
     /// max_tokens of each request.
     #[arg(long, global = true, default_value_t = 16)]
     max_tokens: u32,
@@ -170,6 +174,10 @@ fn main_inner(cli: Cli) -> Result<(), String> {
     ask.max_tokens = c.max_tokens;
     ask.stream = c.stream;
     ask.timeout = secs(c.timeout, "timeout")?;
+    for h in &c.header {
+        let (n, v) = h.split_once(':').ok_or_else(|| format!("--header {h:?}: NAME: VALUE"))?;
+        ask.headers.push((n.trim().to_owned(), v.trim().to_owned()));
+    }
     let opts = Options {
         seed: c.seed,
         warmup: secs(c.warmup, "warmup")?,

@@ -441,8 +441,15 @@ impl Bench {
 }
 
 impl Ask {
-    /// Non-streamed requests for `model`, 16 tokens each, 30 s timeout.
+    /// Non-streamed requests for `model`, 16 tokens each, 30 s timeout, no
+    /// extra headers.
     pub fn new(model: &str) -> Self {
-        Self { model: model.to_owned(), max_tokens: 16, stream: false, timeout: Duration::from_secs(30) }
+        Self {
+            model: model.to_owned(),
+            max_tokens: 16,
+            stream: false,
+            timeout: Duration::from_secs(30),
+            headers: Vec::new(),
+        }
     }
 }

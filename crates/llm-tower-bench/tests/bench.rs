@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use llm_tower_bench::{Ask, Bench, Options, RateParams, Report, Target};
+use llm_tower_bench::{Ask, Bench, LoadParams, Options, RateParams, Report, Target};
 use llm_tower_mock::{Latency, MockConfig, MockServer};
 use serde_json::Value;
 
@@ -50,6 +50,30 @@ async fn latency_counts_from_the_intended_send_time() {
     assert!((l.max - 4010.0).abs() <= 20.0, "the last waited for 99 others: {} ms", l.max);
     assert!(l.p50 > 1500.0, "p50 {} ms", l.p50);
     assert_eq!(mock.stats().max_in_flight, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn extra_headers_reach_the_upstream_with_the_request_index() {
+    let mock = mock(1).await;
+    let target = Target::url(&format!("{}/v1", mock.url()), false).unwrap();
+    let mut ask = Ask::new("gpt-4o-mini");
+    ask.headers = vec![("x-tenant".into(), "t{i}".into()), ("x-secret".into(), "hunter2".into())];
+    assert!(!format!("{ask:?}").contains("hunter2"), "a header value in Debug: {ask:?}");
+    let opts = Options { warmup: Duration::ZERO, progress: false, ..Options::default() };
+    let bench = Bench::new(&target, ask, None, None, opts).unwrap();
+    let run = bench.load(&LoadParams { concurrency: 1, requests: Some(3), duration: 10.0 }).await;
+    assert_eq!(run.summary.successes, 3);
+    // Only the chat calls (the bench also asks the target for its stats).
+    let chats: Vec<_> =
+        mock.requests().into_iter().filter(|r| r.path.ends_with("/chat/completions")).collect();
+    let mut tenants: Vec<&str> = chats.iter().filter_map(|r| r.header("x-tenant")).collect();
+    tenants.sort();
+    assert_eq!(tenants, ["t0", "t1", "t2"]);
+    assert!(chats.iter().all(|r| r.header("x-secret") == Some("hunter2")));
+    let mut bad = Ask::new("gpt-4o-mini");
+    bad.headers = vec![("x tenant".into(), "v".into())];
+    let err = Bench::new(&target, bad, None, None, Options::default()).unwrap_err();
+    assert!(err.contains("not a header name"), "{err}");
 }
 
 fn bin() -> Command {
