@@ -10,9 +10,9 @@ REQUESTS=${1:-300000}
 MB=${2:-64}
 provider_toml >"$tmp/plain.toml"
 { provider_toml; printf '[cache]\nstrategy = "conservative"\nmax_mb = %s\n' "$MB"; } >"$tmp/cache.toml"
-read -r _ base_rss _ < <(run_gateway "$tmp/plain.toml" --requests "$REQUESTS" --unique)
+read -r _ base_rss _ < <(run_gateway "$tmp/plain.toml" --requests "$REQUESTS")
 STATS_OUT="$tmp/stats.json"
-read -r _ cache_rss _ < <(run_gateway "$tmp/cache.toml" --requests "$REQUESTS" --unique)
+read -r _ cache_rss _ < <(run_gateway "$tmp/cache.toml" --requests "$REQUESTS")
 python3 - "$base_rss" "$cache_rss" "$MB" "$REQUESTS" "$tmp/stats.json" <<'PY'
 import json, sys
 base, cache, mb, n = (int(x) for x in sys.argv[1:5])

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CONC=${CONC:-32}
-cargo build --release -q -p llm-tower-gateway -p llm-tower-mock --bins --example load
+cargo build --release -q -p llm-tower-gateway -p llm-tower-mock -p llm-tower-bench --bins
 BIN=target/release
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
@@ -69,30 +69,45 @@ TOML
 # CPU time (user + system) of a process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# The single-tenant header and a tenant per request, for the load's arguments.
+ONE_TENANT=(--header 'x-tenant: tenant')
+TENANT_EACH=(--header 'x-tenant: tenant-{i}')
+
+# load ARGS...: llm-tower-bench's closed loop against the gateway from core 0
+# (unique prompts, one bench thread, no warm-up of its own).
+load() {
+  taskset -c 0 "$BIN/llm-tower-bench" load --url "http://127.0.0.1:$GW_PORT/v1" \
+    --concurrency "$CONC" --warmup 0 --no-progress "$@"
+}
+
 # run_gateway CONFIG_FILE LOAD_ARGS... -> prints "rps peak_rss_kib cpu_us_per_request"
-# (the load's line on stderr). CPU per request is the gateway's own user +
-# system time over the measured load divided by its requests: on a pinned core
-# it is the inverse of the throughput the gateway can reach, and it does not
-# move with what else the machine is doing the way req/s does.
+# (the load's line on stderr). LOAD_ARGS go to llm-tower-bench load
+# (--requests N, --stream, "${ONE_TENANT[@]}" or "${TENANT_EACH[@]}"). CPU per request
+# is the gateway's own user + system time over the measured load divided by its
+# requests: on a pinned core it is the inverse of the throughput the gateway can
+# reach, and it does not move with what else the machine is doing the way req/s does.
 run_gateway() {
   local cfg=$1; shift
   RUST_LOG=warn taskset -c 1 "$BIN/llm-tower-gateway" --config "$cfg" 2>"$tmp/gw.log" &
   local pid=$!
   wait_up "$GW_PORT" /health
   # Warm-up (connections, allocator), excluded from the figures.
-  taskset -c 0 "$BIN/examples/load" --url "http://127.0.0.1:$GW_PORT" --requests 5000 --concurrency "$CONC" --tenants single >/dev/null
-  local out hwm t0 t1 n
+  load --requests 5000 "${ONE_TENANT[@]}" >/dev/null
+  local hwm t0 t1 n ok rps
   t0=$(cpu_ticks "$pid")
-  out=$(taskset -c 0 "$BIN/examples/load" --url "http://127.0.0.1:$GW_PORT" --concurrency "$CONC" "$@")
+  load "$@" --json "$tmp/load.json" >/dev/null 2>&1
   t1=$(cpu_ticks "$pid")
   hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   if [[ -n "${STATS_OUT:-}" ]]; then
     python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$GW_PORT/stats').read().decode())" >"$STATS_OUT"
   fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  n=$(sed -E 's/^requests ([0-9]+).*/\1/' <<<"$out")
+  read -r n ok rps < <(python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))["runs"][0]["summary"]
+print(s["requests"], s["successes"], round(s["requests"] / s["elapsed_s"]))' "$tmp/load.json")
   local cpu_us
   cpu_us=$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
-  echo "$* -> $out peak_rss_kib $hwm cpu_us_per_request $cpu_us" >&2
-  echo "$(sed -E 's/.* rps ([0-9]+).*/\1/' <<<"$out") $hwm $cpu_us"
+  echo "$* -> requests $n ok $ok rps $rps peak_rss_kib $hwm cpu_us_per_request $cpu_us" >&2
+  echo "$rps $hwm $cpu_us"
 }

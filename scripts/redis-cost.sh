@@ -17,8 +17,8 @@ taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appe
 for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 limited_toml >"$tmp/memory.toml"
 { limited_toml; printf '[state]\nredis_url = "redis://127.0.0.1:%s"\nredis_prefix = "cost:"\nredis_timeout_ms = 1000\n' "$REDIS_PORT"; } >"$tmp/redis.toml"
-read -r mem_rps _ mem_cpu < <(run_gateway "$tmp/memory.toml" --requests "$REQUESTS" --tenants single)
-read -r red_rps _ red_cpu < <(run_gateway "$tmp/redis.toml" --requests "$REQUESTS" --tenants single)
+read -r mem_rps _ mem_cpu < <(run_gateway "$tmp/memory.toml" --requests "$REQUESTS" "${ONE_TENANT[@]}")
+read -r red_rps _ red_cpu < <(run_gateway "$tmp/redis.toml" --requests "$REQUESTS" "${ONE_TENANT[@]}")
 redis-cli -p "$REDIS_PORT" info commandstats | grep -E '^cmdstat_evalsha' | tr -d '\r' >&2 || true
 python3 - "$mem_rps" "$mem_cpu" "$red_rps" "$red_cpu" <<'PY'
 import sys

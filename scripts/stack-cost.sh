@@ -31,11 +31,11 @@ run() { # label config load-args...
   read -r rps _ cpu < <(run_gateway "$cfg" --requests "$REQUESTS" "$@")
   results+=("$label|$rps|$cpu")
 }
-run "bare proxy, JSON" "$tmp/bare.toml" --tenants single
-run "every layer but the cache, JSON" "$tmp/layers.toml" --tenants single
-run "every layer, cache missing, JSON" "$tmp/cache.toml" --tenants single --unique
-run "bare proxy, streamed" "$tmp/bare.toml" --tenants single --stream
-run "every layer, cache missing, streamed" "$tmp/cache.toml" --tenants single --unique --stream
+run "bare proxy, JSON" "$tmp/bare.toml" "${ONE_TENANT[@]}"
+run "every layer but the cache, JSON" "$tmp/layers.toml" "${ONE_TENANT[@]}"
+run "every layer, cache missing, JSON" "$tmp/cache.toml" "${ONE_TENANT[@]}"
+run "bare proxy, streamed" "$tmp/bare.toml" "${ONE_TENANT[@]}" --stream
+run "every layer, cache missing, streamed" "$tmp/cache.toml" "${ONE_TENANT[@]}" --stream
 python3 - "${results[@]}" <<'PY'
 import sys
 rows = [r.split("|") for r in sys.argv[1:]]

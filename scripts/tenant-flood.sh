@@ -13,9 +13,9 @@ SINGLE=${2:-200000}
 { provider_toml; tenants_toml 1000.0; } >"$tmp/gw.toml"
 # The single-tenant run goes before and after the long distinct run and the two
 # are averaged, so a slow phase of the machine does not land on one side only.
-read -r s1_rps s1_rss s1_cpu < <(run_gateway "$tmp/gw.toml" --requests "$SINGLE" --tenants single)
-read -r distinct_rps distinct_rss distinct_cpu < <(run_gateway "$tmp/gw.toml" --requests "$DISTINCT" --tenants distinct)
-read -r s2_rps s2_rss s2_cpu < <(run_gateway "$tmp/gw.toml" --requests "$SINGLE" --tenants single)
+read -r s1_rps s1_rss s1_cpu < <(run_gateway "$tmp/gw.toml" --requests "$SINGLE" "${ONE_TENANT[@]}")
+read -r distinct_rps distinct_rss distinct_cpu < <(run_gateway "$tmp/gw.toml" --requests "$DISTINCT" "${TENANT_EACH[@]}")
+read -r s2_rps s2_rss s2_cpu < <(run_gateway "$tmp/gw.toml" --requests "$SINGLE" "${ONE_TENANT[@]}")
 python3 - "$DISTINCT" "$s1_rps" "$s2_rps" "$distinct_rps" "$s1_rss" "$s2_rss" "$distinct_rss" "$s1_cpu" "$s2_cpu" "$distinct_cpu" <<'PY'
 import sys
 n = int(sys.argv[1])
