@@ -32,7 +32,7 @@ impl SuiteParams {
         StressParams {
             start_qps: 100.0,
             factor: if self.short { 2.0 } else { 1.6 },
-            steps: if self.short { 4 } else { 8 },
+            steps: if self.short { 4 } else { 10 },
             step_duration: if self.short { 1.0 } else { 3.0 },
             max_error_rate: 0.01,
             max_p99_ms: 250.0,
