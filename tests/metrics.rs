@@ -62,6 +62,17 @@ async fn retries_trips_failovers_refusals_and_cache_results_are_counted() {
         res.into_body().collect().await.unwrap();
     }
 
+    // A provider alone retries its 503 (max_attempts 2) and its breaker
+    // (2 consecutive failures) trips; behind a failover with `b` to come, `a`
+    // above was not retried (`RetryElsewhere`).
+    let alone = llm_tower::retry::RetryLayer::new(
+        RetryPolicy::default().max_attempts(2).backoff(Backoff::Fixed(Duration::from_millis(1))),
+    )
+    .layer(CircuitBreakerLayer::new(CircuitConfig::default().consecutive_failures(Some(2))).layer(
+        LlmHttpService::new(Provider::openai_compatible("down", &format!("{}/v1", down.url())).unwrap()),
+    ));
+    assert_eq!(alone.oneshot(req()).await.unwrap().status(), 503);
+
     // Refusals of our own limiter and breaker, each on its own.
     let http = LlmHttpService::new(Provider::openai_compatible("up", &format!("{}/v1", up.url())).unwrap());
     let limited = RateLimitLayer::new(Limits::default().requests_per_minute(1)).layer(http.clone());
@@ -74,9 +85,14 @@ async fn retries_trips_failovers_refusals_and_cache_results_are_counted() {
 
     let seen = counters(&snapshotter);
     let get = |k: &str| seen.get(k).copied().unwrap_or_else(|| panic!("{k} not in {seen:#?}"));
-    assert_eq!(get("llm_tower_retries_total{reason=status_503}"), 1, "a's first 503 was retried once");
+    assert_eq!(
+        get("llm_tower_retries_total{reason=status_503}"),
+        1,
+        "the lone provider's 503 was retried once"
+    );
+    assert_eq!(get("llm_tower_retry_refused_total{why=elsewhere}"), 1, "a's 503 went on to b unretried");
     assert_eq!(get("llm_tower_retry_give_ups_total{}"), 1);
-    assert_eq!(get("llm_tower_circuit_transitions_total{to=open}"), 1, "a's breaker tripped");
+    assert_eq!(get("llm_tower_circuit_transitions_total{to=open}"), 1, "the lone provider's breaker tripped");
     let forced =
         seen.iter().filter(|(k, _)| k.starts_with("llm_tower_circuit_transitions_total{to=forced")).count();
     assert_eq!(forced, 1, "the forced one is counted under its own state: {seen:#?}");

@@ -121,6 +121,31 @@ impl Deadline {
     }
 }
 
+/// Another backend can serve this request: a failover layer puts it in the
+/// extensions of an attempt when a usable backend is still to come after the
+/// one it calls, and a retry layer below that sees it returns a retryable
+/// failure at once instead of waiting out backoff or a `retry-after` on the
+/// provider that failed (the failover tries the next backend immediately).
+/// The attempt on the route's last usable backend carries no marker and is
+/// retried as usual.
+///
+/// ```
+/// use llm_tower_core::RetryElsewhere;
+/// let mut req = http::Request::new(());
+/// assert!(!RetryElsewhere::is_set(&req));
+/// req.extensions_mut().insert(RetryElsewhere);
+/// assert!(RetryElsewhere::is_set(&req));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryElsewhere;
+
+impl RetryElsewhere {
+    /// Whether `req` carries the marker.
+    pub fn is_set<B>(req: &http::Request<B>) -> bool {
+        req.extensions().get::<RetryElsewhere>().is_some()
+    }
+}
+
 /// Who answered a request: the provider's name, put in the response's
 /// extensions by the HTTP service (a cache answers as `cache`), so that
 /// accounting, logs and failover's `x-llm-backend` header can name it.

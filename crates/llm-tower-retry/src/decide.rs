@@ -21,8 +21,17 @@ pub(crate) fn plan<C>(
     deadline: Option<Instant>,
     class: &Classification,
     reason: &str,
+    elsewhere: bool,
 ) -> Option<Duration> {
     let c = &shared.counters;
+    if elsewhere {
+        // Another backend of the route is waiting for this request: no
+        // backoff here, the failover above moves on at once.
+        Counters::bump(&c.elsewhere_refusals);
+        metrics::counter!("llm_tower_retry_refused_total", "why" => "elsewhere").increment(1);
+        tracing::debug!(attempt, reason, "not retrying here: another backend can serve it");
+        return None;
+    }
     let delay = match class.hint {
         Some(h) if h.after > shared.policy.max_retry_after => {
             Counters::bump(&c.hint_refusals);

@@ -16,6 +16,10 @@
 //!   fixed or adaptive (a latency quantile × factor, clamped).
 //! - Retries happen only before the response head is handed back: a stream
 //!   that started is never retried.
+//! - **Elsewhere first**: a request carrying core's `RetryElsewhere` (put
+//!   there by a failover above when another usable backend is still to come)
+//!   is not retried here: its first retryable failure is returned at once so
+//!   that the next backend answers without waiting out this one's backoff.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {

@@ -12,8 +12,8 @@ use http_body::Body;
 use llm_tower_core::LlmResponseBody;
 use llm_tower_core::peek::{Peek, peek};
 use llm_tower_core::{
-    Attempt, BoxError, Classification, Classified, Classify, Deadline, LlmClassifier, OutcomeClass, Timeout,
-    TimeoutPhase,
+    Attempt, BoxError, Classification, Classified, Classify, Deadline, LlmClassifier, OutcomeClass,
+    RetryElsewhere, Timeout, TimeoutPhase,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
@@ -491,6 +491,7 @@ where
                                 *this.deadline,
                                 &class,
                                 &reason,
+                                RetryElsewhere::is_set(this.req),
                             ) {
                                 Some(delay) => {
                                     this.state.set(State::Sleeping { sleep: Box::pin(sleep(delay)) })
@@ -525,6 +526,7 @@ where
                                     *this.deadline,
                                     &class,
                                     error_reason(&*err),
+                                    RetryElsewhere::is_set(this.req),
                                 )
                             };
                             match delay {
@@ -546,7 +548,15 @@ where
                         Counters::bump(&shared.counters.quota_refusals);
                         None
                     } else {
-                        plan(shared, *this.attempt, this.prev_delay, *this.deadline, &class, "status_429")
+                        plan(
+                            shared,
+                            *this.attempt,
+                            this.prev_delay,
+                            *this.deadline,
+                            &class,
+                            "status_429",
+                            RetryElsewhere::is_set(this.req),
+                        )
                     };
                     match delay {
                         Some(delay) => this.state.set(State::Sleeping { sleep: Box::pin(sleep(delay)) }),

@@ -27,6 +27,9 @@ pub struct RetryStats {
     pub deadline_refusals: u64,
     /// 429s not retried because the quota is exhausted.
     pub quota_refusals: u64,
+    /// Failures not retried here because another backend could serve the
+    /// request (the failover's `RetryElsewhere`).
+    pub elsewhere_refusals: u64,
     /// Requests that failed after at least one retry.
     pub give_ups: u64,
     /// Requests that succeeded after at least one retry.
@@ -41,6 +44,7 @@ pub(crate) struct Counters {
     pub(crate) hint_refusals: AtomicU64,
     pub(crate) deadline_refusals: AtomicU64,
     pub(crate) quota_refusals: AtomicU64,
+    pub(crate) elsewhere_refusals: AtomicU64,
     pub(crate) give_ups: AtomicU64,
     pub(crate) recovered: AtomicU64,
     reasons: Mutex<BTreeMap<String, u64>>,
@@ -67,6 +71,7 @@ impl Counters {
             hint_refusals: l(&self.hint_refusals),
             deadline_refusals: l(&self.deadline_refusals),
             quota_refusals: l(&self.quota_refusals),
+            elsewhere_refusals: l(&self.elsewhere_refusals),
             give_ups: l(&self.give_ups),
             recovered: l(&self.recovered),
         }

@@ -7,6 +7,9 @@ pub(crate) struct Step {
     pub(crate) backend: usize,
     pub(crate) model: Option<Arc<str>>,
     pub(crate) share: f64,
+    /// Neither skipped (open breaker, busy limiter) nor marked down: a
+    /// backend a failed attempt can move on to at once.
+    pub(crate) usable: bool,
 }
 
 /// The request as one backend receives it (its model name, its RequestInfo).

@@ -99,7 +99,12 @@ where
         let mut steps = plan.into_iter().peekable();
         let mut too_long = false;
         while let Some(step) = steps.next() {
-            let r = request_for(&req, &info, step.model.as_deref());
+            let mut r = request_for(&req, &info, step.model.as_deref());
+            // A usable backend still to come: a failure here moves on to it at
+            // once instead of being retried (and waited out) on this one.
+            if steps.clone().any(|s| s.usable) {
+                r.extensions_mut().insert(RetryElsewhere);
+            }
             let peek = fallback.is_some();
             let hedge = route.hedge.filter(|_| steps.peek().is_some());
             // The service polled ready serves this attempt if it is its backend's.

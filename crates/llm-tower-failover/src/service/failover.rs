@@ -280,12 +280,12 @@ impl<S> Shared<S> {
                 backend.state.seen_available(available, now);
                 if !available {
                     attempts.push(BackendAttempt::new(&*backend.state.name, "circuit open").skipped());
-                    skipped.push(Step { backend: *b, model: model.clone(), share: 0.0 });
+                    skipped.push(Step { backend: *b, model: model.clone(), share: 0.0, usable: false });
                     continue;
                 }
             }
             let (health, share) = backend.state.health(&self.health, now);
-            let step = Step { backend: *b, model: model.clone(), share };
+            let step = Step { backend: *b, model: model.clone(), share, usable: health != Health::Down };
             if health == Health::Down {
                 down.push(step);
                 continue;

@@ -18,6 +18,7 @@ use llm_tower_core::response::{BodyEnd, BodyObserver, LlmResponseBody};
 use llm_tower_core::usage::{BodyKind, StreamEnd};
 use llm_tower_core::{
     AllBackendsFailed, BackendAttempt, BoxError, InvalidRequest, LlmBody, ModelNotFound, RequestInfo,
+    RetryElsewhere,
 };
 use tokio::time::Instant;
 use tower::ServiceExt;
