@@ -96,13 +96,15 @@ where
                 }
             }
         }
-        let mut steps = plan.into_iter().peekable();
+        // Attempts before the plan's last usable step may move on unretried.
+        let last_usable = plan.iter().rposition(|s| s.usable);
+        let mut steps = plan.into_iter().enumerate().peekable();
         let mut too_long = false;
-        while let Some(step) = steps.next() {
+        while let Some((k, step)) = steps.next() {
             let mut r = request_for(&req, &info, step.model.as_deref());
             // A usable backend still to come: a failure here moves on to it at
             // once instead of being retried (and waited out) on this one.
-            if steps.clone().any(|s| s.usable) {
+            if last_usable.is_some_and(|l| k < l) {
                 r.extensions_mut().insert(RetryElsewhere);
             }
             let peek = fallback.is_some();
@@ -122,7 +124,7 @@ where
                         o = &mut first => o,
                         _ = tokio::time::sleep(delay) => {
                             if shared.take_hedge() {
-                                let second = steps.next().expect("peeked");
+                                let (_, second) = steps.next().expect("peeked");
                                 let hedged = &shared.backends[second.backend].state;
                                 hedged.hedges.fetch_add(1, Ordering::Relaxed);
                                 metrics::counter!("llm_tower_failover_hedges_total", "backend" => hedged.name.to_string()).increment(1);
