@@ -27,6 +27,7 @@
 
 mod body;
 pub mod bounded;
+pub mod budget;
 pub mod chat;
 pub mod classify;
 pub mod config;

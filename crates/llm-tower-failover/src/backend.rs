@@ -188,6 +188,7 @@ pub(crate) struct State {
     successes: AtomicU64,
     failures: AtomicU64,
     pub(crate) hedges: AtomicU64,
+    pub(crate) hedges_cancelled: AtomicU64,
     /// Times are nanoseconds since `base` (+1: 0 means none).
     base: Instant,
     /// Peak-EWMA of the time to the response head, seconds.
@@ -195,6 +196,8 @@ pub(crate) struct State {
     ewma_at: AtomicU64,
     /// EWMA of outcomes (1 success, 0 failure).
     success: AtomicF64,
+    /// When the last outcome was recorded (nanoseconds since `base`, +1).
+    success_at: AtomicU64,
     consecutive_failures: AtomicU32,
     /// `HealthAt`, encoded: the top two bits the state, the rest its time.
     health: AtomicU64,
@@ -225,10 +228,12 @@ impl State {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             hedges: AtomicU64::new(0),
+            hedges_cancelled: AtomicU64::new(0),
             base: Instant::now(),
             ewma: AtomicF64::new(default_rtt.as_secs_f64()),
             ewma_at: AtomicU64::new(0),
             success: AtomicF64::new(1.0),
+            success_at: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             health: AtomicU64::new(UP << TAG_SHIFT),
             was_unavailable: AtomicBool::new(false),
@@ -343,6 +348,7 @@ impl State {
     pub(crate) fn success(&self, now: Instant) {
         self.successes.fetch_add(1, Ordering::Relaxed);
         self.success.set(self.success.get() * (1.0 - SUCCESS_ALPHA) + SUCCESS_ALPHA);
+        self.success_at.store(self.nanos(now), Ordering::Relaxed);
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
@@ -352,10 +358,17 @@ impl State {
         }
     }
 
+    /// Its call lost a hedge race: a bad outcome for the success score only.
+    pub(crate) fn lost_race(&self, now: Instant) {
+        self.success.set(self.success.get() * (1.0 - SUCCESS_ALPHA));
+        self.success_at.store(self.nanos(now), Ordering::Relaxed);
+    }
+
     /// Returns whether this failure marked the backend down.
     pub(crate) fn failure(&self, cfg: &HealthConfig, now: Instant) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.success.set(self.success.get() * (1.0 - SUCCESS_ALPHA));
+        self.success_at.store(self.nanos(now), Ordering::Relaxed);
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         let h = self.health_at();
         if !matches!(h, HealthAt::Down { .. }) && cfg.failures_to_down > 0 && failures >= cfg.failures_to_down
@@ -382,12 +395,32 @@ impl State {
         }
     }
 
+    /// The latency estimate, seconds, once a head has been measured.
+    pub(crate) fn measured_latency(&self) -> Option<f64> {
+        (self.ewma_at.load(Ordering::Relaxed) != 0).then(|| self.ewma.get())
+    }
+
     pub(crate) fn latency(&self) -> Duration {
         Duration::from_secs_f64(self.ewma.get().max(0.0))
     }
 
     pub(crate) fn success_rate(&self) -> f64 {
         self.success.get()
+    }
+
+    /// The success rate as evidence now: what was learnt fades back towards
+    /// 1 with the time constant `DECAY` when no outcome arrives, so a backend
+    /// that got less traffic for its errors is trusted again if it is left
+    /// alone long enough to have recovered.
+    pub(crate) fn success_score(&self, now: Instant) -> f64 {
+        let s = self.success.get();
+        match self.success_at.load(Ordering::Relaxed) {
+            0 => s,
+            at => {
+                let idle = now.saturating_duration_since(self.instant(at)).as_secs_f64();
+                1.0 - (1.0 - s) * (-idle / DECAY.as_secs_f64()).exp()
+            }
+        }
     }
 
     pub(crate) fn stats(&self, cfg: &HealthConfig, now: Instant) -> BackendStats {
@@ -401,6 +434,7 @@ impl State {
             failures: self.failures.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             hedges: self.hedges.load(Ordering::Relaxed),
+            hedges_cancelled: self.hedges_cancelled.load(Ordering::Relaxed),
             latency_ewma_ms: self.latency().as_secs_f64() * 1e3,
             success_rate: self.success_rate(),
         }
@@ -427,6 +461,9 @@ pub struct BackendStats {
     pub in_flight: u64,
     /// Hedged calls sent to it.
     pub hedges: u64,
+    /// Its calls cancelled because the other call of a hedge answered first
+    /// (the provider may still bill them: see [`Hedge`](crate::Hedge)).
+    pub hedges_cancelled: u64,
     /// Peak-EWMA time to the response head, ms.
     pub latency_ewma_ms: f64,
     /// EWMA of outcomes, 0..=1.

@@ -21,13 +21,29 @@ pub struct RouteConfig {
     /// `success_rate` or `peak_ewma`.
     #[serde(default = "RouteConfig::default_strategy")]
     pub strategy: crate::RouteStrategyKind,
-    /// Hedge: also send a request to the next provider after this long without an answer.
+    /// Hedge slow requests: also send one to the next provider when it has
+    /// no answer after the hedge delay. Default true (for routes of two
+    /// targets or more); `false` turns hedging off.
+    #[serde(default = "RouteConfig::yes")]
+    pub hedge: bool,
+    /// Hedge after this long without an answer.
     pub hedge_after_ms: Option<u64>,
-    /// Hedge after the route's recent time-to-first-byte percentile (0..1), instead.
+    /// Hedge after the route's recent time-to-head percentile (0..1) instead.
+    /// Default (neither set): 0.95.
     pub hedge_percentile: Option<f64>,
-    /// Largest share of requests hedged. Default 0.1.
+    /// Largest share of requests hedged. Default 0.05.
     #[serde(default = "RouteConfig::default_hedge_ratio")]
     pub hedge_max_ratio: f64,
+    /// Bound the route's extra calls (failover moves and the providers'
+    /// retries) by one budget. Default true.
+    #[serde(default = "RouteConfig::yes")]
+    pub retry_budget: bool,
+    /// Route budget: extra calls as a fraction of the route's requests. Default 0.2.
+    #[serde(default = "RouteConfig::default_budget_ratio")]
+    pub retry_budget_ratio: f64,
+    /// Route budget: extra calls per second always allowed. Default 10.
+    #[serde(default = "RouteConfig::default_budget_floor")]
+    pub retry_budget_min_per_sec: u32,
     /// On `context_length_exceeded`, try this (larger-context) model.
     pub context_fallback: Option<String>,
 }
@@ -48,7 +64,19 @@ impl RouteConfig {
     }
 
     fn default_hedge_ratio() -> f64 {
-        0.1
+        0.05
+    }
+
+    fn yes() -> bool {
+        true
+    }
+
+    fn default_budget_ratio() -> f64 {
+        llm_tower_core::budget::BudgetConfig::default().ratio
+    }
+
+    fn default_budget_floor() -> u32 {
+        llm_tower_core::budget::BudgetConfig::default().min_per_sec
     }
 
     /// Every problem of this route on its own, its fields named under `path`
@@ -76,13 +104,32 @@ impl RouteConfig {
         if self.hedge_percentile.is_some_and(|p| !(p > 0.0 && p < 1.0)) {
             err("hedge_percentile", "must be between 0 and 1");
         }
+        if !(self.retry_budget_ratio >= 0.0 && self.retry_budget_ratio.is_finite()) {
+            err("retry_budget_ratio", "must be 0 or more");
+        }
         if !(0.0..=1.0).contains(&self.hedge_max_ratio) {
             err("hedge_max_ratio", "must be between 0 and 1");
         }
         errs
     }
 
-    /// The failover route this section describes.
+    /// The failover route this section describes: hedging and the route
+    /// retry budget are on unless turned off.
+    ///
+    /// ```
+    /// use llm_tower_failover::section::RouteConfig;
+    /// let targets = r#""targets": [{"provider": "a"}, {"provider": "b"}]"#;
+    /// let on: RouteConfig = serde_json::from_str(&format!(r#"{{"model": "m", {targets}}}"#)).unwrap();
+    /// let r = on.to_route();
+    /// assert_eq!(r.hedge.map(|h| h.max_ratio), Some(0.05));
+    /// assert_eq!(r.budget.map(|b| b.ratio), Some(0.2));
+    /// let off: RouteConfig = serde_json::from_str(&format!(
+    ///     r#"{{"model": "m", {targets}, "hedge": false, "retry_budget": false}}"#
+    /// ))
+    /// .unwrap();
+    /// let r = off.to_route();
+    /// assert!(r.hedge.is_none() && r.budget.is_none());
+    /// ```
     pub fn to_route(&self) -> crate::Route {
         use crate::{Hedge, HedgeDelay, Route, Target};
         let targets = self.targets.iter().map(|t| match &t.model {
@@ -91,13 +138,20 @@ impl RouteConfig {
         });
         let mut r = Route::new(targets).strategy(self.strategy.build());
         let delay = match (self.hedge_after_ms, self.hedge_percentile) {
-            (Some(ms), _) => Some(HedgeDelay::Fixed(Duration::from_millis(ms))),
-            (None, Some(p)) => Some(HedgeDelay::Percentile { p, min: Duration::from_millis(100) }),
-            (None, None) => None,
+            (Some(ms), _) => HedgeDelay::Fixed(Duration::from_millis(ms)),
+            (None, Some(p)) => HedgeDelay::Percentile { p, min: Duration::from_millis(100) },
+            (None, None) => Hedge::default().delay,
         };
-        if let Some(d) = delay {
-            r = r.hedge(Hedge::new(d).max_ratio(self.hedge_max_ratio));
-        }
+        r = match self.hedge {
+            true => r.hedge(Hedge::new(delay).max_ratio(self.hedge_max_ratio)),
+            false => r.without_hedge(),
+        };
+        let budget = llm_tower_core::budget::BudgetConfig {
+            ratio: self.retry_budget_ratio,
+            min_per_sec: self.retry_budget_min_per_sec,
+            ..Default::default()
+        };
+        r = r.budget(self.retry_budget.then_some(budget));
         if let Some(f) = &self.context_fallback {
             r = r.context_fallback(f);
         }

@@ -195,14 +195,24 @@ async fn a_slow_request_is_hedged_and_the_first_head_wins() {
         "the loser was cancelled: {stats:?}"
     );
 
+    assert_eq!(stats[0].hedges_cancelled, 1, "the cancelled call is counted against a: {stats:?}");
+    assert!(stats[0].latency_ewma_ms >= 200.0, "a's wait until it was cancelled is a sample: {stats:?}");
+
     // No budget, no hedge: the request waits for the first backend.
     let f = two(&a, &b, ab().hedge(Hedge::new(HedgeDelay::Fixed(Duration::from_millis(200))).max_ratio(0.0)));
-    let mut spent = 0;
-    for _ in 0..12 {
-        let res = send(&f, CHAT).await.unwrap();
-        spent += u32::from(backend(&res) == "b");
+    let start = tokio::time::Instant::now();
+    let res = send(&f, CHAT).await.unwrap();
+    assert_eq!(backend(&res), "a");
+    assert!(start.elapsed() >= Duration::from_secs(5));
+    res.into_body().collect().await.unwrap();
+    for _ in 0..11 {
+        send(&f, CHAT).await.unwrap().into_body().collect().await.unwrap();
     }
-    assert_eq!(spent, 0, "a zero budget never hedges");
+    let stats = f.stats();
+    assert_eq!((stats[0].hedges, stats[1].hedges), (0, 0), "a zero budget never hedges");
+    // b was never measured (never called): a slow a has nothing to stand out
+    // against, and keeps its place (no demotion on a guessed latency).
+    assert_eq!(stats[1].requests, 0, "{stats:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,6 +6,8 @@ use bytes::Bytes;
 use http::Response;
 use http_body::Body;
 use llm_tower_core::LlmResponseBody;
+use llm_tower_core::RetryElsewhere;
+use llm_tower_core::budget::RouteBudget;
 use llm_tower_core::{BoxError, Classification, RetriesExhausted};
 use tokio::time::Instant;
 
@@ -14,16 +16,18 @@ use crate::stats::Counters;
 use crate::service::*;
 
 /// Decides whether to retry after `attempt` failed, and after how long.
-pub(crate) fn plan<C>(
+pub(crate) fn plan<C, B>(
     shared: &Shared<C>,
     attempt: u32,
     prev_delay: &mut Duration,
     deadline: Option<Instant>,
     class: &Classification,
     reason: &str,
-    elsewhere: bool,
+    req: &http::Request<B>,
 ) -> Option<Duration> {
     let c = &shared.counters;
+    let elsewhere = RetryElsewhere::is_set(req);
+    let route_budget = RouteBudget::of(req);
     if elsewhere {
         // Another backend of the route is waiting for this request: no
         // backoff here, the failover above moves on at once.
@@ -51,7 +55,10 @@ pub(crate) fn plan<C>(
         metrics::counter!("llm_tower_retry_refused_total", "why" => "deadline").increment(1);
         return None;
     }
-    if shared.budget.as_ref().is_some_and(|b| !b.withdraw()) {
+    // The route's budget, when a failover above shares one, replaces this
+    // layer's own: one bound on the route's extra calls.
+    let budget = route_budget.or(shared.budget.as_ref());
+    if budget.is_some_and(|b| !b.withdraw()) {
         Counters::bump(&c.budget_refusals);
         metrics::counter!("llm_tower_retry_refused_total", "why" => "budget").increment(1);
         tracing::debug!(attempt, reason, "not retrying: retry budget spent");

@@ -11,7 +11,9 @@
 //!   `x-should-retry` is obeyed; a 429 whose body says `insufficient_quota` is
 //!   never retried.
 //! - **Retry budget**: retries add at most a fraction (20 %) of recent traffic
-//!   plus a small floor, so an outage sees ~1.2× traffic, not 3×.
+//!   plus a small floor, so an outage sees ~1.2× traffic, not 3×. A request
+//!   carrying core's `RouteBudget` (put there by a failover above) draws on
+//!   that route-wide budget instead, shared with the failover's own moves.
 //! - **Deadline** over all attempts and sleeps; optional per-attempt timeout,
 //!   fixed or adaptive (a latency quantile × factor, clamped).
 //! - Retries happen only before the response head is handed back: a stream
@@ -42,7 +44,6 @@
 #![deny(missing_docs)]
 
 mod adaptive;
-mod budget;
 mod decide;
 mod policy;
 #[cfg(feature = "serde")]
@@ -50,9 +51,7 @@ pub mod section;
 mod service;
 mod stats;
 
-pub use budget::RetryBudget;
-pub use policy::{
-    AttemptTimeout, Backoff, BudgetConfig, Jitter, RandomSource, RetryPolicy, SeededRandom, ThreadRandom,
-};
+pub use llm_tower_core::budget::{BudgetConfig, RetryBudget};
+pub use policy::{AttemptTimeout, Backoff, Jitter, RandomSource, RetryPolicy, SeededRandom, ThreadRandom};
 pub use service::{ResponseFuture, Retry, RetryLayer};
 pub use stats::RetryStats;

@@ -4,6 +4,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use llm_tower_core::budget::BudgetConfig;
+
 /// The delay schedule between attempts (before jitter).
 ///
 /// ```
@@ -181,31 +183,6 @@ pub enum AttemptTimeout {
         /// Samples needed before adapting.
         min_samples: usize,
     },
-}
-
-/// The retry budget: retries may add at most `ratio` of the traffic seen in
-/// the last `window`, plus `min_per_sec` retries per second, so a failing
-/// upstream sees at most about `(1 + ratio) ×` the traffic, never
-/// `max_attempts ×`.
-///
-/// ```
-/// let b = llm_tower_retry::BudgetConfig::default();
-/// assert_eq!((b.ratio, b.min_per_sec), (0.2, 10));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BudgetConfig {
-    /// Fraction of requests that may be retried. Default 0.2.
-    pub ratio: f64,
-    /// Retries per second always allowed (low traffic). Default 10.
-    pub min_per_sec: u32,
-    /// The sliding window. Default 10 s.
-    pub window: Duration,
-}
-
-impl Default for BudgetConfig {
-    fn default() -> Self {
-        Self { ratio: 0.2, min_per_sec: 10, window: Duration::from_secs(10) }
-    }
 }
 
 /// Everything that decides whether, when and how often to retry.

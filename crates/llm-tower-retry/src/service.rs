@@ -12,17 +12,17 @@ use http_body::Body;
 use llm_tower_core::LlmResponseBody;
 use llm_tower_core::peek::{Peek, peek};
 use llm_tower_core::{
-    Attempt, BoxError, Classification, Classified, Classify, Deadline, LlmClassifier, OutcomeClass,
-    RetryElsewhere, Timeout, TimeoutPhase,
+    Attempt, BoxError, Classification, Classified, Classify, Deadline, LlmClassifier, OutcomeClass, Timeout,
+    TimeoutPhase,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
 use crate::adaptive::LatencyTracker;
-use crate::budget::RetryBudget;
 use crate::decide::*;
 use crate::stats::Counters;
 use crate::{AttemptTimeout, RandomSource, RetryPolicy, RetryStats, ThreadRandom};
+use llm_tower_core::budget::RetryBudget;
 
 /// How much of a 429's body is read to look for `insufficient_quota` (the
 /// whole body is passed on whatever its size).
@@ -491,7 +491,7 @@ where
                                 *this.deadline,
                                 &class,
                                 &reason,
-                                RetryElsewhere::is_set(this.req),
+                                this.req,
                             ) {
                                 Some(delay) => {
                                     this.state.set(State::Sleeping { sleep: Box::pin(sleep(delay)) })
@@ -526,7 +526,7 @@ where
                                     *this.deadline,
                                     &class,
                                     error_reason(&*err),
-                                    RetryElsewhere::is_set(this.req),
+                                    this.req,
                                 )
                             };
                             match delay {
@@ -555,7 +555,7 @@ where
                             *this.deadline,
                             &class,
                             "status_429",
-                            RetryElsewhere::is_set(this.req),
+                            this.req,
                         )
                     };
                     match delay {

@@ -75,6 +75,7 @@ pub(crate) async fn call_one<S, B>(
     req: Request<LlmBody>,
     peek_too_long: bool,
     ready: Option<S>,
+    route_latency: Option<&HedgeState>,
 ) -> Outcome
 where
     S: tower::Service<Request<LlmBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -97,6 +98,13 @@ where
     let health = &shared.health;
     match result {
         Err(e) => {
+            // A failure that took longer than the estimate (a timeout, a
+            // hang cut short) is evidence of slowness; a fast one is not
+            // evidence of speed.
+            let took = now.saturating_duration_since(start);
+            if took > state.latency() {
+                state.observe_latency(took, now);
+            }
             if peek_too_long && is_too_long(&*e) {
                 return Outcome::TooLong(BackendAttempt::new(&*name, "context_length_exceeded").status(400));
             }
@@ -122,7 +130,9 @@ where
         Ok(res) => {
             let rtt = now.saturating_duration_since(start);
             state.observe_latency(rtt, now);
-            shared.observe(rtt);
+            if let Some(h) = route_latency {
+                h.observe(rtt);
+            }
             let c = match shared.classifier.classify_response(&res) {
                 Classified::Ready(c) => c,
                 Classified::AtEnd => llm_tower_core::Classification::success(),

@@ -14,7 +14,10 @@ pub struct FailoverBuilder<S> {
 pub(crate) struct RouteAt {
     pub(crate) targets: Vec<(usize, Option<Arc<str>>)>,
     pub(crate) strategy: Arc<dyn RouteStrategy>,
-    pub(crate) hedge: Option<Hedge>,
+    /// Hedging and its state, for routes with two targets or more.
+    pub(crate) hedge: Option<HedgeState>,
+    /// Bounds the route's extra calls (failover moves and retries).
+    pub(crate) budget: Option<RouteBudget>,
     pub(crate) context_fallback: Option<String>,
 }
 
@@ -30,12 +33,6 @@ pub(crate) struct Shared<S> {
     pub(crate) routes: HashMap<String, RouteAt>,
     pub(crate) health: HealthConfig,
     pub(crate) rng: AtomicU64,
-    /// Hedging budget, in thousandths of a hedge.
-    pub(crate) hedge_budget: AtomicI64,
-    /// Recent times to head, for percentile hedging delays.
-    /// The last `RECENT` times to head, seconds as `f64` bits (0: no sample yet).
-    pub(crate) recent: Box<[AtomicU64]>,
-    pub(crate) recent_at: AtomicU64,
     pub(crate) classifier: LlmClassifier,
 }
 
@@ -107,10 +104,21 @@ impl<S> FailoverBuilder<S> {
                     err(format!("routes.{model}.hedge.max_ratio"), "must be between 0 and 1".into());
                 }
             }
+            if let Some(b) = &r.budget {
+                if !(b.ratio >= 0.0 && b.ratio.is_finite()) || b.window.is_zero() {
+                    err(
+                        format!("routes.{model}.budget"),
+                        "the ratio must be 0 or more and the window longer than zero".into(),
+                    );
+                }
+            }
+            // A single target has nothing to hedge to: no state for it.
+            let hedge = r.hedge.filter(|_| r.targets.len() > 1).map(HedgeState::new);
             let route = RouteAt {
                 targets,
                 strategy: r.strategy,
-                hedge: r.hedge,
+                hedge,
+                budget: r.budget.map(RouteBudget::new),
                 context_fallback: r.context_fallback,
             };
             if routes.insert(model.clone(), route).is_some() {
@@ -142,9 +150,6 @@ impl<S> FailoverBuilder<S> {
             routes,
             health: self.health,
             rng: AtomicU64::new(self.seed),
-            hedge_budget: AtomicI64::new(0),
-            recent: (0..RECENT).map(|_| AtomicU64::new(0)).collect(),
-            recent_at: AtomicU64::new(0),
             classifier: LlmClassifier::default(),
         });
         if let (Some(every), Ok(rt)) = (shared.health.probe_interval, tokio::runtime::Handle::try_current()) {

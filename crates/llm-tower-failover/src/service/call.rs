@@ -78,12 +78,20 @@ where
     let mut last = None;
     let mut tried = 0;
     let mut tried_models = vec![model.clone()];
+    // Calls made for this request (hedges included): every call after the
+    // first draws on the route's budget.
+    let mut calls = 0u32;
+    let mut deposited = false;
     loop {
         let Some(route) = shared.routes.get(&model) else {
             return Err(Box::new(ModelNotFound::new(&*model)));
         };
         if let Some(h) = &route.hedge {
-            shared.refill_hedges(h.max_ratio);
+            h.refill();
+        }
+        if let (Some(b), false) = (&route.budget, deposited) {
+            b.deposit();
+            deposited = true;
         }
         let fallback = route.context_fallback.clone().filter(|f| !tried_models.contains(f));
         let mut plan = shared.plan(route, &req, &mut attempts);
@@ -98,39 +106,65 @@ where
         }
         // Attempts before the plan's last usable step may move on unretried.
         let last_usable = plan.iter().rposition(|s| s.usable);
-        let mut steps = plan.into_iter().enumerate().peekable();
-        let mut too_long = false;
-        while let Some((k, step)) = steps.next() {
+        let attempt_req = |k: usize, step: &Step| {
             let mut r = request_for(&req, &info, step.model.as_deref());
             // A usable backend still to come: a failure here moves on to it at
             // once instead of being retried (and waited out) on this one.
             if last_usable.is_some_and(|l| k < l) {
                 r.extensions_mut().insert(RetryElsewhere);
             }
+            // The providers' retries draw on the route's budget too.
+            if let Some(b) = &route.budget {
+                r.extensions_mut().insert(b.clone());
+            }
+            r
+        };
+        let mut steps = plan.into_iter().enumerate().peekable();
+        let mut too_long = false;
+        while let Some((k, step)) = steps.next() {
+            if calls > 0 && route.budget.as_ref().is_some_and(|b| !b.withdraw()) {
+                // The route's extra calls are spent (a route-wide outage):
+                // no more calls for this request.
+                metrics::counter!("llm_tower_failover_budget_refusals_total").increment(1);
+                let name = &*shared.backends[step.backend].state.name;
+                attempts.push(BackendAttempt::new(name, "route retry budget spent").skipped());
+                break;
+            }
+            calls += 1;
+            let r = attempt_req(k, &step);
             let peek = fallback.is_some();
-            let hedge = route.hedge.filter(|_| steps.peek().is_some());
+            let hedge = route.hedge.as_ref().filter(|_| steps.peek().is_some());
             // The service polled ready serves this attempt if it is its backend's.
             let ready = match held.take() {
                 Some((i, svc)) if i == step.backend => Some(svc),
                 _ => None,
             };
+            let observe = route.hedge.as_ref();
             let outcome = match hedge {
-                None => call_one(shared.clone(), step, r, peek, ready).await,
+                None => call_one(shared.clone(), step, r, peek, ready, observe).await,
                 Some(h) => {
-                    let delay = shared.hedge_delay(&h);
-                    let first = call_one(shared.clone(), step, r, peek, ready);
+                    let delay = h.delay();
+                    let started = Instant::now();
+                    let first_backend = step.backend;
+                    let first = call_one(shared.clone(), step, r, peek, ready, observe);
                     let mut first = std::pin::pin!(first);
                     tokio::select! {
                         o = &mut first => o,
                         _ = tokio::time::sleep(delay) => {
-                            if shared.take_hedge() {
-                                let (_, second) = steps.next().expect("peeked");
+                            if h.take() {
+                                let (k2, second) = steps.next().expect("peeked");
+                                calls += 1;
                                 let hedged = &shared.backends[second.backend].state;
                                 hedged.hedges.fetch_add(1, Ordering::Relaxed);
                                 metrics::counter!("llm_tower_failover_hedges_total", "backend" => hedged.name.to_string()).increment(1);
-                                let r2 = request_for(&req, &info, second.model.as_deref());
-                                let second = call_one(shared.clone(), second, r2, peek, None);
-                                race(first, second, &mut attempts, &mut tried).await
+                                let r2 = attempt_req(k2, &second);
+                                let pair = Racers {
+                                    backends: [first_backend, second.backend],
+                                    started: [started, Instant::now()],
+                                    input_tokens: info.estimated_input_tokens,
+                                };
+                                let second = call_one(shared.clone(), second, r2, peek, None, observe);
+                                race(&shared, pair, first, second, &mut attempts, &mut tried).await
                             } else {
                                 first.await
                             }

@@ -2,11 +2,6 @@
 
 use super::*;
 
-/// Hedges the budget may hold at once (it starts empty: requests fill it).
-pub(crate) const HEDGE_BURST: i64 = 10_000;
-/// Times to head kept for percentiles.
-pub(crate) const RECENT: usize = 256;
-
 /// Routes each request to the best available backend of its model's route
 /// and survives outages.
 ///
@@ -20,8 +15,23 @@ pub(crate) const RECENT: usize = 256;
 ///   401, 404, 422, ...) is returned at once. Failover happens only before the
 ///   response head: once a backend answers, the body is the caller's. On
 ///   `context_length_exceeded` the route's larger-context model is tried.
-/// - With [`Hedge`], a slow request is also sent to the next backend; the
-///   first usable head wins, the other call is dropped.
+/// - Retry elsewhere first: an attempt with a usable backend still to come
+///   carries core's `RetryElsewhere`, so the provider's retry layer returns
+///   its failure at once (no backoff, no `Retry-After` waited out) and the
+///   next backend is called; only the last usable backend is retried on.
+/// - One retry budget per route ([`Route::budget`], default 20 % of the
+///   route's requests plus 10/s): every call after a request's first (a move
+///   to another backend, or a provider's retry, which draws on it through
+///   core's `RouteBudget`) withdraws from it; when it is spent the request
+///   gets the failure it has. A route-wide outage adds at most that much load.
+/// - Hedging ([`Hedge`], on by default for routes of two targets or more): a
+///   request without a head after the route's recent p95 is also sent to the
+///   next backend, for at most 5 % of requests; the first usable head wins,
+///   the other call is cancelled and counted against its backend.
+/// - Outliers: a backend whose recent success rate trails the route's best
+///   by more than 0.1, or whose latency is over 3× the fastest's, keeps only
+///   a share of its place in the order (two or three failures in a row are
+///   enough to move most of its requests on).
 /// - Passive health (consecutive failures), an optional active probe, and
 ///   slow start after recovery ([`HealthConfig`]).
 /// - When nothing answers: [`AllBackendsFailed`] listing each backend and why
@@ -216,50 +226,6 @@ impl<S> Shared<S> {
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    pub(crate) fn observe(&self, rtt: Duration) {
-        let i = self.recent_at.fetch_add(1, Ordering::Relaxed) as usize % RECENT;
-        // A zero sample would read as "none": the smallest positive instead.
-        self.recent[i].store(rtt.as_secs_f64().max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
-    }
-
-    pub(crate) fn hedge_delay(&self, h: &Hedge) -> Duration {
-        match h.delay {
-            HedgeDelay::Fixed(d) => d,
-            HedgeDelay::Percentile { p, min } => {
-                let mut r: Vec<f64> = self
-                    .recent
-                    .iter()
-                    .map(|v| v.load(Ordering::Relaxed))
-                    .filter(|&v| v != 0)
-                    .map(f64::from_bits)
-                    .collect();
-                if r.len() < 16 {
-                    return min.max(Duration::from_secs(1));
-                }
-                r.sort_by(f64::total_cmp);
-                let at = ((r.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
-                Duration::from_secs_f64(r[at]).max(min)
-            }
-        }
-    }
-
-    /// Takes a hedge from the budget (refilled by `max_ratio` per request).
-    pub(crate) fn take_hedge(&self) -> bool {
-        if self.hedge_budget.fetch_sub(1_000, Ordering::Relaxed) >= 1_000 {
-            return true;
-        }
-        self.hedge_budget.fetch_add(1_000, Ordering::Relaxed);
-        false
-    }
-
-    pub(crate) fn refill_hedges(&self, ratio: f64) {
-        let add = (ratio * 1_000.0) as i64;
-        let b = self.hedge_budget.fetch_add(add, Ordering::Relaxed) + add;
-        if b > HEDGE_BURST {
-            self.hedge_budget.fetch_sub(b - HEDGE_BURST, Ordering::Relaxed);
-        }
-    }
-
     /// The route's backends in the order to try them; the skipped ones are
     /// recorded in `attempts`.
     pub(crate) fn plan(
@@ -312,6 +278,22 @@ impl<S> Shared<S> {
             }
             keep
         });
+        // Outliers: a backend whose errors or latency stand out from the
+        // others' keeps only a share of its place (as in slow start).
+        if ready.len() > 1 {
+            let scores: Vec<(f64, Option<f64>)> = ready
+                .iter()
+                .map(|(_, s, _)| {
+                    let st = &self.backends[s.backend].state;
+                    (st.success_score(now), st.measured_latency())
+                })
+                .collect();
+            let best = scores.iter().map(|s| s.0).fold(0.0, f64::max);
+            let fastest = scores.iter().filter_map(|s| s.1).fold(f64::INFINITY, f64::min);
+            for ((_, step, _), (score, latency)) in ready.iter_mut().zip(scores) {
+                step.share *= crate::outlier::share(score, best, latency, fastest);
+            }
+        }
         let mut candidates: Vec<Candidate> = ready.iter().map(|(c, _, _)| *c).collect();
         route.strategy.order(&mut candidates, &mut || self.random());
         // Steps by route position (a route is a handful of targets).
@@ -321,7 +303,7 @@ impl<S> Shared<S> {
         }
         let mut ordered: Vec<Step> =
             candidates.iter().filter_map(|c| by_position[c.position].take()).collect();
-        // Slow start: a recovering backend keeps its place with probability
+        // Slow start and outliers: a backend keeps its place with probability
         // equal to its share; otherwise it goes after the others.
         let (keep, later): (Vec<Step>, Vec<Step>) =
             ordered.drain(..).partition(|s| s.share >= 1.0 || self.random() < s.share);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
+use llm_tower_core::budget::{BudgetConfig, RouteBudget};
 use llm_tower_core::classify::{Classified, Classify, LlmClassifier, OutcomeClass};
 use llm_tower_core::info::rewrite_model;
 use llm_tower_core::peek::peek;

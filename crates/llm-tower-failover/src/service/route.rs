@@ -50,25 +50,52 @@ pub enum HedgeDelay {
 /// to the next backend; the first usable head wins and the other call is
 /// dropped (cancelled). At most `max_ratio` of requests are hedged.
 ///
+/// On by default for every route with two targets or more
+/// ([`Hedge::default`]: after the route's recent p95 time to head, at least
+/// 100 ms, for at most 5 % of requests); [`Route::without_hedge`] turns it off.
+/// An LLM call is idempotent (a chat completion has no side effect the
+/// gateway could double), and hedging happens only before the response head,
+/// so a stream is hedged only before its first byte.
+///
+/// What a hedge costs: the cancelled call's provider usually bills the input
+/// tokens it read and whatever it generated before it saw the connection
+/// close (providers do not refund a dropped call). The gateway never sees
+/// that usage (the call ended before its head); it counts the cancelled calls
+/// and their estimated input tokens per backend
+/// ([`BackendStats::hedges_cancelled`], `llm_tower_failover_hedge_cancelled_total`,
+/// `llm_tower_failover_hedge_cancelled_input_tokens_total`) so the extra
+/// spend is visible and bounded by `max_ratio`.
+///
 /// ```
 /// use std::time::Duration;
-/// use llm_tower_failover::{Hedge, HedgeDelay};
-/// let h = Hedge::new(HedgeDelay::Percentile { p: 0.95, min: Duration::from_millis(200) }).max_ratio(0.05);
-/// assert_eq!(h.max_ratio, 0.05);
+/// use llm_tower_failover::{Hedge, HedgeDelay, Route, Target};
+/// // Hedge after a fixed 2 s without an answer, for at most 2 % of requests.
+/// let r = Route::new([Target::new("openai"), Target::new("azure")])
+///     .hedge(Hedge::new(HedgeDelay::Fixed(Duration::from_secs(2))).max_ratio(0.02));
+/// assert_eq!(r.hedge.map(|h| h.max_ratio), Some(0.02));
+/// assert!(Route::new([Target::new("openai"), Target::new("azure")]).without_hedge().hedge.is_none());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Hedge {
     /// When to hedge.
     pub delay: HedgeDelay,
-    /// Largest share of requests hedged (a budget, refilled by requests). Default 0.1.
+    /// Largest share of requests hedged (a budget, refilled by requests). Default 0.05.
     pub max_ratio: f64,
 }
 
+impl Default for Hedge {
+    /// After the route's recent p95 time to head (at least 100 ms), for at
+    /// most 5 % of requests.
+    fn default() -> Self {
+        Hedge::new(HedgeDelay::Percentile { p: 0.95, min: Duration::from_millis(100) })
+    }
+}
+
 impl Hedge {
-    /// Hedging after `delay`, for at most 10 % of requests.
+    /// Hedging after `delay`, for at most 5 % of requests.
     pub fn new(delay: HedgeDelay) -> Self {
-        Hedge { delay, max_ratio: 0.1 }
+        Hedge { delay, max_ratio: 0.05 }
     }
 
     /// Sets the hedging budget.
@@ -78,8 +105,16 @@ impl Hedge {
     }
 }
 
-/// How a logical model is served: its targets, strategy, hedging, and the
-/// larger-context model to try on `context_length_exceeded`.
+/// How a logical model is served: its targets, strategy, hedging, retry
+/// budget, and the larger-context model to try on `context_length_exceeded`.
+///
+/// Defaults: [`Priority`] order (the order targets are listed in is the
+/// operator's preference: price, contract, data residency; a backend whose
+/// recent errors or latency stand out is moved behind the others for a share
+/// of requests, see [`Failover`]), hedging on ([`Hedge::default`]), and a
+/// route retry budget ([`BudgetConfig::default`]: 20 % of the route's
+/// requests plus 10 per second) shared by failover moves and the providers'
+/// retries.
 ///
 /// ```
 /// use llm_tower_failover::{Route, RouteStrategyKind, Target};
@@ -95,8 +130,12 @@ pub struct Route {
     pub targets: Vec<Target>,
     /// How requests order them. Default [`Priority`].
     pub strategy: Arc<dyn RouteStrategy>,
-    /// Hedging, when set.
+    /// Hedging, when set (default [`Hedge::default`]).
     pub hedge: Option<Hedge>,
+    /// The route's retry budget (`None`: unbounded): every call after a
+    /// request's first, on another backend or retried on the same one,
+    /// withdraws from it.
+    pub budget: Option<BudgetConfig>,
     /// A logical model with a larger context window, tried when every backend
     /// refuses the request as too long.
     pub context_fallback: Option<String>,
@@ -107,18 +146,20 @@ impl std::fmt::Debug for Route {
         f.debug_struct("Route")
             .field("targets", &self.targets)
             .field("hedge", &self.hedge)
+            .field("budget", &self.budget)
             .field("context_fallback", &self.context_fallback)
             .finish()
     }
 }
 
 impl Route {
-    /// A route over `targets`, in priority order.
+    /// A route over `targets`, in priority order, with the defaults above.
     pub fn new(targets: impl IntoIterator<Item = Target>) -> Self {
         Route {
             targets: targets.into_iter().collect(),
             strategy: Arc::new(Priority),
-            hedge: None,
+            hedge: Some(Hedge::default()),
+            budget: Some(BudgetConfig::default()),
             context_fallback: None,
         }
     }
@@ -129,9 +170,21 @@ impl Route {
         self
     }
 
-    /// Enables hedging.
+    /// Sets hedging.
     pub fn hedge(mut self, h: Hedge) -> Self {
         self.hedge = Some(h);
+        self
+    }
+
+    /// Turns hedging off.
+    pub fn without_hedge(mut self) -> Self {
+        self.hedge = None;
+        self
+    }
+
+    /// Sets (or, with `None`, removes) the route's retry budget.
+    pub fn budget(mut self, b: Option<BudgetConfig>) -> Self {
+        self.budget = b;
         self
     }
 

@@ -1,11 +1,39 @@
 //! The retry budget: a sliding window of requests and retries (tokio time).
+//!
+//! It lives in core because two layers draw on one: the retry layer (its own
+//! budget, per provider) and the failover layer (one per route, shared with
+//! the retry layers of the route's providers through [`RouteBudget`]).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::BudgetConfig;
+/// The retry budget: retries may add at most `ratio` of the traffic seen in
+/// the last `window`, plus `min_per_sec` retries per second, so a failing
+/// upstream sees at most about `(1 + ratio) ×` the traffic, never
+/// `max_attempts ×`.
+///
+/// ```
+/// let b = llm_tower_core::budget::BudgetConfig::default();
+/// assert_eq!((b.ratio, b.min_per_sec), (0.2, 10));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BudgetConfig {
+    /// Fraction of requests that may be retried. Default 0.2.
+    pub ratio: f64,
+    /// Retries per second always allowed (low traffic). Default 10.
+    pub min_per_sec: u32,
+    /// The sliding window. Default 10 s.
+    pub window: Duration,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self { ratio: 0.2, min_per_sec: 10, window: Duration::from_secs(10) }
+    }
+}
 
 const BUCKETS: u64 = 10;
 
@@ -29,7 +57,7 @@ struct Bucket {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-/// use llm_tower_retry::{BudgetConfig, RetryBudget};
+/// use llm_tower_core::budget::{BudgetConfig, RetryBudget};
 /// let b = RetryBudget::new(BudgetConfig { ratio: 0.5, min_per_sec: 0, window: std::time::Duration::from_secs(10) });
 /// for _ in 0..4 { b.deposit(); }
 /// assert!(b.withdraw() && b.withdraw());
@@ -89,7 +117,7 @@ impl RetryBudget {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let b = llm_tower_retry::RetryBudget::new(Default::default());
+    /// let b = llm_tower_core::budget::RetryBudget::new(Default::default());
     /// b.deposit();
     /// assert_eq!(b.deposited(), 1);
     /// # }
@@ -135,6 +163,49 @@ impl RetryBudget {
         } else {
             false
         }
+    }
+}
+
+/// A route's retry budget, shared by every extra call made for the route's
+/// requests: the failover layer's moves to another backend and the retry
+/// layers' retries on each backend. The failover layer puts it in each
+/// attempt's extensions (and deposits once per client request); a retry layer
+/// that finds it withdraws from it instead of from its own budget, so a
+/// route-wide outage adds at most the route's ratio of its traffic, however
+/// many providers the route has.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use llm_tower_core::budget::{BudgetConfig, RouteBudget};
+/// let route = RouteBudget::new(BudgetConfig { ratio: 0.25, min_per_sec: 0, ..Default::default() });
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(route.clone());
+/// for _ in 0..4 { route.deposit(); }
+/// // A retry layer below draws on the same budget as the failover above.
+/// let below = RouteBudget::of(&req).expect("inserted");
+/// assert!(below.withdraw());
+/// assert!(!route.withdraw(), "25 % of 4 requests is one extra call");
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RouteBudget(pub Arc<RetryBudget>);
+
+impl RouteBudget {
+    /// A new route budget with `cfg`.
+    pub fn new(cfg: BudgetConfig) -> Self {
+        RouteBudget(Arc::new(RetryBudget::new(cfg)))
+    }
+
+    /// The route budget `req` carries, if any.
+    pub fn of<B>(req: &http::Request<B>) -> Option<&RetryBudget> {
+        req.extensions().get::<RouteBudget>().map(|b| &*b.0)
+    }
+}
+
+impl std::ops::Deref for RouteBudget {
+    type Target = RetryBudget;
+    fn deref(&self) -> &RetryBudget {
+        &self.0
     }
 }
 
