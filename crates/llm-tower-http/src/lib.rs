@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod dialect;
 mod headers;
 mod provider;
 #[cfg(feature = "serde")]

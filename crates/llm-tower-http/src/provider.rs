@@ -26,8 +26,10 @@ pub enum ProviderKind {
         /// The `api-version` query value.
         api_version: String,
     },
-    /// Anthropic: `x-api-key` and `anthropic-version`; native `/v1/messages`
-    /// and Anthropic's OpenAI-compatible endpoints pass through.
+    /// Anthropic: `x-api-key` and `anthropic-version`. An OpenAI chat
+    /// completion (`/v1/chat/completions`) is translated to Messages and its
+    /// answer (JSON or stream) back to OpenAI's shape; native `/v1/messages`
+    /// passes through.
     Anthropic {
         /// The default `anthropic-version` (a caller's own header wins).
         version: String,

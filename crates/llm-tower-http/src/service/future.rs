@@ -42,6 +42,8 @@ pub(crate) struct Ctx {
     pub(crate) streamed_request: bool,
     pub(crate) max_response_bytes: usize,
     pub(crate) max_event_bytes: usize,
+    /// The answer's translation back to OpenAI chat (another dialect).
+    pub(crate) translation: Option<Translation>,
 }
 
 pin_project! {
@@ -89,6 +91,8 @@ pub(crate) struct Reading {
     pub(crate) limit: usize,
     /// A 2xx JSON answer: checked to parse before it is returned.
     pub(crate) check_json: bool,
+    /// Translated back to OpenAI chat (the answer, or an error body).
+    pub(crate) translation: Option<Translation>,
 }
 
 impl Reading {
@@ -133,10 +137,31 @@ impl Reading {
                         Some(b) => b,
                         None => std::mem::take(&mut self.rest).freeze(),
                     };
-                    if self.check_json && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+                    let mut parts = std::mem::replace(&mut self.parts, Response::new(()).into_parts().0);
+                    let bytes = match &self.translation {
+                        None => bytes,
+                        Some(t) if parts.status.is_success() => {
+                            match crate::dialect::anthropic::to_chat_completion(&bytes, t) {
+                                Some(b) => Bytes::from(b),
+                                None => {
+                                    return Poll::Ready(Err(
+                                        BadResponse::new(BadResponseKind::InvalidJson).into()
+                                    ));
+                                }
+                            }
+                        }
+                        Some(_) => Bytes::from(crate::dialect::anthropic::error_to_openai(&bytes)),
+                    };
+                    if self.translation.is_some() {
+                        parts.headers.insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                    } else if self.check_json
+                        && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err()
+                    {
                         return Poll::Ready(Err(BadResponse::new(BadResponseKind::InvalidJson).into()));
                     }
-                    let mut parts = std::mem::replace(&mut self.parts, Response::new(()).into_parts().0);
                     parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
                     let body = LlmResponseBody::full(bytes);
                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
@@ -229,7 +254,9 @@ impl ResponseFuture {
                             if let Some(m) = c.served_model {
                                 parts.extensions.insert(llm_tower_core::ServedModel(m));
                             }
-                            if is_streamed(&parts.headers, c.streamed_request) {
+                            // A translated error is read whole (it is one JSON document).
+                            let translated_error = c.translation.is_some() && !parts.status.is_success();
+                            if is_streamed(&parts.headers, c.streamed_request) && !translated_error {
                                 let mut body = Streaming::new(
                                     incoming,
                                     c.timeouts,
@@ -240,7 +267,13 @@ impl ResponseFuture {
                                 if is_event_stream(&parts.headers) {
                                     body.events = Some(EventSizeLimit::new(c.max_event_bytes));
                                 }
-                                let body = LlmResponseBody::new(body);
+                                let body = match c.translation {
+                                    Some(t) => {
+                                        parts.headers.remove(http::header::CONTENT_LENGTH);
+                                        LlmResponseBody::new(Translated::new(body, t, c.max_event_bytes))
+                                    }
+                                    None => LlmResponseBody::new(body),
+                                };
                                 return Poll::Ready(Ok(Response::from_parts(parts, body)));
                             }
                             // Read whole, by the earlier of the total limit and the caller's deadline.
@@ -268,6 +301,7 @@ impl ResponseFuture {
                                 len: 0,
                                 limit,
                                 check_json,
+                                translation: c.translation,
                             };
                             State::Reading { read: Some(Box::new(read)) }
                         }

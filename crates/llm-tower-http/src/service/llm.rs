@@ -192,10 +192,22 @@ impl LlmHttpService {
         &self.client
     }
 
-    /// The request as the upstream gets it, and the model it is asked for.
-    fn prepare(&self, req: Request<LlmBody>) -> Result<(Request<LlmBody>, Option<Arc<str>>), BoxError> {
+    /// The request as the upstream gets it, the model it is asked for, and
+    /// the translation of its answer when the provider speaks another dialect.
+    fn prepare(&self, req: Request<LlmBody>) -> Result<Prepared, BoxError> {
         let (mut parts, mut body) = req.into_parts();
         let p = &self.provider;
+        // An OpenAI chat completion for a provider that speaks Anthropic
+        // Messages: translated here, its answer translated back.
+        let mut translation = None;
+        if matches!(p.kind(), ProviderKind::Anthropic { .. })
+            && parts.uri.path().ends_with("/chat/completions")
+        {
+            let (b, t) = crate::dialect::anthropic::to_messages(body.as_bytes())?;
+            body = LlmBody::from(b);
+            parts.uri = http::Uri::from_static("/v1/messages");
+            translation = Some(t);
+        }
         let needs_model = p.has_aliases() || matches!(p.kind(), ProviderKind::Azure { .. });
         let mut upstream_model: Option<Arc<str>> = None;
         if needs_model && !body.as_bytes().is_empty() {
@@ -225,9 +237,13 @@ impl LlmHttpService {
         parts.version = Version::HTTP_11;
         let served =
             upstream_model.or_else(|| parts.extensions.get::<Arc<RequestInfo>>().map(|i| i.model.clone()));
-        Ok((Request::from_parts(parts, body), served))
+        Ok((Request::from_parts(parts, body), served, translation))
     }
 }
+
+/// A request ready for the upstream, the model it asks for, and its answer's
+/// translation (another dialect).
+type Prepared = (Request<LlmBody>, Option<Arc<str>>, Option<Translation>);
 
 impl tower::Service<Request<LlmBody>> for LlmHttpService {
     type Response = Response<LlmResponseBody>;
@@ -249,7 +265,7 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
     fn call(&mut self, req: Request<LlmBody>) -> ResponseFuture {
         let caller_deadline = Deadline::of(&req);
         let streamed_request = req.extensions().get::<Arc<RequestInfo>>().is_some_and(|i| i.stream);
-        let (mut req, served_model) = match self.prepare(req) {
+        let (mut req, served_model, translation) = match self.prepare(req) {
             Ok(r) => r,
             Err(e) => return ResponseFuture { state: State::Failed { err: Some(e) }, span: None },
         };
@@ -293,6 +309,7 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
                     streamed_request,
                     max_response_bytes: self.max_response_bytes,
                     max_event_bytes: self.max_event_bytes,
+                    translation,
                 }),
             },
             span,

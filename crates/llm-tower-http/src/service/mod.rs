@@ -22,6 +22,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::client::{HostCounters, HttpClient, authority_key};
+use crate::dialect::Translation;
 use crate::{Provider, ProviderKind, strip_hop_by_hop};
 
 mod future;
@@ -29,8 +30,10 @@ mod llm;
 mod span;
 mod streaming;
 mod timeouts;
+mod translated;
 
 pub use future::*;
 pub use llm::*;
 use streaming::*;
 pub use timeouts::*;
+use translated::*;
