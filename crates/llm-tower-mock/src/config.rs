@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// How the mock behaves. `MockConfig::default()` answers at once, without
-/// faults or limits, for the models `gpt-4o-mini`, `gpt-4o`, `text-embedding-3-small`
-/// and `claude-3-5-haiku-latest`.
+/// faults or limits, for the models `gpt-4o-mini`, `gpt-4o`, `text-embedding-3-small`,
+/// `claude-3-5-haiku-latest` and `gemini-2.0-flash`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -46,9 +46,15 @@ impl Default for MockConfig {
     fn default() -> Self {
         Self {
             seed: 0,
-            models: ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-3-5-haiku-latest"]
-                .map(String::from)
-                .to_vec(),
+            models: [
+                "gpt-4o-mini",
+                "gpt-4o",
+                "text-embedding-3-small",
+                "claude-3-5-haiku-latest",
+                "gemini-2.0-flash",
+            ]
+            .map(String::from)
+            .to_vec(),
             latency: Latency::default(),
             reply_tokens: 16,
             embedding_dims: 8,

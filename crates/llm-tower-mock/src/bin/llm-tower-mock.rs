@@ -15,7 +15,7 @@ OPTIONS:
   --host ADDR           address to bind (default 127.0.0.1)
   --port N              port (default 8090; 0 picks a free one)
   --seed N              seed for output and random faults (default 0)
-  --models A,B,..       models served (default: gpt-4o-mini,gpt-4o,text-embedding-3-small,claude-3-5-haiku-latest)
+  --models A,B,..       models served (default: gpt-4o-mini,gpt-4o,text-embedding-3-small,claude-3-5-haiku-latest,gemini-2.0-flash)
   --ttft-ms N           delay before the response head / first token (default 0)
   --token-ms N          delay per generated token (default 0)
   --reply-tokens N      tokens per answer (default 16)

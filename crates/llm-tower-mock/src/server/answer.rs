@@ -23,14 +23,16 @@ pub(super) struct Answer {
     pub(super) include_usage: bool,
     pub(super) fault: Fault,
     pub(super) latency: crate::Latency,
+    /// The tool call to answer with instead of text.
+    pub(super) tool: Option<ToolCall>,
 }
 
 impl Answer {
-    fn words(&self, choice: u32) -> Vec<&'static str> {
+    pub(super) fn words(&self, choice: u32) -> Vec<&'static str> {
         synth::tokens(self.seed.wrapping_add(u64::from(choice)), self.out_tokens)
     }
 
-    fn text(&self, choice: u32) -> String {
+    pub(super) fn text(&self, choice: u32) -> String {
         self.words(choice).iter().map(|w| format!("{w} ")).collect::<String>().trim_end().to_owned()
     }
 
@@ -163,9 +165,15 @@ pub(super) fn chat_usage(a: &Answer) -> Value {
 
 pub(super) fn chat_json(a: &Answer) -> Value {
     let choices: Vec<Value> = (0..a.choices)
-        .map(|i| {
-            json!({"index": i, "message": {"role": "assistant", "content": a.text(i), "refusal": null},
+        .map(|i| match &a.tool {
+            Some(t) => json!({"index": i, "message": {"role": "assistant", "content": null, "refusal": null,
+                        "tool_calls": [{"id": t.id, "type": "function",
+                                        "function": {"name": t.name, "arguments": t.arguments_text()}}]},
+                        "logprobs": null, "finish_reason": "tool_calls"}),
+            None => {
+                json!({"index": i, "message": {"role": "assistant", "content": a.text(i), "refusal": null},
                    "logprobs": null, "finish_reason": a.finish})
+            }
         })
         .collect();
     json!({
@@ -199,6 +207,26 @@ pub(super) fn chat_events(a: &Answer) -> Vec<Event> {
         let role = json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]);
         out.push(Event { bytes: sse(None, &chunk(role, Value::Null)), token: false });
     }
+    if let Some(t) = &a.tool {
+        // The call's head, then its arguments in two pieces, as OpenAI streams them.
+        let args = t.arguments_text();
+        let (x, y) = args.split_at(args.len() / 2);
+        let head = json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": t.id, "type": "function",
+                            "function": {"name": t.name, "arguments": ""}}]}, "logprobs": null, "finish_reason": null}]);
+        out.push(Event { bytes: sse(None, &chunk(head, Value::Null)), token: false });
+        for piece in [x, y] {
+            let d = json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]},
+                            "logprobs": null, "finish_reason": null}]);
+            out.push(Event { bytes: sse(None, &chunk(d, Value::Null)), token: true });
+        }
+        let fin = json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "tool_calls"}]);
+        out.push(Event { bytes: sse(None, &chunk(fin, Value::Null)), token: false });
+        if a.include_usage {
+            out.push(Event { bytes: sse(None, &chunk(json!([]), chat_usage(a))), token: false });
+        }
+        out.push(Event { bytes: Bytes::from_static(b"data: [DONE]\n\n"), token: false });
+        return out;
+    }
     for t in 0..a.out_tokens as usize {
         for i in 0..a.choices {
             let words = a.words(i);
@@ -220,7 +248,11 @@ pub(super) fn chat_events(a: &Answer) -> Vec<Event> {
 }
 
 pub(super) fn anthropic_stop(a: &Answer) -> &'static str {
-    if a.finish == "length" { "max_tokens" } else { "end_turn" }
+    match (&a.tool, a.finish) {
+        (Some(_), _) => "tool_use",
+        (None, "length") => "max_tokens",
+        _ => "end_turn",
+    }
 }
 
 pub(super) fn messages_json(a: &Answer) -> Value {
@@ -229,7 +261,10 @@ pub(super) fn messages_json(a: &Answer) -> Value {
         "type": "message",
         "role": "assistant",
         "model": a.model,
-        "content": [{"type": "text", "text": a.text(0)}],
+        "content": match &a.tool {
+            Some(t) => json!([{"type": "tool_use", "id": t.id, "name": t.name, "input": t.arguments}]),
+            None => json!([{"type": "text", "text": a.text(0)}]),
+        },
         "stop_reason": anthropic_stop(a),
         "stop_sequence": null,
         "usage": {"input_tokens": a.prompt, "output_tokens": a.out_tokens,
@@ -250,18 +285,37 @@ pub(super) fn messages_events(a: &Answer) -> Vec<Event> {
         ),
         ev(
             "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            match &a.tool {
+                Some(t) => json!({"type": "content_block_start", "index": 0,
+                                  "content_block": {"type": "tool_use", "id": t.id, "name": t.name, "input": {}}}),
+                None => {
+                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+                }
+            },
             false,
         ),
         ev("ping", json!({"type": "ping"}), false),
     ];
+    if let Some(t) = &a.tool {
+        let args = t.arguments_text();
+        let (x, y) = args.split_at(args.len() / 2);
+        for piece in ["", x, y] {
+            out.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                !piece.is_empty(),
+            ));
+        }
+    }
     if matches!(a.fault, Fault::MalformedJson) {
         out.push(Event {
             bytes: Bytes::from_static(b"event: content_block_delta\ndata: {broken\n\n"),
             token: false,
         });
     }
-    for (t, w) in a.words(0).iter().enumerate() {
+    let words = if a.tool.is_some() { Vec::new() } else { a.words(0) };
+    for (t, w) in words.iter().enumerate() {
         let piece = if t == 0 { (*w).to_owned() } else { format!(" {w}") };
         out.push(ev(
             "content_block_delta",

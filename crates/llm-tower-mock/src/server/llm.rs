@@ -39,9 +39,16 @@ pub(super) async fn llm(
     } else {
         synth::prompt_tokens(chars, messages)
     };
-    let cap =
-        ["max_completion_tokens", "max_tokens"].iter().find_map(|k| req.get(*k).and_then(Value::as_u64));
-    let choices = req.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 16) as u32;
+    let cap = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| req.get(*k).and_then(Value::as_u64))
+        .or_else(|| req.pointer("/generationConfig/maxOutputTokens").and_then(Value::as_u64));
+    let choices = req
+        .get("n")
+        .or_else(|| req.pointer("/generationConfig/candidateCount"))
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .clamp(1, 16) as u32;
     let out_tokens = if kind == Kind::Embeddings {
         0
     } else {
@@ -57,8 +64,12 @@ pub(super) async fn llm(
 
     let seed = cfg.seed
         ^ synth::fnv(model.as_bytes())
-        ^ synth::fnv(req.get("messages").map(|m| m.to_string()).unwrap_or_default().as_bytes());
-    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false) && kind != Kind::Embeddings;
+        ^ synth::fnv(
+            req.get("messages").or(req.get("contents")).map(|m| m.to_string()).unwrap_or_default().as_bytes(),
+        );
+    let stream = kind == Kind::GeminiStream
+        || (req.get("stream").and_then(Value::as_bool).unwrap_or(false) && kind != Kind::Embeddings);
+    let tool = tools::wanted(kind, &req, n);
     let include_usage =
         req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     let plan = Answer {
@@ -72,6 +83,7 @@ pub(super) async fn llm(
         include_usage,
         fault,
         latency: cfg.latency,
+        tool,
     };
 
     sleep(cfg.latency.headers).await;
@@ -84,6 +96,8 @@ pub(super) async fn llm(
         (Kind::Messages, false) => plan.json_answer(messages_json(&plan)).await,
         (Kind::Chat, true) => plan.stream(ChunkCounter(state.clone()), chat_events),
         (Kind::Messages, true) => plan.stream(ChunkCounter(state.clone()), messages_events),
+        (Kind::Gemini | Kind::GeminiStream, false) => plan.json_answer(gemini_json(&plan)).await,
+        (Kind::Gemini | Kind::GeminiStream, true) => plan.stream(ChunkCounter(state.clone()), gemini_events),
     };
     res.headers_mut().extend(limit_headers);
     res.headers_mut().insert("x-request-id", format!("req_mock_{n}").parse().unwrap());
@@ -124,7 +138,9 @@ fn check_request(
     body: &Bytes,
 ) -> Result<(Value, String), Res> {
     if let Some(key) = &cfg.require_key {
-        if !authorized(key, &parts.headers) {
+        // Gemini also takes the key as `?key=`.
+        let in_query = parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == format!("key={key}")));
+        if !authorized(key, &parts.headers) && !in_query {
             return Err(openai_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
@@ -144,7 +160,8 @@ fn check_request(
             ));
         }
     };
-    if deployment.is_some() && !parts.uri.query().unwrap_or("").contains("api-version=") {
+    let gemini = matches!(kind, Kind::Gemini | Kind::GeminiStream);
+    if !gemini && deployment.is_some() && !parts.uri.query().unwrap_or("").contains("api-version=") {
         return Err(openai_error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",

@@ -29,12 +29,16 @@ use crate::config::{Fault, FaultPlan, MockConfig};
 use crate::synth::{self, Bucket, Rng};
 
 mod answer;
+mod gemini;
 mod llm;
 mod route;
+mod tools;
 
 use answer::*;
+use gemini::*;
 use llm::*;
 use route::*;
+use tools::*;
 
 /// Counters of what the mock received and did.
 ///

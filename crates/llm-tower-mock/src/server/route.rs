@@ -3,9 +3,18 @@
 use super::*;
 
 pub(super) enum Route {
-    Chat { deployment: Option<String> },
-    Embeddings { deployment: Option<String> },
+    Chat {
+        deployment: Option<String>,
+    },
+    Embeddings {
+        deployment: Option<String>,
+    },
     Messages,
+    /// Gemini: the model from the path, and whether it is the streaming method.
+    Gemini {
+        model: String,
+        stream: bool,
+    },
     Models,
     Health,
     Stats,
@@ -24,7 +33,19 @@ impl Route {
                 .filter(|d| !d.is_empty() && !d.contains('/'))
                 .map(str::to_owned)
         };
+        let gemini = || {
+            let rest = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/"))?;
+            let (model, method) = rest.split_once(':')?;
+            let stream = match method {
+                "generateContent" => false,
+                "streamGenerateContent" => true,
+                _ => return None,
+            };
+            (!model.is_empty() && !model.contains('/'))
+                .then(|| Route::Gemini { model: model.to_owned(), stream })
+        };
         match (method, path) {
+            (&Method::POST, _) if path.contains(':') => gemini().unwrap_or(Route::NotFound),
             (&Method::POST, "/v1/chat/completions") => Route::Chat { deployment: None },
             (&Method::POST, "/v1/embeddings") => Route::Embeddings { deployment: None },
             (&Method::POST, "/v1/messages") => Route::Messages,
@@ -151,6 +172,10 @@ pub(super) async fn handle(
             llm(&state, &ctl, n, Kind::Embeddings, deployment, &parts, &body).await
         }
         Route::Messages => llm(&state, &ctl, n, Kind::Messages, None, &parts, &body).await,
+        Route::Gemini { model, stream } => {
+            let kind = if stream { Kind::GeminiStream } else { Kind::Gemini };
+            llm(&state, &ctl, n, kind, Some(model), &parts, &body).await
+        }
         Route::Grpc => grpc(&state, n, &body).await,
     };
     *state.lock().stats.by_status.entry(res.status().as_u16()).or_default() += 1;
@@ -217,6 +242,10 @@ pub(super) enum Kind {
     Chat,
     Embeddings,
     Messages,
+    /// `generateContent`.
+    Gemini,
+    /// `streamGenerateContent`.
+    GeminiStream,
 }
 
 pub(super) fn authorized(expected: &str, headers: &HeaderMap) -> bool {
@@ -226,7 +255,8 @@ pub(super) fn authorized(expected: &str, headers: &HeaderMap) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "));
     let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     let api_key = headers.get("api-key").and_then(|v| v.to_str().ok());
-    [bearer, x_api_key, api_key].into_iter().flatten().any(|k| k == expected)
+    let goog = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok());
+    [bearer, x_api_key, api_key, goog].into_iter().flatten().any(|k| k == expected)
 }
 
 /// Characters of text in a chat/messages request, and its message count.
@@ -237,6 +267,12 @@ pub(super) fn prompt_size(req: &Value) -> (usize, usize) {
             Value::Array(parts) => parts.iter().map(|p| p.get("text").map_or(0, text_len)).sum(),
             _ => 0,
         }
+    }
+    if let Some(contents) = req.get("contents").and_then(Value::as_array) {
+        // Gemini: contents[].parts[].text, and the system instruction's parts.
+        let mut chars: usize = contents.iter().map(|c| c.get("parts").map_or(0, text_len)).sum();
+        chars += req.pointer("/systemInstruction/parts").map_or(0, text_len);
+        return (chars, contents.len());
     }
     let messages = req.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     let mut chars: usize = messages.iter().map(|m| m.get("content").map_or(0, text_len)).sum();
