@@ -236,7 +236,7 @@ fn upstream(
     use ProviderKindConfig as K;
     let needs_key = matches!(
         p.kind,
-        K::Openai | K::Azure | K::Anthropic | K::Groq | K::Together | K::Openrouter | K::Mistral
+        K::Openai | K::Azure | K::Anthropic | K::Gemini | K::Groq | K::Together | K::Openrouter | K::Mistral
     ) && !(p.kind == K::Openai && p.base_url.is_some());
     if needs_key && key.is_none() && p.api_key_env.is_none() && !p.forward_client_auth {
         err(at("api_key_env"), "this provider needs an API key (api_key_env or api_key)".into());
@@ -276,6 +276,7 @@ fn upstream(
                     },
                     Some("https://api.anthropic.com/v1"),
                 ),
+                K::Gemini => (ProviderKind::Gemini, Some("https://generativelanguage.googleapis.com/v1beta")),
                 K::Openai => (ProviderKind::OpenAi, None),
                 K::Ollama => (ProviderKind::OpenAi, Some("http://127.0.0.1:11434/v1")),
                 K::Vllm => (ProviderKind::OpenAi, None),

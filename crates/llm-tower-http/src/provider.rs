@@ -34,6 +34,11 @@ pub enum ProviderKind {
         /// The default `anthropic-version` (a caller's own header wins).
         version: String,
     },
+    /// Google Gemini (the Generative Language API): `x-goog-api-key`. An
+    /// OpenAI chat completion is translated to `models/{model}:generateContent`
+    /// (`:streamGenerateContent?alt=sse` for a stream) and its answer back to
+    /// OpenAI's shape.
+    Gemini,
 }
 
 /// A base URL that is not usable for a provider.
@@ -130,6 +135,7 @@ impl Inner {
                 ProviderKind::Anthropic { .. } => {
                     (HeaderName::from_static("x-api-key"), key.expose().to_owned())
                 }
+                ProviderKind::Gemini => (HeaderName::from_static("x-goog-api-key"), key.expose().to_owned()),
             };
             let mut v = HeaderValue::from_str(&value).ok()?;
             v.set_sensitive(true);
@@ -233,6 +239,21 @@ impl Provider {
             "anthropic",
             ProviderKind::Anthropic { version: ANTHROPIC_VERSION.into() },
             "https://api.anthropic.com/v1",
+            Some(key),
+        )
+    }
+    /// Google Gemini (`https://generativelanguage.googleapis.com/v1beta`).
+    ///
+    /// ```
+    /// use llm_tower_core::Secret;
+    /// let p = llm_tower_http::Provider::gemini(Secret::new("g-key"));
+    /// assert_eq!(p.base_url(), "https://generativelanguage.googleapis.com/v1beta");
+    /// ```
+    pub fn gemini(key: Secret) -> Self {
+        Self::preset(
+            "gemini",
+            ProviderKind::Gemini,
+            "https://generativelanguage.googleapis.com/v1beta",
             Some(key),
         )
     }

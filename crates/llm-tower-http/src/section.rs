@@ -49,8 +49,11 @@ pub enum ProviderKindConfig {
     Openai,
     /// Azure OpenAI: `base_url` is the resource endpoint, `api_version` required.
     Azure,
-    /// Anthropic.
+    /// Anthropic (chat completions translated to Messages).
     Anthropic,
+    /// Google Gemini (default `https://generativelanguage.googleapis.com/v1beta`;
+    /// chat completions translated to generateContent).
+    Gemini,
     /// The built-in mock provider, started in-process.
     Mock,
     /// Ollama (default `http://127.0.0.1:11434/v1`).

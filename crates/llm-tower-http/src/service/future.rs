@@ -140,17 +140,15 @@ impl Reading {
                     let mut parts = std::mem::replace(&mut self.parts, Response::new(()).into_parts().0);
                     let bytes = match &self.translation {
                         None => bytes,
-                        Some(t) if parts.status.is_success() => {
-                            match crate::dialect::anthropic::to_chat_completion(&bytes, t) {
-                                Some(b) => Bytes::from(b),
-                                None => {
-                                    return Poll::Ready(Err(
-                                        BadResponse::new(BadResponseKind::InvalidJson).into()
-                                    ));
-                                }
+                        Some(t) if parts.status.is_success() => match t.answer(&bytes) {
+                            Some(b) => Bytes::from(b),
+                            None => {
+                                return Poll::Ready(Err(
+                                    BadResponse::new(BadResponseKind::InvalidJson).into()
+                                ));
                             }
-                        }
-                        Some(_) => Bytes::from(crate::dialect::anthropic::error_to_openai(&bytes)),
+                        },
+                        Some(t) => Bytes::from(t.error(&bytes)),
                     };
                     if self.translation.is_some() {
                         parts.headers.insert(

@@ -200,13 +200,29 @@ impl LlmHttpService {
         // An OpenAI chat completion for a provider that speaks Anthropic
         // Messages: translated here, its answer translated back.
         let mut translation = None;
-        if matches!(p.kind(), ProviderKind::Anthropic { .. })
-            && parts.uri.path().ends_with("/chat/completions")
-        {
-            let (b, t) = crate::dialect::anthropic::to_messages(body.as_bytes())?;
-            body = LlmBody::from(b);
-            parts.uri = http::Uri::from_static("/v1/messages");
-            translation = Some(t);
+        let chat = parts.uri.path().ends_with("/chat/completions");
+        match p.kind() {
+            ProviderKind::Anthropic { .. } if chat => {
+                let (b, t) = crate::dialect::anthropic::to_messages(body.as_bytes())?;
+                body = LlmBody::from(b);
+                parts.uri = http::Uri::from_static("/v1/messages");
+                translation = Some(t);
+            }
+            ProviderKind::Gemini if chat => {
+                let (b, stream, t) = crate::dialect::gemini::to_generate_content(body.as_bytes())?;
+                body = LlmBody::from(b);
+                let model = p.upstream_model(&t.model);
+                if !model.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c)) {
+                    return Err(InvalidRequest::new(format!("invalid Gemini model name {model:?}")).into());
+                }
+                let path = match stream {
+                    true => format!("/v1/models/{model}:streamGenerateContent?alt=sse"),
+                    false => format!("/v1/models/{model}:generateContent"),
+                };
+                parts.uri = http::Uri::try_from(path).map_err(|e| InvalidRequest::new(e.to_string()))?;
+                translation = Some(t);
+            }
+            _ => {}
         }
         let needs_model = p.has_aliases() || matches!(p.kind(), ProviderKind::Azure { .. });
         let mut upstream_model: Option<Arc<str>> = None;

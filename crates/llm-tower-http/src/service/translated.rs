@@ -1,7 +1,7 @@
 //! A streamed answer in another dialect, translated event by event.
 
 use super::*;
-use crate::dialect::anthropic::StreamTranslator;
+use crate::dialect::StreamTranslator;
 use llm_tower_core::sse::SseParser;
 
 /// The upstream's event stream, each event parsed once and translated into
@@ -20,7 +20,7 @@ impl Translated {
         Translated {
             inner,
             parser: SseParser::with_max_event_bytes(max_event_bytes),
-            translator: StreamTranslator::new(t),
+            translator: t.stream(),
             max_event_bytes,
             ended: false,
         }

@@ -4,7 +4,7 @@ use llm_tower_core::InvalidRequest;
 use serde_json::{Map, Value, json};
 
 use super::DEFAULT_MAX_TOKENS;
-use crate::dialect::Translation;
+use crate::dialect::{Dialect, Translation};
 
 fn refuse(param: &str, why: &str) -> InvalidRequest {
     InvalidRequest::new(format!("{param}: {why} (the provider speaks Anthropic Messages)")).with_param(param)
@@ -97,7 +97,7 @@ pub(crate) fn to_messages(body: &[u8]) -> Result<(Vec<u8>, Translation), Invalid
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let t = Translation { model: model.into(), include_usage };
+    let t = Translation { dialect: Dialect::Anthropic, model: model.into(), include_usage };
     let bytes = serde_json::to_vec(&Value::Object(out)).map_err(|e| InvalidRequest::new(e.to_string()))?;
     Ok((bytes, t))
 }

@@ -77,7 +77,11 @@ mod tests {
     use super::*;
 
     fn t() -> Translation {
-        Translation { model: "claude-3-5-haiku-latest".into(), include_usage: false }
+        Translation {
+            dialect: crate::dialect::Dialect::Anthropic,
+            model: "claude-3-5-haiku-latest".into(),
+            include_usage: false,
+        }
     }
 
     #[test]

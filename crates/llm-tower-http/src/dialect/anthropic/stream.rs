@@ -179,7 +179,11 @@ mod tests {
     /// The fixture stream fed in pieces of `step` bytes; the OpenAI chunks' JSON.
     fn run(step: usize, include_usage: bool) -> Vec<String> {
         let raw = include_bytes!("../../../tests/fixtures/anthropic/messages_stream.sse");
-        let mut tr = StreamTranslator::new(Translation { model: "claude".into(), include_usage });
+        let mut tr = StreamTranslator::new(Translation {
+            dialect: crate::dialect::Dialect::Anthropic,
+            model: "claude".into(),
+            include_usage,
+        });
         let mut parser = SseParser::default();
         let mut out = BytesMut::new();
         for piece in raw.chunks(step) {
@@ -257,7 +261,11 @@ mod tests {
 
     #[test]
     fn errors_and_cuts_end_with_an_error_event() {
-        let mut tr = StreamTranslator::new(Translation { model: "m".into(), include_usage: false });
+        let mut tr = StreamTranslator::new(Translation {
+            dialect: crate::dialect::Dialect::Anthropic,
+            model: "m".into(),
+            include_usage: false,
+        });
         let mut out = BytesMut::new();
         tr.event(
             Some("message_start"),
@@ -274,7 +282,11 @@ mod tests {
         assert!(s.contains("event: error\ndata: {") && s.contains(r#""code":"overloaded""#), "{s}");
         assert_eq!(s.matches("event: error").count(), 1, "one error, then nothing: {s}");
         assert!(!s.contains("[DONE]"));
-        let mut tr = StreamTranslator::new(Translation { model: "m".into(), include_usage: false });
+        let mut tr = StreamTranslator::new(Translation {
+            dialect: crate::dialect::Dialect::Anthropic,
+            model: "m".into(),
+            include_usage: false,
+        });
         let mut out = BytesMut::new();
         tr.event(Some("message_start"), br#"{"type":"message_start","message":{"id":"x"}}"#, &mut out);
         tr.finish(&mut out);
