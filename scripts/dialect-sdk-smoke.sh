@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the official OpenAI Python SDK against the gateway serving an
-# Anthropic-dialect and a Gemini-dialect provider, both the project's mock
-# (llm-tower-mock, which speaks Messages and generateContent) on loopback:
-# plain, streamed and tool-calling answers in OpenAI's shape.
+# Anthropic-dialect and a Gemini-dialect provider, and the official Anthropic
+# Python SDK against it for a model of an OpenAI-dialect provider, all the
+# project's mock (llm-tower-mock, which speaks every dialect) on loopback:
+# plain, streamed and tool-calling answers in each client's own shape.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,8 @@ venv=target/sdk-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/python" -c "import openai" 2>/dev/null || "$venv/bin/pip" install --quiet --disable-pip-version-check openai
+"$venv/bin/python" -c "import openai, anthropic" 2>/dev/null \
+  || "$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic
 
 cargo build --quiet -p llm-tower-gateway -p llm-tower-mock --bins
 tmp=$(mktemp -d)
@@ -26,6 +28,13 @@ kind = "anthropic"
 base_url = "http://127.0.0.1:$mock_port/v1"
 api_key = "ant-unused"
 models = ["claude-3-5-haiku-latest"]
+
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "http://127.0.0.1:$mock_port/v1"
+api_key = "sk-unused"
+models = ["gpt-4o-mini"]
 
 [[providers]]
 name = "gemini"
@@ -47,3 +56,4 @@ done
 [ -n "$url" ] || { cat "$tmp/gw.log"; echo "gateway did not start"; exit 1; }
 
 "$venv/bin/python" tests/sdk/dialects_sdk.py "$url"
+"$venv/bin/python" tests/sdk/anthropic_sdk.py "${url%/v1}"

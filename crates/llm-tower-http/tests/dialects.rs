@@ -192,3 +192,65 @@ async fn tool_calls_come_back_from_both_dialects_and_results_go_back() {
         assert_eq!(v["choices"][0]["finish_reason"], "stop", "{model}: {v}");
     }
 }
+
+fn openai(m: &MockServer) -> LlmHttpService {
+    LlmHttpService::new(Provider::openai_compatible("openai", &format!("{}/v1", m.url())).unwrap())
+}
+
+async fn messages(svc: &LlmHttpService, body: &str) -> (http::StatusCode, String) {
+    let req = http::Request::post("/v1/messages").body(LlmBody::from(body.to_owned())).unwrap();
+    let res = svc.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn a_messages_client_is_served_by_an_openai_provider() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let svc = openai(&mock);
+    let (status, body) = messages(
+        &svc,
+        r#"{"model":"gpt-4o-mini","max_tokens":64,"system":"brief","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["type"].as_str(), v["stop_reason"].as_str()), (Some("message"), Some("end_turn")), "{v}");
+    assert!(v["content"][0]["text"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(
+        v["usage"]["input_tokens"].as_u64().unwrap() > 0 && v["usage"]["output_tokens"].as_u64().unwrap() > 0
+    );
+    let sent = mock.requests().pop().unwrap();
+    assert_eq!(sent.path, "/v1/chat/completions");
+
+    let (status, body) = messages(
+        &svc,
+        r#"{"model":"gpt-4o-mini","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"weather?"}],"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("event: "))
+        .map(|e| e.split('\n').next().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(&names[names.len() - 2..], ["message_delta", "message_stop"]);
+    assert!(names.contains(&"content_block_start") && names.contains(&"content_block_stop"), "{names:?}");
+    assert!(body.contains(r#""stop_reason":"tool_use""#) && body.contains("input_json_delta"), "{body}");
+
+    // An OpenAI error comes back in Anthropic's shape.
+    let (status, body) = messages(
+        &svc,
+        r#"{"model":"no-such-model","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["error"]["type"].as_str()),
+        (Some("error"), Some("not_found_error")),
+        "{v}"
+    );
+}

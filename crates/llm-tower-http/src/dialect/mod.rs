@@ -1,19 +1,25 @@
 //! Dialects: an OpenAI chat completion served by a provider that speaks
 //! another API: Anthropic Messages (`kind = "anthropic"`) and Google Gemini
-//! (`kind = "gemini"`). The request is translated before it is sent; the
+//! (`kind = "gemini"`); and an Anthropic Messages request served by an
+//! OpenAI-dialect provider. The request is translated before it is sent; the
 //! answer is translated back, a JSON answer whole, a stream event by event
 //! (bounded state per stream, never buffered).
 
 use bytes::BytesMut;
 
 pub(crate) mod anthropic;
+pub(crate) mod from_messages;
 pub(crate) mod gemini;
 
 /// The provider's API, when it is not OpenAI's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
+    /// An OpenAI client, an Anthropic provider.
     Anthropic,
+    /// An OpenAI client, a Gemini provider.
     Gemini,
+    /// An Anthropic Messages client, an OpenAI-dialect provider.
+    MessagesClient,
 }
 
 /// What the response side needs to know of a translated request.
@@ -32,14 +38,16 @@ impl Translation {
         match self.dialect {
             Dialect::Anthropic => anthropic::to_chat_completion(body, self),
             Dialect::Gemini => gemini::to_chat_completion(body, self),
+            Dialect::MessagesClient => from_messages::to_message(body, self),
         }
     }
 
-    /// An error body in OpenAI's shape.
-    pub(crate) fn error(&self, body: &[u8]) -> Vec<u8> {
+    /// An error body in the client's shape.
+    pub(crate) fn error(&self, status: u16, body: &[u8]) -> Vec<u8> {
         match self.dialect {
             Dialect::Anthropic => anthropic::error_to_openai(body),
             Dialect::Gemini => gemini::error_to_openai(body),
+            Dialect::MessagesClient => from_messages::error_to_anthropic(status, body),
         }
     }
 
@@ -48,6 +56,7 @@ impl Translation {
         match self.dialect {
             Dialect::Anthropic => StreamTranslator::Anthropic(anthropic::StreamTranslator::new(self)),
             Dialect::Gemini => StreamTranslator::Gemini(gemini::StreamTranslator::new(self)),
+            Dialect::MessagesClient => StreamTranslator::Messages(from_messages::StreamTranslator::new(self)),
         }
     }
 }
@@ -57,6 +66,7 @@ impl Translation {
 pub(crate) enum StreamTranslator {
     Anthropic(anthropic::StreamTranslator),
     Gemini(gemini::StreamTranslator),
+    Messages(from_messages::StreamTranslator),
 }
 
 impl StreamTranslator {
@@ -65,6 +75,7 @@ impl StreamTranslator {
         match self {
             StreamTranslator::Anthropic(t) => t.event(name, data, out),
             StreamTranslator::Gemini(t) => t.event(data, out),
+            StreamTranslator::Messages(t) => t.event(name, data, out),
         }
     }
 
@@ -73,6 +84,56 @@ impl StreamTranslator {
         match self {
             StreamTranslator::Anthropic(t) => t.finish(out),
             StreamTranslator::Gemini(t) => t.finish(out),
+            StreamTranslator::Messages(t) => t.finish(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Every dialect's stream translation is independent of how the upstream
+    //! body is cut into chunks: the fixture streams split at arbitrary byte
+    //! positions give the same output as whole.
+    use super::*;
+    use llm_tower_core::sse::SseParser;
+    use proptest::prelude::*;
+
+    const ANTHROPIC: &[u8] = include_bytes!("../../tests/fixtures/anthropic/messages_stream.sse");
+    const GEMINI: &[u8] = include_bytes!("../../tests/fixtures/gemini/stream.sse");
+    const OPENAI: &[u8] = include_bytes!("../../tests/fixtures/openai/chat_stream.sse");
+
+    fn translate(dialect: Dialect, raw: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let t = Translation { dialect, model: "m".into(), include_usage: true };
+        let mut tr = t.stream();
+        let mut p = SseParser::default();
+        let mut out = BytesMut::new();
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (raw.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut at = 0;
+        for c in cuts.into_iter().chain([raw.len()]) {
+            p.feed(&raw[at..c], |e| tr.event(e.event, e.data, &mut out));
+            at = c;
+        }
+        tr.finish(&mut out);
+        // `created` (seconds since the epoch) may tick between two runs.
+        let s = String::from_utf8(out.to_vec()).unwrap();
+        let mut kept = String::new();
+        for part in s.split("\"created\":") {
+            if kept.is_empty() {
+                kept.push_str(part);
+            } else {
+                kept.push_str(part.trim_start_matches(|c: char| c.is_ascii_digit()));
+            }
+        }
+        kept.into_bytes()
+    }
+
+    proptest! {
+        #[test]
+        fn any_cut_gives_the_same_translation(cuts in proptest::collection::vec(0usize..4096, 0..24)) {
+            for (d, raw) in [(Dialect::Anthropic, ANTHROPIC), (Dialect::Gemini, GEMINI), (Dialect::MessagesClient, OPENAI)] {
+                prop_assert_eq!(translate(d, raw, &cuts), translate(d, raw, &[]));
+            }
         }
     }
 }

@@ -148,7 +148,7 @@ impl Reading {
                                 ));
                             }
                         },
-                        Some(t) => Bytes::from(t.error(&bytes)),
+                        Some(t) => Bytes::from(t.error(parts.status.as_u16(), &bytes)),
                     };
                     if self.translation.is_some() {
                         parts.headers.insert(

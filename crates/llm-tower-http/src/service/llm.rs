@@ -222,6 +222,12 @@ impl LlmHttpService {
                 parts.uri = http::Uri::try_from(path).map_err(|e| InvalidRequest::new(e.to_string()))?;
                 translation = Some(t);
             }
+            ProviderKind::OpenAi | ProviderKind::Azure { .. } if parts.uri.path().ends_with("/messages") => {
+                let (b, t) = crate::dialect::from_messages::to_chat(body.as_bytes())?;
+                body = LlmBody::from(b);
+                parts.uri = http::Uri::from_static("/v1/chat/completions");
+                translation = Some(t);
+            }
             _ => {}
         }
         let needs_model = p.has_aliases() || matches!(p.kind(), ProviderKind::Azure { .. });
