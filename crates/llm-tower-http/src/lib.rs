@@ -5,7 +5,11 @@
 //! [`HttpClient`] (hyper-util, rustls with ring, HTTP/1.1 and HTTP/2 by ALPN,
 //! TCP_NODELAY, keep-alive, a caching DNS resolver, per-host connection limits
 //! and stats) and returns the response with a streaming body, enforcing
-//! [`Timeouts`] by phase.
+//! [`Timeouts`] by phase. Where the provider speaks another API than the
+//! client ([`ProviderKind::Anthropic`] or [`ProviderKind::Gemini`] for an
+//! OpenAI chat completion, an OpenAI-dialect provider for an Anthropic
+//! `/v1/messages` request), it translates the request and the answer, a
+//! stream event by event.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {

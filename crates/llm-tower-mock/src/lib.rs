@@ -1,4 +1,4 @@
-//! A fault-injecting, OpenAI- and Anthropic-compatible mock LLM provider.
+//! A fault-injecting, OpenAI-, Anthropic- and Gemini-compatible mock LLM provider.
 //!
 //! It is the only upstream llm-tower's tests, examples and benchmarks talk to:
 //! a real HTTP/1.1 + HTTP/2 (cleartext) server on loopback that behaves like a
@@ -7,8 +7,13 @@
 //! - `POST /v1/chat/completions` (JSON and SSE, `stream_options.include_usage`, `n`),
 //!   also at Azure's `/openai/deployments/{name}/chat/completions?api-version=..`;
 //!   `POST /v1/embeddings`; `GET /v1/models`; Anthropic `POST /v1/messages`
-//!   (JSON and SSE). Output is deterministic from the seed and the request;
-//!   usage is realistic (prompt tokens grow with the input).
+//!   (JSON and SSE); Gemini `POST /v1beta/models/{model}:generateContent` and
+//!   `:streamGenerateContent?alt=sse` (key in `x-goog-api-key` or `?key=`).
+//!   Output is deterministic from the seed and the request; usage is
+//!   realistic (prompt tokens grow with the input). A request offering tools
+//!   gets a call of its first (or chosen) tool, in its dialect, with
+//!   arguments made from the tool's schema; once a tool result is sent back,
+//!   text.
 //! - A minimal gRPC endpoint: any `application/grpc` request (HTTP/2) is
 //!   echoed with `grpc-status` in the trailers; faults become `UNAVAILABLE`
 //!   (trailers-only) or `INTERNAL`. Enough to show the layers work for gRPC.
