@@ -28,9 +28,15 @@ async fn main() -> Result<(), tower::BoxError> {
             .await?;
     let spec = |name: &str, m: &MockServer| -> Result<ProviderSpec, tower::BoxError> {
         let retry = RetryPolicy::default().backoff(Backoff::Fixed(Duration::from_millis(20)));
-        // A short open period so that recovery shows within the demo.
-        let breaker =
-            CircuitConfig::default().consecutive_failures(Some(10)).open_duration(Duration::from_secs(1));
+        // A short open period that does not grow on a failed probe, so that
+        // recovery shows within the demo. 20 failures in a row, not fewer: an
+        // error comes back at once while an answer takes the provider's
+        // latency, so in a burst of 100 concurrent requests the ~10 failures of
+        // a provider failing 10 % are all recorded before its first success.
+        let breaker = CircuitConfig::default()
+            .consecutive_failures(Some(20))
+            .open_duration(Duration::from_secs(1))
+            .open_backoff(1.0);
         let p = Provider::openai_compatible(name, &format!("{}/v1", m.url()))?;
         Ok(ProviderSpec::new(p).models(["gpt-4o-mini"]).retry(retry).breaker(breaker))
     };
@@ -103,8 +109,10 @@ async fn main() -> Result<(), tower::BoxError> {
             .collect();
         println!("{:>5} {ok:>5} {failed:>6} | {:>24} | {:>24}{note}", round * 100, cell(0), cell(1));
         before = now;
-        if round == 5 {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+        if round >= 5 {
+            // `a` is back from round 6: give its breaker the open period to
+            // let probes through again (a failed probe reopens it for 1 s).
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
         }
     }
     assert_eq!(ok + failed, 800);

@@ -129,3 +129,18 @@ async fn a_backend_failing_a_few_calls_in_a_row_gets_less_traffic_then_comes_bac
     assert_eq!(drive(&f, 10).await, 10);
     assert_eq!(a.stats().llm_requests - before, 10, "a has its place back");
 }
+
+#[tokio::test(start_paused = true)]
+async fn when_the_rest_of_the_plan_fails_the_request_goes_back_with_retries() {
+    // a fails once then answers; b fails every call.
+    let a = mock(FaultPlan::Script { faults: vec![Fault::status(500)] }).await;
+    let b = mock(FaultPlan::Always { fault: Fault::status(503) }).await;
+    let route = Route::new([Target::new("a"), Target::new("b")]).without_hedge();
+    let f = failover(retried("a", &a), retried("b", &b), route, HealthConfig::default());
+    let req = Request::post("/v1/chat/completions").body(LlmBody::from(CHAT)).unwrap();
+    let res = f.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-llm-backend"], "a", "back to a, which answered its second call");
+    // a: its first call (moved on from at once) and the go-back; b: its three attempts.
+    assert_eq!((a.stats().llm_requests, b.stats().llm_requests), (2, 3));
+}

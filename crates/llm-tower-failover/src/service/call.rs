@@ -106,11 +106,12 @@ where
         }
         // Attempts before the plan's last usable step may move on unretried.
         let last_usable = plan.iter().rposition(|s| s.usable);
-        let attempt_req = |k: usize, step: &Step| {
+        let elsewhere = |k: usize| last_usable.is_some_and(|l| k < l);
+        let attempt_req = |step: &Step, elsewhere: bool| {
             let mut r = request_for(&req, &info, step.model.as_deref());
             // A usable backend still to come: a failure here moves on to it at
             // once instead of being retried (and waited out) on this one.
-            if last_usable.is_some_and(|l| k < l) {
+            if elsewhere {
                 r.extensions_mut().insert(RetryElsewhere);
             }
             // The providers' retries draw on the route's budget too.
@@ -121,6 +122,10 @@ where
         };
         let mut steps = plan.into_iter().enumerate().peekable();
         let mut too_long = false;
+        // Backends that failed an attempt marked `RetryElsewhere` (their
+        // retries skipped for the next backend): gone back to, with their
+        // retry policy, if the rest of the plan fails too.
+        let mut go_back: Vec<Step> = Vec::new();
         while let Some((k, step)) = steps.next() {
             if calls > 0 && route.budget.as_ref().is_some_and(|b| !b.withdraw()) {
                 // The route's extra calls are spent (a route-wide outage):
@@ -131,7 +136,9 @@ where
                 break;
             }
             calls += 1;
-            let r = attempt_req(k, &step);
+            let marked = elsewhere(k);
+            let r = attempt_req(&step, marked);
+            let retry_later = marked.then(|| step.clone());
             let peek = fallback.is_some();
             let hedge = route.hedge.as_ref().filter(|_| steps.peek().is_some());
             // The service polled ready serves this attempt if it is its backend's.
@@ -157,7 +164,7 @@ where
                                 let hedged = &shared.backends[second.backend].state;
                                 hedged.hedges.fetch_add(1, Ordering::Relaxed);
                                 metrics::counter!("llm_tower_failover_hedges_total", "backend" => hedged.name.to_string()).increment(1);
-                                let r2 = attempt_req(k2, &second);
+                                let r2 = attempt_req(&second, elsewhere(k2));
                                 let pair = Racers {
                                     backends: [first_backend, second.backend],
                                     started: [started, Instant::now()],
@@ -177,6 +184,35 @@ where
                 Outcome::Error(e) => return Err(e),
                 Outcome::Failed(a, l) => {
                     metrics::counter!("llm_tower_failover_failed_attempts_total", "backend" => a.backend.clone()).increment(1);
+                    attempts.push(a);
+                    tried += 1;
+                    last = Some(l);
+                    go_back.extend(retry_later);
+                }
+                Outcome::TooLong(a) => {
+                    attempts.push(a);
+                    too_long = true;
+                    break;
+                }
+            }
+        }
+        // The plan failed after moving on from backends without retrying
+        // them: back to those, in order, now with their retry policy (backoff,
+        // `retry-after`), within the route's budget.
+        for step in go_back.into_iter().filter(|_| !too_long) {
+            if route.budget.as_ref().is_some_and(|b| !b.withdraw()) {
+                metrics::counter!("llm_tower_failover_budget_refusals_total").increment(1);
+                let name = &*shared.backends[step.backend].state.name;
+                attempts.push(BackendAttempt::new(name, "route retry budget spent").skipped());
+                break;
+            }
+            calls += 1;
+            metrics::counter!("llm_tower_failover_go_backs_total").increment(1);
+            let r = attempt_req(&step, false);
+            match call_one(shared.clone(), step, r, fallback.is_some(), None, route.hedge.as_ref()).await {
+                Outcome::Answer(res) => return Ok(res),
+                Outcome::Error(e) => return Err(e),
+                Outcome::Failed(a, l) => {
                     attempts.push(a);
                     tried += 1;
                     last = Some(l);

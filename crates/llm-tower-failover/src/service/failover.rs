@@ -18,7 +18,9 @@ use super::*;
 /// - Retry elsewhere first: an attempt with a usable backend still to come
 ///   carries core's `RetryElsewhere`, so the provider's retry layer returns
 ///   its failure at once (no backoff, no `Retry-After` waited out) and the
-///   next backend is called; only the last usable backend is retried on.
+///   next backend is called; only the last usable backend is retried on, and
+///   when it fails too the request goes back to the ones it moved on from,
+///   now with their retries.
 /// - One retry budget per route ([`Route::budget`], default 20 % of the
 ///   route's requests plus 10/s): every call after a request's first (a move
 ///   to another backend, or a provider's retry, which draws on it through
