@@ -1,8 +1,8 @@
 //! A cross-dialect route: `chat` on an OpenAI-dialect provider first, then on
-//! an Anthropic-dialect one (both the project's mock on loopback). While the
-//! OpenAI provider fails, OpenAI clients get OpenAI answers from Claude; when
-//! it recovers it serves again; usage and cost are recorded per provider, each
-//! at its own model's prices.
+//! an Anthropic-dialect one (both the project's mock on loopback). The OpenAI
+//! provider serves, then fails mid-test: OpenAI clients get OpenAI answers
+//! from Claude; when it recovers it serves again; usage and cost are recorded
+//! per provider, each at its own model's prices.
 
 use http_body_util::BodyExt;
 use llm_tower::failover::{Route, Target};
@@ -41,12 +41,7 @@ async fn ask(llm: &llm_tower::Llm, stream: bool) -> (String, Value) {
 
 #[tokio::test]
 async fn an_openai_route_fails_over_to_anthropic_and_back() {
-    let openai = MockServer::start(MockConfig {
-        faults: FaultPlan::Always { fault: Fault::status(503) },
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let openai = MockServer::start(MockConfig::default()).await.unwrap();
     let claude = MockServer::start(MockConfig::default()).await.unwrap();
     let anthropic = Provider::new(
         "claude",
@@ -73,6 +68,15 @@ async fn an_openai_route_fails_over_to_anthropic_and_back() {
         .build()
         .unwrap();
 
+    // Healthy: the first target serves.
+    for stream in [false, true] {
+        assert_eq!(ask(&llm, stream).await.0, "openai");
+    }
+    assert_eq!(claude.stats().llm_requests, 0);
+    let served_before = 2;
+
+    // Mid-test the OpenAI provider fails: Claude answers, in OpenAI's shape.
+    openai.set_faults(FaultPlan::Always { fault: Fault::status(503) });
     for stream in [false, true, false] {
         let (by, v) = ask(&llm, stream).await;
         assert_eq!(by, "claude", "the failing OpenAI provider is passed over");
@@ -94,7 +98,7 @@ async fn an_openai_route_fails_over_to_anthropic_and_back() {
     let by = |p: &str| lines.iter().find(|e| e.provider == p).map(|e| e.total).unwrap();
     let (c, o) = (by("claude"), by("openai"));
     assert!(c.requests >= 3 && c.input_tokens > 0 && c.output_tokens > 0, "{lines:?}");
-    assert_eq!(o.requests, by_openai as u64, "{lines:?}");
+    assert_eq!(o.requests, (served_before + by_openai) as u64, "{lines:?}");
     // Each at its own prices: claude-3-5-haiku costs more per token than gpt-4o-mini.
     let per_token =
         |t: llm_tower::tokens::Totals| t.cost_micros as f64 / (t.input_tokens + t.output_tokens) as f64;
