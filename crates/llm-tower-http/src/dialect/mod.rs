@@ -89,6 +89,64 @@ impl StreamTranslator {
     }
 }
 
+/// Writes `data: {json}` and a blank line.
+pub(crate) fn sse_data(v: &serde_json::Value, out: &mut BytesMut) {
+    use bytes::BufMut;
+    out.put_slice(b"data: ");
+    // Writing a Value into a buffer cannot fail.
+    let _ = serde_json::to_writer((&mut *out).writer(), v);
+    out.put_slice(b"\n\n");
+}
+
+/// Writes an SSE `event: error` with an OpenAI error object (OpenAI's SDKs
+/// raise it): how a translated stream that breaks ends.
+pub(crate) fn sse_openai_error(message: &str, code: &str, out: &mut BytesMut) {
+    use bytes::BufMut;
+    let e = serde_json::json!({ "error": { "message": message, "type": "server_error", "param": null, "code": code } });
+    out.put_slice(b"event: error\n");
+    sse_data(&e, out);
+}
+
+/// The text of an OpenAI message's content (a string, or its text parts
+/// joined by newlines); `None` when the content is neither.
+pub(crate) fn openai_text(content: Option<&serde_json::Value>) -> Option<String> {
+    use serde_json::Value;
+    match content {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(parts)) => Some(
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n"),
+        ),
+        None | Some(Value::Null) => Some(String::new()),
+        _ => None,
+    }
+}
+
+/// A `data:` URL's media type and base64 payload.
+pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
+    url.strip_prefix("data:").and_then(|r| r.split_once(";base64,"))
+}
+
+/// The function objects of an OpenAI `tools` array, each with a name; the
+/// parameter and reason when one is not a named function tool.
+pub(crate) fn openai_functions(
+    v: &serde_json::Value,
+) -> Result<Vec<(&str, &serde_json::Value)>, (String, &'static str)> {
+    use serde_json::Value;
+    let list = v.as_array().ok_or_else(|| ("tools".to_owned(), "must be an array"))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let param = format!("tools[{i}]");
+            if t.get("type").and_then(Value::as_str) != Some("function") {
+                return Err((param, "only function tools are supported"));
+            }
+            let f = t.get("function").ok_or_else(|| (param.clone(), "function is required"))?;
+            let name = f.get("name").and_then(Value::as_str).ok_or((param, "function.name is required"))?;
+            Ok((name, f))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod proptests {
     //! Every dialect's stream translation is independent of how the upstream

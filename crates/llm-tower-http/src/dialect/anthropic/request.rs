@@ -4,7 +4,7 @@ use llm_tower_core::InvalidRequest;
 use serde_json::{Map, Value, json};
 
 use super::DEFAULT_MAX_TOKENS;
-use crate::dialect::{Dialect, Translation};
+use crate::dialect::{Dialect, Translation, data_url, openai_functions, openai_text};
 
 fn refuse(param: &str, why: &str) -> InvalidRequest {
     InvalidRequest::new(format!("{param}: {why} (the provider speaks Anthropic Messages)")).with_param(param)
@@ -103,18 +103,8 @@ pub(crate) fn to_messages(body: &[u8]) -> Result<(Vec<u8>, Translation), Invalid
 }
 
 fn tools(v: &Value) -> Result<Value, InvalidRequest> {
-    let list = v.as_array().ok_or_else(|| refuse("tools", "must be an array"))?;
-    let mut out = Vec::with_capacity(list.len());
-    for (i, t) in list.iter().enumerate() {
-        let param = format!("tools[{i}]");
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(refuse(&param, "only function tools are supported"));
-        }
-        let f = t.get("function").ok_or_else(|| refuse(&param, "function is required"))?;
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| refuse(&param, "function.name is required"))?;
+    let functions = openai_functions(v).map_err(|(param, why)| refuse(&param, why))?;
+    let tools = functions.into_iter().map(|(name, f)| {
         let mut tool = Map::new();
         tool.insert("name".into(), name.into());
         if let Some(d) = f.get("description") {
@@ -123,9 +113,9 @@ fn tools(v: &Value) -> Result<Value, InvalidRequest> {
         let schema =
             f.get("parameters").cloned().unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
         tool.insert("input_schema".into(), schema);
-        out.push(Value::Object(tool));
-    }
-    Ok(Value::Array(out))
+        Value::Object(tool)
+    });
+    Ok(Value::Array(tools.collect()))
 }
 
 fn tool_choice(choice: Option<&Value>, parallel: Option<&Value>) -> Result<Option<Value>, InvalidRequest> {
@@ -210,16 +200,7 @@ fn conversation(messages: &[Value]) -> Result<(String, Vec<Value>), InvalidReque
 
 /// The text of a message's content (a string, or its text parts joined).
 fn text_of(content: Option<&Value>, param: &str) -> Result<String, InvalidRequest> {
-    match content {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => Ok(parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n")),
-        None | Some(Value::Null) => Ok(String::new()),
-        _ => Err(refuse(param, "content must be a string or an array of parts")),
-    }
+    openai_text(content).ok_or_else(|| refuse(param, "content must be a string or an array of parts"))
 }
 
 /// A user or assistant message's content as Anthropic blocks.
@@ -243,7 +224,7 @@ fn part(p: &Value, param: &str) -> Result<Value, InvalidRequest> {
                 .and_then(|u| u.get("url").or(Some(u)))
                 .and_then(Value::as_str)
                 .ok_or_else(|| refuse(param, "image_url.url is required"))?;
-            let source = match url.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
+            let source = match data_url(url) {
                 Some((media_type, data)) => {
                     json!({ "type": "base64", "media_type": media_type, "data": data })
                 }

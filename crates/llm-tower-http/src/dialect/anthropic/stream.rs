@@ -5,7 +5,7 @@ use bytes::{BufMut, BytesMut};
 use serde_json::{Value, json};
 
 use super::{finish_reason, now_secs, usage};
-use crate::dialect::Translation;
+use crate::dialect::{Translation, sse_data as data, sse_openai_error};
 
 /// Translates one stream. Feed it each upstream SSE event in order, then
 /// [`finish`](Self::finish) when the upstream body ends.
@@ -156,19 +156,9 @@ impl StreamTranslator {
     }
 
     fn fail(&mut self, message: &str, code: &str, out: &mut BytesMut) {
-        let e =
-            json!({ "error": { "message": message, "type": "server_error", "param": null, "code": code } });
-        out.put_slice(b"event: error\n");
-        data(&e, out);
+        sse_openai_error(message, code, out);
         self.done = true;
     }
-}
-
-fn data(v: &Value, out: &mut BytesMut) {
-    out.put_slice(b"data: ");
-    // Writing a Value into a buffer cannot fail.
-    let _ = serde_json::to_writer((&mut *out).writer(), v);
-    out.put_slice(b"\n\n");
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use llm_tower_core::InvalidRequest;
 use serde_json::{Map, Value, json};
 
-use crate::dialect::{Dialect, Translation};
+use crate::dialect::{Dialect, Translation, data_url, openai_functions, openai_text};
 
 fn refuse(param: &str, why: &str) -> InvalidRequest {
     InvalidRequest::new(format!("{param}: {why} (the provider speaks Gemini)")).with_param(param)
@@ -122,28 +122,21 @@ pub(crate) fn to_generate_content(body: &[u8]) -> Result<(Vec<u8>, bool, Transla
 }
 
 fn tools(v: &Value) -> Result<Value, InvalidRequest> {
-    let list = v.as_array().ok_or_else(|| refuse("tools", "must be an array"))?;
-    let mut decls = Vec::with_capacity(list.len());
-    for (i, t) in list.iter().enumerate() {
-        let param = format!("tools[{i}]");
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(refuse(&param, "only function tools are supported"));
-        }
-        let f = t.get("function").ok_or_else(|| refuse(&param, "function is required"))?;
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| refuse(&param, "function.name is required"))?;
-        let mut d = Map::new();
-        d.insert("name".into(), name.into());
-        if let Some(desc) = f.get("description") {
-            d.insert("description".into(), desc.clone());
-        }
-        if let Some(p) = f.get("parameters") {
-            d.insert("parameters".into(), p.clone());
-        }
-        decls.push(Value::Object(d));
-    }
+    let functions = openai_functions(v).map_err(|(param, why)| refuse(&param, why))?;
+    let decls: Vec<Value> = functions
+        .into_iter()
+        .map(|(name, f)| {
+            let mut d = Map::new();
+            d.insert("name".into(), name.into());
+            if let Some(desc) = f.get("description") {
+                d.insert("description".into(), desc.clone());
+            }
+            if let Some(p) = f.get("parameters") {
+                d.insert("parameters".into(), p.clone());
+            }
+            Value::Object(d)
+        })
+        .collect();
     Ok(json!([{ "functionDeclarations": decls }]))
 }
 
@@ -238,16 +231,7 @@ fn conversation(messages: &[Value]) -> Result<(String, Vec<Value>), InvalidReque
 }
 
 fn text_of(content: Option<&Value>, param: &str) -> Result<String, InvalidRequest> {
-    match content {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => Ok(parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n")),
-        None | Some(Value::Null) => Ok(String::new()),
-        _ => Err(refuse(param, "content must be a string or an array of parts")),
-    }
+    openai_text(content).ok_or_else(|| refuse(param, "content must be a string or an array of parts"))
 }
 
 fn parts_of(content: Option<&Value>, param: &str) -> Result<Vec<Value>, InvalidRequest> {
@@ -266,7 +250,7 @@ fn parts_of(content: Option<&Value>, param: &str) -> Result<Vec<Value>, InvalidR
                             .and_then(|u| u.get("url").or(Some(u)))
                             .and_then(Value::as_str)
                             .ok_or_else(|| refuse(&param, "image_url.url is required"))?;
-                        match url.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
+                        match data_url(url) {
                             Some((mime, data)) => {
                                 Ok(json!({ "inlineData": { "mimeType": mime, "data": data } }))
                             }

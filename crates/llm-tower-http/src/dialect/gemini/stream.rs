@@ -6,8 +6,8 @@ use bytes::{BufMut, BytesMut};
 use serde_json::{Value, json};
 
 use super::{call_id, finish_reason, usage};
-use crate::dialect::Translation;
 use crate::dialect::anthropic::now_secs;
+use crate::dialect::{Translation, sse_data as data, sse_openai_error};
 
 /// Translates one stream; feed it each event, then [`finish`](Self::finish).
 #[derive(Debug)]
@@ -138,18 +138,9 @@ impl StreamTranslator {
     }
 
     fn fail(&mut self, message: &str, code: &str, out: &mut BytesMut) {
-        let e =
-            json!({ "error": { "message": message, "type": "server_error", "param": null, "code": code } });
-        out.put_slice(b"event: error\n");
-        data(&e, out);
+        sse_openai_error(message, code, out);
         self.done = true;
     }
-}
-
-fn data(v: &Value, out: &mut BytesMut) {
-    out.put_slice(b"data: ");
-    let _ = serde_json::to_writer((&mut *out).writer(), v);
-    out.put_slice(b"\n\n");
 }
 
 #[cfg(test)]
