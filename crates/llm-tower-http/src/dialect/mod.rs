@@ -147,6 +147,40 @@ pub(crate) fn openai_functions(
         .collect()
 }
 
+/// One tool call of an OpenAI assistant message: its id, function name and
+/// arguments (parsed: both Anthropic and Gemini take an object).
+pub(crate) struct ToolCallIn<'a> {
+    pub(crate) id: Option<&'a str>,
+    pub(crate) name: &'a str,
+    pub(crate) args: serde_json::Value,
+}
+
+/// The tool calls of an OpenAI assistant message (`param` names it in
+/// errors); the parameter and reason when one is malformed.
+pub(crate) fn openai_tool_calls<'a>(
+    m: &'a serde_json::Value,
+    param: &str,
+) -> Result<Vec<ToolCallIn<'a>>, (String, &'static str)> {
+    use serde_json::Value;
+    let calls = m.get("tool_calls").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    calls
+        .iter()
+        .enumerate()
+        .map(|(j, call)| {
+            let p = format!("{param}.tool_calls[{j}]");
+            let f = call.get("function").ok_or_else(|| (p.clone(), "function is required"))?;
+            let name = f
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| (p.clone(), "function.name is required"))?;
+            let raw = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+            let args = serde_json::from_str(if raw.trim().is_empty() { "{}" } else { raw })
+                .map_err(|_| (p, "function.arguments is not JSON"))?;
+            Ok(ToolCallIn { id: call.get("id").and_then(Value::as_str), name, args })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod proptests {
     //! Every dialect's stream translation is independent of how the upstream

@@ -4,7 +4,7 @@ use llm_tower_core::InvalidRequest;
 use serde_json::{Map, Value, json};
 
 use super::DEFAULT_MAX_TOKENS;
-use crate::dialect::{Dialect, Translation, data_url, openai_functions, openai_text};
+use crate::dialect::{Dialect, Translation, data_url, openai_functions, openai_text, openai_tool_calls};
 
 fn refuse(param: &str, why: &str) -> InvalidRequest {
     InvalidRequest::new(format!("{param}: {why} (the provider speaks Anthropic Messages)")).with_param(param)
@@ -164,21 +164,12 @@ fn conversation(messages: &[Value]) -> Result<(String, Vec<Value>), InvalidReque
                     None | Some(Value::Null) => Vec::new(),
                     c => content_blocks(c, &param)?,
                 };
-                for (j, call) in
-                    m.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate()
-                {
-                    let p = format!("{param}.tool_calls[{j}]");
-                    let f = call.get("function").ok_or_else(|| refuse(&p, "function is required"))?;
-                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let input: Value = serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
-                        .map_err(|_| refuse(&p, "function.arguments is not JSON"))?;
-                    blocks.push(json!({
-                        "type": "tool_use",
-                        "id": call.get("id").cloned().unwrap_or(Value::Null),
-                        "name": f.get("name").cloned().unwrap_or(Value::Null),
-                        "input": input,
-                    }));
-                }
+                let calls = openai_tool_calls(m, &param).map_err(|(p, why)| refuse(&p, why))?;
+                blocks.extend(
+                    calls
+                        .into_iter()
+                        .map(|c| json!({ "type": "tool_use", "id": c.id, "name": c.name, "input": c.args })),
+                );
                 ("assistant", blocks)
             }
             "tool" => {

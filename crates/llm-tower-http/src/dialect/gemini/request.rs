@@ -3,7 +3,7 @@
 use llm_tower_core::InvalidRequest;
 use serde_json::{Map, Value, json};
 
-use crate::dialect::{Dialect, Translation, data_url, openai_functions, openai_text};
+use crate::dialect::{Dialect, Translation, data_url, openai_functions, openai_text, openai_tool_calls};
 
 fn refuse(param: &str, why: &str) -> InvalidRequest {
     InvalidRequest::new(format!("{param}: {why} (the provider speaks Gemini)")).with_param(param)
@@ -181,22 +181,11 @@ fn conversation(messages: &[Value]) -> Result<(String, Vec<Value>), InvalidReque
                     None | Some(Value::Null) => Vec::new(),
                     c => parts_of(c, &param)?,
                 };
-                for (j, call) in
-                    m.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate()
-                {
-                    let p = format!("{param}.tool_calls[{j}]");
-                    let f = call.get("function").ok_or_else(|| refuse(&p, "function is required"))?;
-                    let name = f
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| refuse(&p, "function.name is required"))?;
-                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let args: Value = serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
-                        .map_err(|_| refuse(&p, "function.arguments is not JSON"))?;
-                    if let Some(id) = call.get("id").and_then(Value::as_str) {
-                        calls.push((id.to_owned(), name.to_owned()));
+                for c in openai_tool_calls(m, &param).map_err(|(p, why)| refuse(&p, why))? {
+                    if let Some(id) = c.id {
+                        calls.push((id.to_owned(), c.name.to_owned()));
                     }
-                    parts.push(json!({ "functionCall": { "name": name, "args": args } }));
+                    parts.push(json!({ "functionCall": { "name": c.name, "args": c.args } }));
                 }
                 ("model", parts)
             }
