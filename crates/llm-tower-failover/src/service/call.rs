@@ -113,9 +113,9 @@ where
             // once instead of being retried (and waited out) on this one.
             if elsewhere {
                 r.extensions_mut().insert(RetryElsewhere);
-            }
-            // The providers' retries draw on the route's budget too.
-            if let Some(b) = &route.budget {
+            } else if let Some(b) = &route.budget {
+                // The provider's retries draw on the route's budget (a marked
+                // attempt is never retried: it needs none).
                 r.extensions_mut().insert(b.clone());
             }
             r
