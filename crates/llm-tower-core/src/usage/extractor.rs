@@ -27,10 +27,48 @@ pub struct UsageExtractor {
 /// Most output text kept by [`UsageExtractor::with_text`] (4 MiB).
 pub const MAX_TEXT_BYTES: usize = 4 << 20;
 
+/// Raw event data kept past a stream's key-scan for the text count:
+/// parsed only when the body ends without usage, or each time it grows past
+/// [`KEEP_BYTES`] (so a long stream holds at most that much).
+const KEEP_BYTES: usize = 64 << 10;
+
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    /// Text read from events already parsed (at most [`MAX_TEXT_BYTES`]).
+    text: String,
+    /// Event data not parsed for text yet, end to end.
+    raw: Vec<u8>,
+    /// Where each event in `raw` ends.
+    ends: Vec<usize>,
+}
+
+impl Kept {
+    fn keep(&mut self, data: &[u8]) {
+        self.raw.extend_from_slice(data);
+        self.ends.push(self.raw.len());
+        if self.raw.len() > KEEP_BYTES {
+            self.parse_kept();
+        }
+    }
+
+    /// Reads the text of every kept event into `text`.
+    fn parse_kept(&mut self) {
+        let mut start = 0;
+        for &end in &self.ends {
+            if let Ok(p) = serde_json::from_slice::<Probe<'_>>(&self.raw[start..end]) {
+                collect_text(&mut self.text, &p);
+            }
+            start = end;
+        }
+        self.raw.clear();
+        self.ends.clear();
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Acc {
     /// Generated text, when collecting (`with_text`).
-    text: Option<String>,
+    text: Option<Kept>,
     input: Option<u64>,
     output: Option<u64>,
     cached: Option<u64>,
@@ -49,7 +87,10 @@ impl UsageExtractor {
 
     /// Also collects the generated text (message content, text deltas, tool
     /// call arguments; at most [`MAX_TEXT_BYTES`]), so that a caller can count
-    /// the output of a provider that reports no usage. See
+    /// the output of a provider that reports no usage. The text is read only
+    /// when the body ends without usage (a stream's events are kept, at
+    /// most 64 KiB of them at a time, and parsed for it then): a body that
+    /// reports usage pays nothing for it. See
     /// [`finish_with_text`](Self::finish_with_text).
     ///
     /// ```
@@ -61,7 +102,7 @@ impl UsageExtractor {
     /// assert_eq!(text, "Hi");
     /// ```
     pub fn with_text(mut self) -> Self {
-        self.acc.text = Some(String::new());
+        self.acc.text = Some(Kept::default());
         self
     }
 
@@ -113,6 +154,12 @@ impl UsageExtractor {
         self.sse.overflowed()
     }
 
+    /// Bytes of event data kept for the text count, not parsed yet.
+    #[cfg(test)]
+    pub(super) fn acc_kept_bytes(&self) -> usize {
+        self.acc.text.as_ref().map_or(0, |k| k.raw.len())
+    }
+
     /// Usage seen so far (streams report it before they end).
     ///
     /// ```
@@ -141,7 +188,9 @@ impl UsageExtractor {
     }
 
     /// Like [`finish`](Self::finish), and also returns the generated text
-    /// collected (empty unless [`with_text`](Self::with_text) was asked).
+    /// when the body reported no usage (empty when it did, or unless
+    /// [`with_text`](Self::with_text) was asked): the text is there to count
+    /// what the provider did not.
     pub fn finish_with_text(mut self, end: StreamEnd) -> (UsageReport, String) {
         let mut json_valid = None;
         if self.kind == BodyKind::Json && end == StreamEnd::Complete && self.json_len <= MAX_JSON_BYTES {
@@ -152,6 +201,10 @@ impl UsageExtractor {
             json_valid = Some(match serde_json::from_slice::<Probe<'_>>(&whole) {
                 Ok(p) => {
                     self.acc.absorb(&p);
+                    let reported = self.acc.usage().is_some();
+                    if let Some(k) = self.acc.text.as_mut().filter(|_| !reported) {
+                        collect_text(&mut k.text, &p);
+                    }
                     true
                 }
                 // Valid JSON of another shape (rare): asked once more, to say so.
@@ -176,7 +229,14 @@ impl UsageExtractor {
             bytes: self.acc.bytes,
             json_valid,
         };
-        (report, self.acc.text.unwrap_or_default())
+        let text = match self.acc.text {
+            Some(mut k) if report.usage.is_none() => {
+                k.parse_kept();
+                k.text
+            }
+            _ => String::new(),
+        };
+        (report, text)
     }
 }
 
@@ -205,53 +265,19 @@ impl Acc {
             }
             _ => {}
         }
-        if let Ok(p) = serde_json::from_slice::<Probe<'_>>(data) {
+        if let Some(k) = self.text.as_mut() {
+            k.keep(data);
+        }
+        // Most events (a chat chunk's text delta) carry nothing the report
+        // reads: a key scan, not a parse, says so.
+        if key_scan::may_report(data)
+            && let Ok(p) = serde_json::from_slice::<Probe<'_>>(data)
+        {
             self.absorb(&p);
         }
     }
 
-    fn push_text(&mut self, t: Option<&Cow<'_, str>>) {
-        if let (Some(buf), Some(t)) = (self.text.as_mut(), t) {
-            if buf.len() + t.len() <= MAX_TEXT_BYTES {
-                buf.push_str(t);
-            }
-        }
-    }
-
-    /// Collects the generated text of any known shape (only when collecting).
-    fn collect_text(&mut self, p: &Probe<'_>) {
-        for c in p.choices.iter().flatten() {
-            for part in [&c.delta, &c.message].into_iter().flatten() {
-                self.push_text(part.content.as_ref());
-                for call in part.tool_calls.as_ref().and_then(Lenient::get).into_iter().flatten() {
-                    let f = call.function.as_ref();
-                    self.push_text(f.and_then(|f| f.name.as_ref()));
-                    self.push_text(f.and_then(|f| f.arguments.as_ref()));
-                }
-            }
-        }
-        match &p.delta {
-            Some(Delta::Text(t)) => self.push_text(Some(t)),
-            Some(Delta::Object(d)) => {
-                self.push_text(d.text.as_ref());
-                self.push_text(d.partial_json.as_ref());
-                self.push_text(d.thinking.as_ref());
-            }
-            _ => {}
-        }
-        let content = p.content.as_ref().and_then(Lenient::get).into_iter().flatten();
-        let output = p.output.as_ref().and_then(Lenient::get).into_iter().flatten();
-        let blocks = content
-            .chain(output.flat_map(|o| o.content.as_ref().and_then(Lenient::get).into_iter().flatten()));
-        for block in blocks {
-            self.push_text(block.text.as_ref());
-        }
-    }
-
     fn absorb(&mut self, p: &Probe<'_>) {
-        if self.text.is_some() {
-            self.collect_text(p);
-        }
         if let Some(u) = &p.usage {
             self.merge_usage(u);
         }
@@ -328,5 +354,54 @@ impl Acc {
         if let Some(r) = reasoning {
             self.reasoning = Some(r);
         }
+    }
+}
+
+/// Whether the full parse of one event's data would leave a fresh report
+/// unchanged (what the key scan claims when it says "no").
+#[cfg(test)]
+pub(super) fn parse_changes_nothing(data: &[u8]) -> bool {
+    let mut acc = Acc::default();
+    if let Ok(p) = serde_json::from_slice::<Probe<'_>>(data) {
+        acc.absorb(&p);
+    }
+    acc.usage().is_none() && acc.finish_reason.is_none() && acc.error.is_none() && !acc.terminated
+}
+
+fn push_text(buf: &mut String, t: Option<&Cow<'_, str>>) {
+    if let Some(t) = t
+        && buf.len() + t.len() <= MAX_TEXT_BYTES
+    {
+        buf.push_str(t);
+    }
+}
+
+/// Appends the generated text of any known shape to `buf`.
+fn collect_text(buf: &mut String, p: &Probe<'_>) {
+    for c in p.choices.iter().flatten() {
+        for part in [&c.delta, &c.message].into_iter().flatten() {
+            push_text(buf, part.content.as_ref());
+            for call in part.tool_calls.as_ref().and_then(Lenient::get).into_iter().flatten() {
+                let f = call.function.as_ref();
+                push_text(buf, f.and_then(|f| f.name.as_ref()));
+                push_text(buf, f.and_then(|f| f.arguments.as_ref()));
+            }
+        }
+    }
+    match &p.delta {
+        Some(Delta::Text(t)) => push_text(buf, Some(t)),
+        Some(Delta::Object(d)) => {
+            push_text(buf, d.text.as_ref());
+            push_text(buf, d.partial_json.as_ref());
+            push_text(buf, d.thinking.as_ref());
+        }
+        _ => {}
+    }
+    let content = p.content.as_ref().and_then(Lenient::get).into_iter().flatten();
+    let output = p.output.as_ref().and_then(Lenient::get).into_iter().flatten();
+    let blocks =
+        content.chain(output.flat_map(|o| o.content.as_ref().and_then(Lenient::get).into_iter().flatten()));
+    for block in blocks {
+        push_text(buf, block.text.as_ref());
     }
 }

@@ -20,6 +20,7 @@ use crate::sse::SseParser;
 
 mod dialect;
 mod extractor;
+mod key_scan;
 mod report;
 #[cfg(test)]
 mod tests;

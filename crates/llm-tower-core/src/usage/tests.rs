@@ -111,11 +111,21 @@ fn text_of(kind: BodyKind, body: &str) -> (UsageReport, String) {
     x.finish_with_text(StreamEnd::Complete)
 }
 
+/// `s` with every event or body part that reports usage taken out: the
+/// text is read only when a body reports none.
+fn without_usage(s: &str) -> String {
+    s.replace(",\"usage\":null", "")
+        .split("\n\n")
+        .filter(|ev| !ev.contains("\"usage\""))
+        .map(|ev| format!("{ev}\n\n"))
+        .collect()
+}
+
 #[test]
 fn collects_generated_text_of_each_shape() {
-    assert_eq!(text_of(BodyKind::Sse, OPENAI_STREAM).1, "Hel\nlo");
-    assert_eq!(text_of(BodyKind::Sse, ANTHROPIC_STREAM).1, "Hi");
-    assert_eq!(text_of(BodyKind::Sse, RESPONSES_STREAM).1, "Hi");
+    assert_eq!(text_of(BodyKind::Sse, &without_usage(OPENAI_STREAM)).1, "Hel\nlo");
+    assert_eq!(text_of(BodyKind::Sse, &without_usage(ANTHROPIC_STREAM)).1, "Hi");
+    assert_eq!(text_of(BodyKind::Sse, &without_usage(RESPONSES_STREAM)).1, "Hi");
     let tools = concat!(
         "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"get\",\"arguments\":\"\"}}]}}]}\n\n",
         "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}\n\n",
@@ -131,8 +141,46 @@ fn collects_generated_text_of_each_shape() {
     assert_eq!(text_of(BodyKind::Json, responses).1, "r");
     // Not asked: nothing collected.
     let mut x = UsageExtractor::new(BodyKind::Sse);
-    x.feed(&Bytes::from_static(OPENAI_STREAM.as_bytes()));
+    x.feed(&Bytes::from(without_usage(OPENAI_STREAM)));
     assert_eq!(x.finish_with_text(StreamEnd::Complete).1, "");
+}
+
+#[test]
+fn text_is_read_only_for_a_body_without_usage() {
+    for (kind, body) in [(BodyKind::Sse, OPENAI_STREAM), (BodyKind::Sse, ANTHROPIC_STREAM)] {
+        let (r, text) = text_of(kind, body);
+        assert!(r.usage.is_some());
+        assert_eq!(text, "", "usage reported: no text");
+    }
+    let json =
+        r#"{"choices":[{"message":{"content":"one"}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+    assert_eq!(text_of(BodyKind::Json, json).1, "");
+}
+
+#[test]
+fn a_long_stream_without_usage_keeps_all_its_text_within_the_bound() {
+    // Far past the 64 KiB of events kept at a time: every delta is still counted.
+    let ev = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ab\"},\"finish_reason\":null}]}\n\n";
+    let n = 5_000;
+    let body = format!("{}data: [DONE]\n\n", ev.repeat(n));
+    let mut x = UsageExtractor::new(BodyKind::Sse).with_text();
+    for part in body.as_bytes().chunks(4096) {
+        x.feed(&Bytes::copy_from_slice(part));
+        assert!(x.acc_kept_bytes() <= 64 * 1024 + ev.len());
+    }
+    let (r, text) = x.finish_with_text(StreamEnd::Complete);
+    assert_eq!(r.end, StreamEnd::Complete);
+    assert_eq!(text.len(), 2 * n);
+}
+
+#[test]
+fn odd_shapes_still_give_their_text() {
+    let odd = r#"{"choices":[{"message":{"content":[{"type":"text","text":"x"}],
+        "tool_calls":[{"function":{"name":"f","arguments":{"a":1}}}]},"finish_reason":"tool_calls"}],
+        "content":"plain","output":7}"#;
+    let (r, text) = text_of(BodyKind::Json, odd);
+    assert_eq!(r.finish_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(text, "f");
 }
 
 #[test]
@@ -142,12 +190,35 @@ fn unexpected_shapes_never_cost_the_usage() {
     let odd = r#"{"choices":[{"message":{"content":[{"type":"text","text":"x"}],
         "tool_calls":[{"function":{"name":"f","arguments":{"a":1}}}]},"finish_reason":"tool_calls"}],
         "content":"plain","output":7,"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
-    let (r, text) = text_of(BodyKind::Json, odd);
+    let r = run(BodyKind::Json, &[odd.as_bytes()], StreamEnd::Complete);
     assert_eq!(r.usage, Some(Usage { input: 3, output: 2, ..Default::default() }));
     assert_eq!(r.finish_reason.as_deref(), Some("tool_calls"));
-    assert_eq!(text, "f");
 }
 
+#[test]
+fn the_key_scan_parses_the_events_that_report() {
+    use super::key_scan::may_report;
+    for ev in [
+        &br#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":null}"#[..],
+        br#"{"choices":[],"usage":{"prompt_tokens":1}}"#,
+        br#"{"type":"message_stop"}"#,
+        br#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#,
+        br#"{"type":"response.completed","response":{"status":"completed"}}"#,
+        br#"{"error":{"message":"overloaded"}}"#,
+        br#"{"choices":[{"delta":{"content":"a \" b"},"finish_reason" : "length"}]}"#,
+        br#"{"fin\u0069sh_reason":"stop"}"#,
+    ] {
+        assert!(may_report(ev), "{}", String::from_utf8_lossy(ev));
+    }
+    for ev in [
+        &br#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}"#
+            [..],
+        br#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"\"usage\": 1"}}"#,
+        br#"{"type":"response.created","response":{"status":"in_progress","usage":null}}"#,
+    ] {
+        assert!(!may_report(ev), "{}", String::from_utf8_lossy(ev));
+    }
+}
 #[test]
 fn malformed_json_reports_no_usage() {
     let r = run(BodyKind::Json, &[b"{\"usage\": {\"prompt_tok"], StreamEnd::Complete);
@@ -170,6 +241,68 @@ fn error_events_are_reported() {
     assert_eq!(run(BodyKind::Sse, &[s], StreamEnd::Complete).error.as_deref(), Some("overloaded"));
     let a = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
     assert!(run(BodyKind::Sse, &[a], StreamEnd::Complete).error.is_some());
+}
+
+/// A JSON value built from the keys and values the probe reads, and others.
+fn event_json() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(vec![
+        "usage",
+        "finish_reason",
+        "stop_reason",
+        "error",
+        "status",
+        "type",
+        "delta",
+        "choices",
+        "message",
+        "response",
+        "content",
+        "text",
+        "id",
+        "incomplete_details",
+        "fin\\u0069sh_reason",
+        "prompt_tokens",
+        "output_tokens",
+    ]);
+    let leaf = prop_oneof![
+        Just("null".to_owned()),
+        Just("1".to_owned()),
+        Just("true".to_owned()),
+        prop::sample::select(vec![
+            "\"stop\"",
+            "\"completed\"",
+            "\"in_progress\"",
+            "\"message_stop\"",
+            "\"error\"",
+            "\"response.completed\"",
+            "\"content_block_delta\"",
+            "\"a \\\" b\"",
+            "\"usage\"",
+            "\"\\\\\"",
+            "\"x\\\":\\\"\"",
+        ])
+        .prop_map(str::to_owned),
+    ];
+    leaf.prop_recursive(3, 24, 4, move |inner| {
+        prop_oneof![
+            prop::collection::vec((key.clone(), inner.clone()), 0..4).prop_map(|kv| {
+                let parts: Vec<String> = kv.into_iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+                format!("{{{}}}", parts.join(","))
+            }),
+            prop::collection::vec(inner, 0..3).prop_map(|v| format!("[{}]", v.join(","))),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+    /// The key scan never skips an event whose parse would change the report.
+    #[test]
+    fn the_key_scan_skips_only_what_changes_nothing(ev in event_json()) {
+        if !super::key_scan::may_report(ev.as_bytes()) {
+            prop_assert!(super::extractor::parse_changes_nothing(ev.as_bytes()), "{}", ev);
+        }
+    }
 }
 
 proptest! {
