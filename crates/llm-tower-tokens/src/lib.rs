@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod accounting;
+mod bpe;
 mod budget;
 mod counter;
 mod layer;
