@@ -1,10 +1,8 @@
 //! The [`Recorder`]: observes an upstream answer as it passes and stores it
 //! once it ended complete and clean.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Context;
 
 use bytes::{Bytes, BytesMut};
 use llm_tower_core::response::{BodyEnd, BodyObserver};
@@ -120,18 +118,10 @@ impl Recorder {
             let (key, scope, bytes, ttl) = (p.key, p.scope.clone(), entry.encode(), p.ttl);
             tokio::spawn(async move { log_l2(l2.put(key, scope.as_str(), bytes, ttl).await) });
         }
-        // Insert now if moka answers at once (it nearly always does); else in a
-        // task that keeps the flight open until the entry is in.
-        let shared = self.shared.clone();
-        let (key, flight) = (p.key, self.flight.take());
-        let mut insert = Box::pin(async move {
-            shared.cache.insert(key, Arc::new(entry)).await;
-            drop(flight);
-        });
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        if insert.as_mut().poll(&mut cx).is_pending() {
-            tokio::spawn(insert);
-        }
+        // moka's synchronous insert (its housekeeping, when due, is bounded
+        // work); the flight ends once the entry is in.
+        self.shared.cache.insert(p.key, Arc::new(entry));
+        drop(self.flight.take());
     }
 }
 

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use moka::future::Cache;
 use moka::notification::RemovalCause;
+use moka::sync::Cache;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -191,12 +191,12 @@ impl CacheLayer {
 
     /// Runs moka's pending maintenance (evictions, counts) now.
     pub async fn sync(&self) {
-        self.shared.cache.run_pending_tasks().await;
+        self.shared.cache.run_pending_tasks();
     }
 
     /// Removes one entry (here and in the second level).
     pub async fn invalidate(&self, key: CacheKey) {
-        self.shared.cache.invalidate(&key).await;
+        self.shared.cache.invalidate(&key);
         if let Some(l2) = &self.shared.l2 {
             log_l2(l2.invalidate(key).await);
         }

@@ -1,7 +1,7 @@
 //! The [`Cache`] service: plan, lookup, single flight, recording.
 
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
@@ -188,29 +188,17 @@ impl Shared {
 
     /// The in-memory entry, if fresh. A stale one is removed.
     fn lookup_now(&self, plan: &Plan) -> Lookup {
-        let mut get = pin!(self.cache.get(&plan.key));
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match get.as_mut().poll(&mut cx) {
-            Poll::Pending => Lookup::Later,
-            Poll::Ready(None) => Lookup::Miss,
-            Poll::Ready(Some(e)) => match self.serve(plan, &e, false) {
+        match self.cache.get(&plan.key) {
+            None => Lookup::Miss,
+            Some(e) => match self.serve(plan, &e, false) {
                 Some(res) => Lookup::Hit(res),
                 None => {
                     if !e.fresh(Instant::now(), None) {
-                        self.remove(plan.key);
+                        self.cache.invalidate(&plan.key);
                     }
                     Lookup::Miss
                 }
             },
-        }
-    }
-
-    fn remove(&self, key: CacheKey) {
-        let cache = self.cache.clone();
-        let mut fut = Box::pin(async move { cache.invalidate(&key).await });
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        if fut.as_mut().poll(&mut cx).is_pending() {
-            tokio::spawn(fut);
         }
     }
 
@@ -229,8 +217,6 @@ impl Shared {
 enum Lookup {
     Hit(Response<Bytes>),
     Miss,
-    /// moka did not answer at once: ask again asynchronously.
-    Later,
 }
 
 enum Role {
@@ -314,7 +300,6 @@ where
         if plan.read {
             match shared.lookup_now(&plan) {
                 Lookup::Hit(res) => return ResponseFuture::ready(Ok(res.map(LlmResponseBody::full))),
-                Lookup::Later => return self.slow(req, plan, None),
                 Lookup::Miss => {}
             }
         }
@@ -343,8 +328,8 @@ where
     R: Body<Data = Bytes> + Send + 'static,
     R::Error: Into<BoxError>,
 {
-    /// The paths that wait: a second-level lookup, a coalesced miss, a slow
-    /// moka answer. Boxed: the hit and plain-miss paths are not.
+    /// The paths that wait: a second-level lookup, a coalesced miss. Boxed:
+    /// the hit and plain-miss paths are not.
     fn slow(&mut self, req: Request<LlmBody>, plan: Plan, role: Option<Role>) -> ResponseFuture<S::Future> {
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
@@ -368,20 +353,11 @@ where
 {
     let hit =
         |e: &Entry, coalesced: bool| shared.serve(&plan, e, coalesced).map(|r| r.map(LlmResponseBody::full));
-    if role.is_none() && plan.read {
-        // moka was busy: ask again, then join the flight.
-        if let Some(res) = shared.cache.get(&plan.key).await.and_then(|e| hit(&e, false)) {
-            return Ok(res);
-        }
-        if shared.cfg.coalesce {
-            role = Some(shared.join(plan.key));
-        }
-    }
     if let Some(Role::Wait(mut rx)) = role {
         let wait = shared.cfg.max_coalesce_wait;
         // Ends when the first request's answer is stored or dropped.
         let _ = tokio::time::timeout(wait, rx.changed()).await;
-        if let Some(res) = shared.cache.get(&plan.key).await.and_then(|e| hit(&e, true)) {
+        if let Some(res) = shared.cache.get(&plan.key).and_then(|e| hit(&e, true)) {
             return Ok(res);
         }
         role = None;
@@ -392,7 +368,7 @@ where
             if let Some(e) = found.filter(|e| e.scope.as_str() == plan.scope.as_str()) {
                 let e = Arc::new(e);
                 if let Some(res) = hit(&e, false) {
-                    shared.cache.insert(plan.key, e).await;
+                    shared.cache.insert(plan.key, e);
                     return Ok(res);
                 }
             }
