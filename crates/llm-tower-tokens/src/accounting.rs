@@ -16,6 +16,7 @@ use pin_project_lite::pin_project;
 
 use crate::budget::{Budget, BudgetStore, MemoryBudgets, Reservation};
 use crate::ledger::Ledger;
+use crate::meters::UsageMeters;
 use crate::{ModelInfo, Prices, count_input, counter_for};
 
 /// What the accounting layer does.
@@ -69,6 +70,10 @@ struct Shared<St> {
     budgets: St,
     /// Tenants' own budgets (`cfg.budgets`, then [`TokenAccountingLayer::set_budget`]).
     own: std::sync::RwLock<HashMap<String, Budget>>,
+    /// The token and cost counters, per model and provider.
+    meters: UsageMeters,
+    /// The provider label of a call that named none (`-`).
+    no_provider: Arc<str>,
 }
 
 impl<St> Shared<St> {
@@ -185,7 +190,15 @@ impl<St: BudgetStore> TokenAccountingLayer<St> {
     /// Accounting with budgets kept in `store`.
     pub fn with_store(cfg: AccountingConfig, store: St) -> Self {
         let own = cfg.budgets.clone().into();
-        Self { shared: Arc::new(Shared { cfg, ledger: Ledger::default(), budgets: store, own }) }
+        let shared = Shared {
+            cfg,
+            ledger: Ledger::default(),
+            budgets: store,
+            own,
+            meters: UsageMeters::default(),
+            no_provider: Arc::from("-"),
+        };
+        Self { shared: Arc::new(shared) }
     }
 
     /// The budget `tenant` is held to: its own, else the default.
@@ -287,16 +300,9 @@ impl<St: BudgetStore> Settle<St> {
         if let Some(b) = &self.budget {
             self.shared.budgets.settle(&self.tenant, b, self.reservation, cost);
         }
-        let provider = self.provider.as_deref().unwrap_or("-");
+        let provider = self.provider.as_ref().unwrap_or(&self.shared.no_provider);
         self.shared.ledger.record(self.tenant.as_str(), &self.model, provider, &usage, cost);
-        let (model, provider) = (self.model.to_string(), provider.to_owned());
-        let by = |kind: &'static str| {
-            [("model", model.clone()), ("provider", provider.clone()), ("kind", kind.to_owned())]
-        };
-        metrics::counter!("llm_tower_tokens_total", &by("input")).increment(usage.input);
-        metrics::counter!("llm_tower_tokens_total", &by("output")).increment(usage.output);
-        metrics::counter!("llm_tower_cost_microusd_total", "model" => model, "provider" => provider)
-            .increment(cost);
+        self.shared.meters.record(&self.model, provider, &usage, cost);
         // Debug: the gateway's access line already carries usage (one info line per request).
         tracing::debug!(
             gen_ai.request.model = &*self.model,

@@ -35,6 +35,7 @@ mod budget;
 mod counter;
 mod layer;
 mod ledger;
+mod meters;
 mod models;
 #[cfg(feature = "serde")]
 pub mod section;
