@@ -10,7 +10,9 @@
 //!
 //! `cargo bench --bench stack`. The allocation counts are printed first, one
 //! line per configuration; criterion's times follow. `ALLOCS_ONLY=1` prints
-//! the counts and stops.
+//! the counts and stops; `STACKS=cache_miss,all_cache_miss` limits the
+//! counts to those configurations (for a profiler run such as
+//! `valgrind --tool=callgrind`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -139,8 +141,13 @@ async fn one(svc: &LlmService, i: u64, stream: bool, unique: bool) -> usize {
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
     // Allocations per request, steady state (after a warm-up).
+    let only = std::env::var("STACKS").ok();
+    let chosen = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|n| n == name));
     for stream in [false, true] {
         for (name, svc) in stacks() {
+            if !chosen(name) {
+                continue;
+            }
             let unique = name != "all_cache_hit";
             rt.block_on(async {
                 for i in 0..1_000 {

@@ -36,12 +36,15 @@ impl Meters {
     }
 }
 
+/// A model and the provider that answered for it.
+type Pair = (Arc<str>, Arc<str>);
+
 /// The counters of every (model, provider) pair seen, bounded.
 ///
 /// Handles are taken from the metrics recorder installed when a pair is
 /// first seen: install it before traffic (as the gateway does).
 pub(crate) struct UsageMeters {
-    pairs: BoundedMap<(Arc<str>, Arc<str>), Option<Arc<Meters>>>,
+    pairs: BoundedMap<Pair, Option<Arc<Meters>>>,
 }
 
 impl Default for UsageMeters {
