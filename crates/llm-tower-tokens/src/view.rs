@@ -69,7 +69,7 @@ pub(crate) fn count_chat_body(counter: &dyn TokenCounter, body: &[u8]) -> Option
     let view: ChatView<'_> = serde_json::from_slice(body).ok()?;
     let mut n = 3u32;
     for m in &view.messages {
-        n += 3 + m.role.as_deref().map_or(0, |r| counter.count_text(r));
+        n += 3 + m.role.as_deref().map_or(0, |r| role_tokens(counter, r));
         if let Some(content) = m.content {
             n += count_content(counter, content);
         }
@@ -88,6 +88,15 @@ pub(crate) fn count_chat_body(counter: &dyn TokenCounter, body: &[u8]) -> Option
         }
     }
     Some(n)
+}
+
+/// The chat roles, each one token in both OpenAI encodings (`tests`).
+const ROLES: [&str; 6] = ["user", "assistant", "system", "tool", "developer", "function"];
+
+/// A message's role: a known role is one token for an exact counter, without
+/// a tokenizer pass; anything else is counted.
+fn role_tokens(counter: &dyn TokenCounter, role: &str) -> u32 {
+    if counter.is_exact() && ROLES.contains(&role) { 1 } else { counter.count_text(role) }
 }
 
 fn count_content(counter: &dyn TokenCounter, content: &RawValue) -> u32 {
@@ -122,6 +131,18 @@ mod tests {
     use super::*;
     use crate::{Family, Heuristic, Tiktoken};
     use llm_tower_core::chat::ChatCompletionRequest;
+
+    #[test]
+    fn every_known_role_is_one_token_in_both_encodings() {
+        for family in [Family::O200k, Family::Cl100k] {
+            let t = Tiktoken::new(family).unwrap();
+            for role in ROLES {
+                assert_eq!(t.count_text(role), 1, "{role} in {family:?}");
+                assert_eq!(role_tokens(&t, role), 1);
+            }
+            assert_eq!(role_tokens(&t, "narrator"), t.count_text("narrator"));
+        }
+    }
 
     /// The borrowed count agrees with the owned one on every shape it reads.
     #[test]
