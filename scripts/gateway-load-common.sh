@@ -1,11 +1,18 @@
 # Shared by the gateway load scripts (source it): builds the release
 # binaries, starts the mock on core 0, and runs the gateway pinned to core 1
-# with a config, measuring its peak RSS. Loopback only.
+# with a config, measuring its peak RSS (GATEWAY=path runs another build of
+# it, e.g. an older commit's, against the same mock and load). Loopback only.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CONC=${CONC:-32}
-cargo build --release -q -p llm-tower-gateway -p llm-tower-mock -p llm-tower-bench --bins
-BIN=target/release
+# BUILD=debug (CI: that a script runs, not its figures) builds and runs debug binaries.
+BUILD=${BUILD:-release}
+if [ "$BUILD" = release ]; then
+  cargo build --release -q -p llm-tower-gateway -p llm-tower-mock -p llm-tower-bench --bins
+else
+  cargo build -q -p llm-tower-gateway -p llm-tower-mock -p llm-tower-bench --bins
+fi
+BIN=target/$BUILD
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
@@ -20,7 +27,9 @@ wait_up() { # port path
 }
 
 MOCK_PORT=$(port)
-taskset -c 0 "$BIN/llm-tower-mock" --port "$MOCK_PORT" >/dev/null 2>&1 &
+# MOCK_ARGS: extra mock options (e.g. "--ttft-ms 50" for a provider's latency).
+# shellcheck disable=SC2086
+taskset -c 0 "$BIN/llm-tower-mock" --port "$MOCK_PORT" ${MOCK_ARGS:-} >/dev/null 2>&1 &
 wait_up "$MOCK_PORT" /v1/models
 GW_PORT=$(port)
 
@@ -88,20 +97,16 @@ load() {
 # reach, and it does not move with what else the machine is doing the way req/s does.
 run_gateway() {
   local cfg=$1; shift
-  RUST_LOG=warn taskset -c 1 "$BIN/llm-tower-gateway" --config "$cfg" 2>"$tmp/gw.log" &
-  local pid=$!
-  wait_up "$GW_PORT" /health
-  # Warm-up (connections, allocator), excluded from the figures.
-  load --requests 5000 "${ONE_TENANT[@]}" >/dev/null
+  start_gateway "$cfg"
   local hwm t0 t1 n ok rps
-  t0=$(cpu_ticks "$pid")
+  t0=$(cpu_ticks "$GW_PID")
   load "$@" --json "$tmp/load.json" >/dev/null 2>&1
-  t1=$(cpu_ticks "$pid")
-  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  t1=$(cpu_ticks "$GW_PID")
+  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$GW_PID/status")
   if [[ -n "${STATS_OUT:-}" ]]; then
     python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$GW_PORT/stats').read().decode())" >"$STATS_OUT"
   fi
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  stop_gateway
   read -r n ok rps < <(python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1]))["runs"][0]["summary"]
@@ -110,4 +115,17 @@ print(s["requests"], s["successes"], round(s["requests"] / s["elapsed_s"]))' "$t
   cpu_us=$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
   echo "$* -> requests $n ok $ok rps $rps peak_rss_kib $hwm cpu_us_per_request $cpu_us" >&2
   echo "$rps $hwm $cpu_us"
+}
+
+# start_gateway CONFIG_FILE: the gateway on core 1 (its pid in GW_PID), up and
+# warmed (connections, allocator) by an unmeasured closed-loop load.
+start_gateway() {
+  RUST_LOG=warn taskset -c 1 "${GATEWAY:-$BIN/llm-tower-gateway}" --config "$1" 2>"$tmp/gw.log" &
+  GW_PID=$!
+  wait_up "$GW_PORT" /health
+  load --requests "${WARMUP_REQUESTS:-5000}" "${ONE_TENANT[@]}" >/dev/null
+}
+
+stop_gateway() {
+  kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true
 }

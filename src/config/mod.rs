@@ -307,6 +307,10 @@ impl StateSection {
 pub struct ServerConfig {
     /// Listen address. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// Connections the kernel queues for the gateway to accept (capped by
+    /// `net.core.somaxconn`). Beyond it a client's connect is dropped and
+    /// retried a second later. Default 1024.
+    pub listen_backlog: u32,
     /// Largest accepted request body. Default 4 MiB.
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests. Default 30 s.
@@ -350,6 +354,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen_backlog: 1024,
             max_body_bytes: 4 << 20,
             shutdown_grace_secs: 30,
             context_preflight: PreflightKind::Enforce,

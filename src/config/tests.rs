@@ -30,6 +30,10 @@ fn errors_name_the_field() {
         ("", "providers: at least one provider is required"),
         ("[server]\nlisten = 'nope'", "line 2"),
         ("[server]\nbogus = 1", "unknown field `bogus`"),
+        (
+            "[server]\nlisten_backlog = 0\n[[providers]]\nname='a'\nkind='mock'\nmodels=['m']",
+            "server.listen_backlog: must be greater than 0",
+        ),
         ("[[providers]]\nname='a'\nkind='openai'\nmodels=['m']", "providers[0].base_url"),
         ("[[providers]]\nname='a'\nkind='warp'\nmodels=['m']", "unknown variant `warp`"),
         (

@@ -103,6 +103,9 @@ impl StackConfig {
                 err("server.admin_token_env".into(), format!("environment variable {var} is not set"));
             }
         }
+        if self.server.listen_backlog == 0 {
+            err("server.listen_backlog".into(), "must be greater than 0".into());
+        }
         if self.server.max_body_bytes == 0 {
             err("server.max_body_bytes".into(), "must be greater than 0".into());
         }

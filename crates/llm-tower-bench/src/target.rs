@@ -135,8 +135,8 @@ impl Target {
                 rt.block_on(async move {
                     let started = async {
                         let gw = Gateway::new(cfg).await.map_err(|e| e.to_string())?;
-                        let listener =
-                            tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+                        let listener = llm_tower_gateway::listen(([127, 0, 0, 1], 0).into(), 1024)
+                            .map_err(|e| e.to_string())?;
                         let addr = listener.local_addr().map_err(|e| e.to_string())?;
                         let mocks =
                             names.iter().filter_map(|n| gw.mock(n).map(|m| (n.clone(), m.url()))).collect();

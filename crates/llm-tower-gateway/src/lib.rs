@@ -39,6 +39,7 @@
 mod admin;
 mod app;
 mod keys;
+mod net;
 mod observe;
 #[cfg(feature = "otlp")]
 mod traces;
@@ -50,6 +51,7 @@ pub mod config {
 
 pub use app::{Gateway, StartError};
 pub use config::{ConfigError, DEFAULT_CONFIG};
+pub use net::listen;
 
 /// The gateway's configuration: the stack's ([`config::StackConfig`]).
 pub type GatewayConfig = llm_tower::config::StackConfig;

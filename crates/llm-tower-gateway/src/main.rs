@@ -140,7 +140,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let listen = config.server.listen;
+    let (listen, backlog) = (config.server.listen, config.server.listen_backlog);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let gateway = match Gateway::new(config).await {
         Ok(g) => g,
@@ -149,7 +149,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let listener = match llm_tower_gateway::listen(listen, backlog) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: cannot listen on {listen}: {e}");

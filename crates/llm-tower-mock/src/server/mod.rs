@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -161,7 +161,12 @@ impl MockServer {
 
     /// Starts a mock on `addr`.
     pub async fn start_on(addr: SocketAddr, config: MockConfig) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        // A backlog of 1024, not `TcpListener::bind`'s 128: a load that opens
+        // hundreds of connections at once must not meet SYN retries here.
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
         let addr = listener.local_addr()?;
         let inner = Mutable {
             plan: config.faults.clone(),
