@@ -37,7 +37,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept. Default 90 s.
     pub pool_idle_timeout: Duration,
-    /// Idle connections kept per host. Default 64.
+    /// Idle connections kept per host. Default 512: a gateway streaming to a
+    /// provider holds one connection per answer in flight (hundreds at a few
+    /// thousand requests per second); a smaller pool closes them as a burst
+    /// ends and opens them again on the next, a connect and a close per
+    /// request while it is busiest.
     pub pool_max_idle_per_host: usize,
     /// Connections open at once per host (requests wait for one). Default unlimited.
     pub max_connections_per_host: Option<usize>,
@@ -56,7 +60,7 @@ impl Default for ClientConfig {
         Self {
             connect_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 64,
+            pool_max_idle_per_host: 512,
             max_connections_per_host: None,
             dns_ttl: Duration::from_secs(30),
             tcp_keepalive: Some(Duration::from_secs(60)),

@@ -15,7 +15,7 @@ pub struct ClientSection {
     pub connect_timeout_ms: Option<u64>,
     /// Idle pooled connections are closed after this long, s. Default 90.
     pub pool_idle_timeout_secs: Option<u64>,
-    /// Idle connections kept per host. Default 64.
+    /// Idle connections kept per host. Default 512.
     pub pool_max_idle_per_host: Option<usize>,
     /// Connections per upstream host at most. Default unlimited.
     pub max_connections_per_host: Option<usize>,
