@@ -95,7 +95,8 @@ struct Common {
     /// max_tokens of each request.
     #[arg(long, global = true, default_value_t = 16)]
     max_tokens: u32,
-    /// Seconds of unrecorded warm-up before each scenario.
+    /// Seconds of unrecorded warm-up before each scenario (`rate`: sent at
+    /// its first rate, so the connection pools hold what the rate needs).
     #[arg(long, global = true, default_value_t = 1.0)]
     warmup: f64,
     /// Seconds a request may take.
