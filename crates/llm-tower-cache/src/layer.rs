@@ -63,10 +63,15 @@ pub(crate) struct Counters {
 
 pub(crate) struct Shared {
     pub(crate) cfg: CacheConfig,
-    pub(crate) cache: Cache<CacheKey, Arc<Entry>>,
+    /// Hashed with foldhash (a multiply per key, per-cache random seed)
+    /// rather than SipHash: the keys are xxh3 outputs already, and moka
+    /// hashes each one again on every lookup, insert, sketch update and
+    /// table rehash: under SipHash a quarter of a miss's samples, and the
+    /// stack bench's `cache_miss` went from 11.3 to 6.5 µs without it.
+    pub(crate) cache: Cache<CacheKey, Arc<Entry>, foldhash::fast::RandomState>,
     pub(crate) l2: Option<Arc<dyn L2>>,
     /// Misses in flight: requests for the same key wait for the first.
-    pub(crate) flights: Mutex<HashMap<CacheKey, watch::Receiver<()>>>,
+    pub(crate) flights: Mutex<HashMap<CacheKey, watch::Receiver<()>, foldhash::fast::RandomState>>,
     pub(crate) memo: Memo,
     pub(crate) counters: Counters,
 }
@@ -143,7 +148,7 @@ impl CacheLayer {
                     evictions.fetch_add(1, Ordering::Relaxed);
                 }
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         let shared = Shared { cfg, cache, l2: None, flights: Mutex::default(), memo, counters };
         CacheLayer { shared: Arc::new(shared) }
     }
