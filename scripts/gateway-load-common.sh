@@ -60,6 +60,19 @@ TOML
   tenants_toml 1000000.0
 }
 
+# bare_toml: the provider section with retry and the breaker off (no limits,
+# no cache): the bare proxy the scripts compare against.
+bare_toml() {
+  provider_toml
+  printf '[providers.retry]\nenabled = false\n[providers.circuit_breaker]\nenabled = false\n'
+}
+
+# cache_toml: every layer (limited_toml) and a 64 MiB cache.
+cache_toml() {
+  limited_toml
+  printf '[cache]\nmax_mb = 64\n'
+}
+
 # tenants_toml BUDGET_USD: per-tenant limits high enough never to refuse, and
 # a daily budget per tenant (the scripts that send as tenants append it).
 tenants_toml() {

@@ -14,18 +14,9 @@
 # proxy (by CPU per request: the steadier of the two on a shared machine).
 source "$(dirname "$0")/gateway-load-common.sh"
 REQUESTS=${1:-100000}
-bare_toml() {
-  provider_toml
-  cat <<'TOML'
-[providers.retry]
-enabled = false
-[providers.circuit_breaker]
-enabled = false
-TOML
-}
 bare_toml >"$tmp/bare.toml"
 limited_toml >"$tmp/layers.toml"
-{ limited_toml; printf '[cache]\nmax_mb = 64\n'; } >"$tmp/cache.toml"
+cache_toml >"$tmp/cache.toml"
 results=()
 run() { # label config load-args...
   local label=$1 cfg=$2; shift 2

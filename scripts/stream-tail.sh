@@ -23,12 +23,8 @@ WARMUP_S=${WARMUP_S:-3}
 MOCK_ARGS="--ttft-ms $TTFT_MS"
 WARMUP_REQUESTS=${WARMUP_REQUESTS:-2000}
 source "$(dirname "$0")/gateway-load-common.sh"
-bare_toml() {
-  provider_toml
-  printf '[providers.retry]\nenabled = false\n[providers.circuit_breaker]\nenabled = false\n'
-}
 bare_toml >"$tmp/bare.toml"
-{ limited_toml; printf '[cache]\nmax_mb = 64\n'; } >"$tmp/layers.toml"
+cache_toml >"$tmp/layers.toml"
 RATE_ARGS=(--qps "$QPS" --duration "$DUR" --warmup "$WARMUP_S" --stream --max-tokens 4 --no-progress "${ONE_TENANT[@]}")
 rate() { # URL JSON
   taskset -c 0 "$BIN/llm-tower-bench" rate --url "$1" "${RATE_ARGS[@]}" --json "$2" >/dev/null 2>&1

@@ -114,6 +114,7 @@ impl Target {
         // The bench reads /stats; it never listens anywhere but loopback.
         cfg.server.stats_public = true;
         let names: Vec<String> = cfg.providers.iter().map(|p| p.name.clone()).collect();
+        let backlog = cfg.server.listen_backlog;
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<Result<(SocketAddr, Vec<(String, String)>), String>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -135,7 +136,7 @@ impl Target {
                 rt.block_on(async move {
                     let started = async {
                         let gw = Gateway::new(cfg).await.map_err(|e| e.to_string())?;
-                        let listener = llm_tower_gateway::listen(([127, 0, 0, 1], 0).into(), 1024)
+                        let listener = llm_tower_gateway::listen(([127, 0, 0, 1], 0).into(), backlog)
                             .map_err(|e| e.to_string())?;
                         let addr = listener.local_addr().map_err(|e| e.to_string())?;
                         let mocks =

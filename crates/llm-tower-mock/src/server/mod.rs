@@ -163,7 +163,10 @@ impl MockServer {
     pub async fn start_on(addr: SocketAddr, config: MockConfig) -> io::Result<Self> {
         // A backlog of 1024, not `TcpListener::bind`'s 128: a load that opens
         // hundreds of connections at once must not meet SYN retries here.
+        // (The gateway's `listen` does the same; the mock cannot call it: the
+        // gateway depends on the mock.)
         let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        #[cfg(unix)]
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(1024)?;
