@@ -24,9 +24,11 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use llm_tower::cache::{CacheConfig, CacheLayer};
 use llm_tower::circuit::{CircuitBreakerLayer, CircuitConfig};
+use llm_tower::core::KeyFn;
+use llm_tower::failover::{Backend, Failover, Route, Target};
 use llm_tower::ratelimit::{Limits, RateLimitLayer};
 use llm_tower::retry::{RetryLayer, RetryPolicy};
-use llm_tower::tokens::{AccountingConfig, TokenAccountingLayer};
+use llm_tower::tokens::{AccountingConfig, Preflight, TokenAccountingLayer, TokenCountLayer};
 use llm_tower::{LlmBody, LlmResponseBody, LlmService};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
@@ -99,6 +101,38 @@ fn accounting() -> TokenAccountingLayer {
     TokenAccountingLayer::new(AccountingConfig::default())
 }
 
+/// A failover of one backend serving the bench's model (as `LlmStack` builds
+/// for one provider).
+fn failover<S>(backend: S) -> Failover<S>
+where
+    S: tower::Service<Request<LlmBody>, Response = Response<LlmResponseBody>> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Error: Into<tower::BoxError>,
+{
+    Failover::builder()
+        .backend(Backend::new("noop", backend))
+        .route("gpt-4o-mini", Route::new([Target::new("noop")]))
+        .build()
+        .expect("one backend, one route")
+}
+
+/// The whole stack in `LlmStack`'s order over the no-op: token count,
+/// accounting, the cache (missing), the tenant limiter, the failover, and
+/// the provider's retry, breaker and limiter.
+fn whole() -> LlmService {
+    let provider = RetryLayer::new(RetryPolicy::default()).layer(
+        CircuitBreakerLayer::new(CircuitConfig::default()).layer(RateLimitLayer::new(limits()).layer(noop())),
+    );
+    LlmService::new(
+        ServiceBuilder::new()
+            .layer(TokenCountLayer::new(Preflight::Enforce))
+            .layer(accounting())
+            .layer(CacheLayer::new(CacheConfig::default()))
+            .layer(RateLimitLayer::new(limits()).keyed(KeyFn::tenant()))
+            .service(failover(provider)),
+    )
+}
+
 /// Every configuration measured, by name.
 fn stacks() -> Vec<(&'static str, LlmService)> {
     let all = || {
@@ -121,6 +155,9 @@ fn stacks() -> Vec<(&'static str, LlmService)> {
         ("cache_miss", LlmService::new(CacheLayer::new(CacheConfig::default()).layer(noop()))),
         ("all_cache_miss", all()),
         ("all_cache_hit", all()),
+        ("count", LlmService::new(TokenCountLayer::new(Preflight::Enforce).layer(noop()))),
+        ("failover", LlmService::new(failover(noop()))),
+        ("stack_cache_miss", whole()),
     ]
 }
 
@@ -189,7 +226,6 @@ fn bench(c: &mut Criterion) {
 /// The whole `LlmStack` and the bare HTTP service over the same mock.
 fn over_the_mock(c: &mut Criterion) {
     use llm_tower::ratelimit::Limits;
-    use llm_tower::tokens::Preflight;
     use llm_tower::{LlmHttpService, LlmStack, Provider, ProviderSpec, TenantLimits};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let (mock, bare, stack) = rt.block_on(async {

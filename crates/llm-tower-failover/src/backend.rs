@@ -182,6 +182,8 @@ impl AtomicF64 {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) name: Arc<str>,
+    /// `x-llm-backend`'s value, made once (a clone is a reference count).
+    pub(crate) header: http::HeaderValue,
     pub(crate) weight: u32,
     pub(crate) in_flight: AtomicU64,
     requests: AtomicU64,
@@ -220,8 +222,11 @@ const SLOW_START: u64 = 2;
 
 impl State {
     pub(crate) fn new(name: Arc<str>, weight: u32, default_rtt: Duration) -> Self {
+        let header =
+            http::HeaderValue::from_str(&name).unwrap_or_else(|_| http::HeaderValue::from_static("-"));
         State {
             name,
+            header,
             weight,
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),

@@ -11,7 +11,7 @@ use llm_tower_core::{Api, BoxError, InvalidRequest, LlmBody, RequestInfo};
 use pin_project_lite::pin_project;
 use serde_json::Value;
 
-use crate::{Heuristic, ModelInfo, TokenCounter, counter_for};
+use crate::{Heuristic, ModelInfo, Tiktoken, TokenCounter};
 
 /// What to do when a request cannot fit its model's context window.
 ///
@@ -88,10 +88,21 @@ pub struct TokenCount<S> {
 /// assert_eq!(llm_tower_tokens::count_input(&info, body), 3 + 1 + 2 + 3);
 /// ```
 pub fn count_input(info: &RequestInfo, body: &[u8]) -> u32 {
-    let counter = counter_for(&info.model);
+    // The model's counter on the stack (`counter_for` boxes it).
+    let (exact, estimate);
+    let counter: &dyn TokenCounter = match Tiktoken::new(ModelInfo::lookup(&info.model).family) {
+        Some(t) => {
+            exact = t;
+            &exact
+        }
+        None => {
+            estimate = Heuristic::default();
+            &estimate
+        }
+    };
     match info.api {
         // One borrowed pass over the body (no owned request, no JSON tree).
-        Api::ChatCompletions => match crate::view::count_chat_body(&*counter, body) {
+        Api::ChatCompletions => match crate::view::count_chat_body(counter, body) {
             Some(n) => n,
             None => Heuristic::default().count_text(&String::from_utf8_lossy(body)),
         },
@@ -125,7 +136,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<LlmBody>) -> Self::Future {
-        let info = match RequestInfo::ensure(&mut req) {
+        let mut info = match RequestInfo::ensure(&mut req) {
             Ok(i) => i,
             Err(e) => return ResponseFuture::failed(e.into()),
         };
@@ -133,9 +144,19 @@ where
             Some(n) => n,
             None => {
                 let n = count_input(&info, req.body().as_bytes());
-                let mut updated = (*info).clone();
-                updated.estimated_input_tokens = Some(n);
-                req.extensions_mut().insert(Arc::new(updated));
+                // Written into the extensions' info in place (copied only if
+                // another holder shares it): no new `Arc`, no new entry.
+                drop(info);
+                info = match req.extensions_mut().get_mut::<Arc<RequestInfo>>() {
+                    Some(slot) => {
+                        Arc::make_mut(slot).estimated_input_tokens = Some(n);
+                        slot.clone()
+                    }
+                    // Unreachable: `ensure` stored it just above.
+                    None => {
+                        return ResponseFuture::failed(InvalidRequest::new("request info missing").into());
+                    }
+                };
                 n
             }
         };

@@ -108,10 +108,13 @@ impl ModelInfo {
     /// assert_eq!(ModelInfo::lookup("my-finetune").family, Family::Other);
     /// ```
     pub fn lookup(model: &str) -> ModelInfo {
-        let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+        // The table's prefixes are lower case: compared without a lowered copy.
+        let name = model.rsplit('/').next().unwrap_or(model).as_bytes();
         TABLE
             .iter()
-            .filter(|e| name.starts_with(e.prefix))
+            .filter(|e| {
+                name.get(..e.prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(e.prefix.as_bytes()))
+            })
             .max_by_key(|e| e.prefix.len())
             .copied()
             .unwrap_or(UNKNOWN)
@@ -127,6 +130,13 @@ impl ModelInfo {
 mod tests {
     use super::*;
     use crate::Usage;
+
+    #[test]
+    fn table_prefixes_are_lower_case_as_lookup_compares_them() {
+        for e in TABLE {
+            assert_eq!(e.prefix, e.prefix.to_ascii_lowercase(), "lookup compares lowered names");
+        }
+    }
 
     #[test]
     fn longest_prefix_wins() {

@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use llm_tower_core::info::borrowed_str;
+
 use crate::TokenCounter;
 
 #[derive(Deserialize)]
@@ -21,7 +23,7 @@ struct ChatView<'a> {
 
 #[derive(Deserialize)]
 struct MessageView<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     role: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
@@ -33,7 +35,7 @@ struct MessageView<'a> {
 
 #[derive(Deserialize)]
 struct PartView<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "borrowed_str")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     text: Option<&'a RawValue>,
@@ -43,17 +45,21 @@ struct PartView<'a> {
 
 #[derive(Deserialize)]
 struct ImageView<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     detail: Option<Cow<'a, str>>,
 }
 
-/// The JSON text of `raw` as a string, if it is one.
+/// The JSON text of `raw` as a string, if it is one (borrowed from the
+/// body when it has no escapes).
 fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     let text = raw.get();
     if !text.starts_with('"') {
         return None;
     }
-    serde_json::from_str::<Cow<'_, str>>(text).ok()
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
+        _ => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
 }
 
 /// `raw` as compact JSON text, as `Value`'s `to_string` writes it (what the

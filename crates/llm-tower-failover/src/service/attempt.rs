@@ -35,6 +35,24 @@ pub(crate) fn request_for(
     r
 }
 
+/// `req` itself as one backend receives it (its model name, its
+/// RequestInfo): the only attempt's, moved rather than copied.
+pub(crate) fn retarget(
+    mut req: Request<LlmBody>,
+    info: &RequestInfo,
+    model: Option<&str>,
+) -> Request<LlmBody> {
+    if let Some(m) = model.filter(|m| *m != &*info.model) {
+        if let Some(body) = rewrite_model(req.body().as_bytes(), m) {
+            *req.body_mut() = LlmBody::from(body);
+        }
+        let mut i = info.clone();
+        i.model = Arc::from(m);
+        req.extensions_mut().insert(Arc::new(i));
+    }
+    req
+}
+
 /// What one call came to.
 pub(crate) enum Outcome {
     /// Return this to the caller.
@@ -88,12 +106,19 @@ where
     let name = state.name.clone();
     let start = Instant::now();
     let guard = InFlight::new(shared.clone(), step.backend);
-    let result = match ready {
-        // Polled ready by the failover's `poll_ready`: called at once.
-        Some(mut svc) => svc.call(req).await,
-        None => backend.service.clone().oneshot(req).await,
-    }
-    .map_err(Into::into);
+    // Polled ready by the failover's `poll_ready`: called at once; otherwise
+    // a clone, made ready here. One call future either way (this future is
+    // held inline by the failover's).
+    let (polled, mut svc) = match ready {
+        Some(svc) => (true, svc),
+        None => (false, backend.service.clone()),
+    };
+    let readiness: Result<(), BoxError> =
+        if polled { Ok(()) } else { std::future::poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into) };
+    let result = match readiness {
+        Ok(()) => svc.call(req).await.map_err(Into::into),
+        Err(e) => Err(e),
+    };
     let now = Instant::now();
     let health = &shared.health;
     match result {
@@ -141,7 +166,7 @@ where
             match c.class {
                 OutcomeClass::Success => {
                     state.success(now);
-                    Outcome::Answer(answer(res, &name, guard))
+                    Outcome::Answer(answer(res, guard))
                 }
                 OutcomeClass::ClientError if peek_too_long && status == StatusCode::BAD_REQUEST => {
                     let (parts, body) = res.into_parts();
@@ -153,10 +178,10 @@ where
                         );
                     }
                     let mut res = Response::from_parts(parts, LlmResponseBody::new(peeked));
-                    res.headers_mut().insert(X_LLM_BACKEND, header(&name));
+                    res.headers_mut().insert(X_LLM_BACKEND, state.header.clone());
                     Outcome::Answer(res)
                 }
-                OutcomeClass::ClientError => Outcome::Answer(answer(res, &name, guard)),
+                OutcomeClass::ClientError => Outcome::Answer(answer(res, guard)),
                 _ if c.retryable => {
                     if state.failure(health, now) {
                         tracing::warn!(backend = &*name, "backend marked down after consecutive failures");
@@ -165,12 +190,12 @@ where
                     let a = BackendAttempt::new(&*name, reason.trim_end()).status(status.as_u16());
                     Outcome::Failed(
                         a.retry_after(c.hint.map(|h| h.after)),
-                        Last::Response(Box::new(answer(res, &name, guard))),
+                        Last::Response(Box::new(answer(res, guard))),
                     )
                 }
                 _ => {
                     state.failure(health, now);
-                    Outcome::Answer(answer(res, &name, guard))
+                    Outcome::Answer(answer(res, guard))
                 }
             }
         }

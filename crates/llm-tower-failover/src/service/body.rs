@@ -2,23 +2,20 @@
 
 use super::*;
 
-pub(crate) fn header(name: &str) -> HeaderValue {
-    HeaderValue::from_str(name).unwrap_or_else(|_| HeaderValue::from_static("-"))
-}
-
-pub(crate) fn answer<S, B>(res: Response<B>, name: &str, guard: InFlight<S>) -> Response<LlmResponseBody>
+pub(crate) fn answer<S, B>(res: Response<B>, guard: InFlight<S>) -> Response<LlmResponseBody>
 where
     S: Send + Sync + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let sse = BodyKind::from_headers(res.headers()) == BodyKind::Sse;
+    let backend = guard.state().header.clone();
     let mut res = llm_tower_core::response::observe(res, guard);
     // A stream that breaks mid-way ends with an SSE `event: error`, never a clean end.
     if sse {
         res.body_mut().guard_sse();
     }
-    res.headers_mut().insert(X_LLM_BACKEND, header(name));
+    res.headers_mut().insert(X_LLM_BACKEND, backend);
     res
 }
 

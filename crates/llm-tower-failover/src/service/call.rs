@@ -72,18 +72,20 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut model = info.model.to_string();
+    let mut model = info.model.clone();
     let mut attempts = Vec::new();
     // The last failed call's answer, and how many calls failed.
     let mut last = None;
     let mut tried = 0;
-    let mut tried_models = vec![model.clone()];
+    // The models fallen back from (the request's own is `info.model`).
+    let mut tried_models: Vec<&str> = Vec::new();
+    let mut req = req;
     // Calls made for this request (hedges included): every call after the
     // first draws on the route's budget.
     let mut calls = 0u32;
     let mut deposited = false;
     loop {
-        let Some(route) = shared.routes.get(&model) else {
+        let Some(route) = shared.routes.get(&*model) else {
             return Err(Box::new(ModelNotFound::new(&*model)));
         };
         if let Some(h) = &route.hedge {
@@ -93,7 +95,8 @@ where
             b.deposit();
             deposited = true;
         }
-        let fallback = route.context_fallback.clone().filter(|f| !tried_models.contains(f));
+        let fallback =
+            route.context_fallback.as_deref().filter(|f| *f != &*info.model && !tried_models.contains(f));
         let mut plan = shared.plan(route, &req, &mut attempts);
         if let Some((ready, _)) = &held {
             // `poll_ready` found every backend before the held one not ready:
@@ -107,8 +110,15 @@ where
         // Attempts before the plan's last usable step may move on unretried.
         let last_usable = plan.iter().rposition(|s| s.usable);
         let elsewhere = |k: usize| last_usable.is_some_and(|l| k < l);
-        let attempt_req = |step: &Step, elsewhere: bool| {
-            let mut r = request_for(&req, &info, step.model.as_deref());
+        // One step and nothing to fall back to: the request itself is the
+        // only attempt's (no copy of its head and extensions).
+        let mut only = (plan.len() == 1 && fallback.is_none()).then(|| std::mem::take(&mut req));
+        let req = &req;
+        let mut attempt_req = |step: &Step, elsewhere: bool| {
+            let mut r = match only.take() {
+                Some(own) => retarget(own, &info, step.model.as_deref()),
+                None => request_for(req, &info, step.model.as_deref()),
+            };
             // A usable backend still to come: a failure here moves on to it at
             // once instead of being retried (and waited out) on this one.
             if elsewhere {
@@ -147,14 +157,17 @@ where
                 _ => None,
             };
             let observe = route.hedge.as_ref();
+            let first_backend = step.backend;
+            let started = Instant::now();
+            // One attempt future held inline, whatever the path; a hedge's
+            // second call and a go-back (rare) are boxed, so that this
+            // future stays the size of one attempt.
+            let first = call_one(shared.clone(), step, r, peek, ready, observe);
+            let mut first = std::pin::pin!(first);
             let outcome = match hedge {
-                None => call_one(shared.clone(), step, r, peek, ready, observe).await,
+                None => first.await,
                 Some(h) => {
                     let delay = h.delay();
-                    let started = Instant::now();
-                    let first_backend = step.backend;
-                    let first = call_one(shared.clone(), step, r, peek, ready, observe);
-                    let mut first = std::pin::pin!(first);
                     tokio::select! {
                         o = &mut first => o,
                         _ = tokio::time::sleep(delay) => {
@@ -170,7 +183,7 @@ where
                                     started: [started, Instant::now()],
                                     input_tokens: info.estimated_input_tokens,
                                 };
-                                let second = call_one(shared.clone(), second, r2, peek, None, observe);
+                                let second = Box::pin(call_one(shared.clone(), second, r2, peek, None, observe));
                                 race(&shared, pair, first, second, &mut attempts, &mut tried).await
                             } else {
                                 first.await
@@ -209,7 +222,9 @@ where
             calls += 1;
             metrics::counter!("llm_tower_failover_go_backs_total").increment(1);
             let r = attempt_req(&step, false);
-            match call_one(shared.clone(), step, r, fallback.is_some(), None, route.hedge.as_ref()).await {
+            let again =
+                Box::pin(call_one(shared.clone(), step, r, fallback.is_some(), None, route.hedge.as_ref()));
+            match again.await {
                 Outcome::Answer(res) => return Ok(res),
                 Outcome::Error(e) => return Err(e),
                 Outcome::Failed(a, l) => {
@@ -227,8 +242,8 @@ where
         match fallback {
             Some(f) if too_long => {
                 tracing::info!(from = %model, to = %f, "context window exceeded: trying the larger model");
-                tried_models.push(f.clone());
-                model = f;
+                tried_models.push(f);
+                model = Arc::from(f);
             }
             // One backend tried: its own answer (a 503 with its retry-after, a
             // timeout), as if there were no failover.

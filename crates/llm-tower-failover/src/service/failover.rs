@@ -235,12 +235,12 @@ impl<S> Shared<S> {
         route: &RouteAt,
         req: &Request<LlmBody>,
         attempts: &mut Vec<BackendAttempt>,
-    ) -> Vec<Step> {
+    ) -> Plan {
         let now = Instant::now();
-        let mut ready = Vec::new();
-        let mut down = Vec::new();
-        let mut skipped = Vec::new();
-        let mut waits = Vec::new();
+        // Inline up to a route of four targets: no heap for a plan.
+        let mut ready: SmallVec<[(Candidate, Step, Duration); 4]> = SmallVec::new();
+        let mut down = Plan::new();
+        let mut skipped = Plan::new();
         for (position, (b, model)) in route.targets.iter().enumerate() {
             let backend = &self.backends[*b];
             if let Some(f) = &backend.available {
@@ -259,7 +259,6 @@ impl<S> Shared<S> {
                 continue;
             }
             let wait = backend.wait.as_ref().and_then(|f| f(req)).unwrap_or(Duration::ZERO);
-            waits.push(wait);
             let weight = f64::from(backend.state.weight) * share;
             let c = Candidate::new(position, weight)
                 .in_flight(backend.state.in_flight.load(Ordering::Relaxed))
@@ -269,7 +268,7 @@ impl<S> Shared<S> {
         }
         // A limiter that would make the request wait longer than another
         // backend's: skipped (the request goes where there is room).
-        let least = waits.iter().copied().min().unwrap_or(Duration::ZERO);
+        let least = ready.iter().map(|(_, _, w)| *w).min().unwrap_or(Duration::ZERO);
         ready.retain(|(_, step, wait)| {
             let keep = *wait <= least;
             if !keep {
@@ -280,10 +279,10 @@ impl<S> Shared<S> {
             }
             keep
         });
-        // Outliers: a backend whose errors or latency stand out from the
-        // others' keeps only a share of its place (as in slow start).
-        if ready.len() > 1 {
-            let scores: Vec<(f64, Option<f64>)> = ready
+        let mut ordered: Plan = if ready.len() > 1 {
+            // Outliers: a backend whose errors or latency stand out from the
+            // others' keeps only a share of its place (as in slow start).
+            let scores: SmallVec<[(f64, Option<f64>); 4]> = ready
                 .iter()
                 .map(|(_, s, _)| {
                     let st = &self.backends[s.backend].state;
@@ -295,22 +294,27 @@ impl<S> Shared<S> {
             for ((_, step, _), (score, latency)) in ready.iter_mut().zip(scores) {
                 step.share *= crate::outlier::share(score, best, latency, fastest);
             }
-        }
-        let mut candidates: Vec<Candidate> = ready.iter().map(|(c, _, _)| *c).collect();
-        route.strategy.order(&mut candidates, &mut || self.random());
-        // Steps by route position (a route is a handful of targets).
-        let mut by_position: Vec<Option<Step>> = vec![None; route.targets.len()];
-        for (c, step, _) in ready {
-            by_position[c.position] = Some(step);
-        }
-        let mut ordered: Vec<Step> =
-            candidates.iter().filter_map(|c| by_position[c.position].take()).collect();
+            // The strategy orders a `Vec` (its public signature): routes of
+            // two targets or more pay that one allocation.
+            let mut candidates: Vec<Candidate> = ready.iter().map(|(c, _, _)| *c).collect();
+            route.strategy.order(&mut candidates, &mut || self.random());
+            // Steps by route position (a route is a handful of targets).
+            let mut by_position: SmallVec<[Option<Step>; 4]> = smallvec::smallvec![None; route.targets.len()];
+            for (c, step, _) in ready {
+                by_position[c.position] = Some(step);
+            }
+            candidates.iter().filter_map(|c| by_position[c.position].take()).collect()
+        } else {
+            ready.into_iter().map(|(_, step, _)| step).collect()
+        };
         // Slow start and outliers: a backend keeps its place with probability
         // equal to its share; otherwise it goes after the others.
-        let (keep, later): (Vec<Step>, Vec<Step>) =
-            ordered.drain(..).partition(|s| s.share >= 1.0 || self.random() < s.share);
-        ordered = keep;
-        ordered.extend(later);
+        if ordered.iter().any(|s| s.share < 1.0) {
+            let (keep, later): (Plan, Plan) =
+                ordered.drain(..).partition(|s| s.share >= 1.0 || self.random() < s.share);
+            ordered = keep;
+            ordered.extend(later);
+        }
         ordered.extend(down);
         if ordered.is_empty() {
             // Nothing available: let the first skipped backend's own layers
@@ -321,3 +325,7 @@ impl<S> Shared<S> {
         ordered
     }
 }
+
+/// The steps of one request's plan, in order (inline for a route of up to
+/// four targets).
+pub(crate) type Plan = SmallVec<[Step; 4]>;

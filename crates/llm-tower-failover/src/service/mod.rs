@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, Request, Response, StatusCode};
 use http_body::Body;
 use llm_tower_core::budget::{BudgetConfig, RouteBudget};
 use llm_tower_core::classify::{Classified, Classify, LlmClassifier, OutcomeClass};
@@ -21,6 +21,7 @@ use llm_tower_core::{
     AllBackendsFailed, BackendAttempt, BoxError, InvalidRequest, LlmBody, ModelNotFound, RequestInfo,
     RetryElsewhere,
 };
+use smallvec::SmallVec;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
