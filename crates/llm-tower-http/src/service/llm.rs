@@ -69,15 +69,24 @@ use super::*;
 ///   responses. A non-streamed answer is read whole first (its body is then
 ///   an exact `LlmResponseBody::full`); a stream is passed on as it comes.
 pub struct LlmHttpService {
+    /// What every clone shares: a clone is a reference count, not a copy of
+    /// the client and the provider (the failover clones a backend's stack
+    /// per call).
+    pub(crate) shared: Arc<Shared>,
+    /// The host's request slots (connection-limited HTTP/1.1 only), and the
+    /// one this handle holds after a ready `poll_ready`.
+    pub(crate) slots: Option<Slots>,
+}
+
+/// The provider, its pool and limits, shared by every clone of a service.
+#[derive(Clone)]
+pub(crate) struct Shared {
     pub(crate) client: HttpClient,
     pub(crate) provider: Provider,
     pub(crate) timeouts: Timeouts,
     pub(crate) max_response_bytes: usize,
     pub(crate) max_event_bytes: usize,
     pub(crate) counters: Arc<HostCounters>,
-    /// The host's request slots (connection-limited HTTP/1.1 only), and the
-    /// one this handle holds after a ready `poll_ready`.
-    pub(crate) slots: Option<Slots>,
 }
 
 /// A service handle's view of its host's request slots.
@@ -91,12 +100,7 @@ impl Clone for LlmHttpService {
     /// slot this handle holds (a clone is polled ready on its own).
     fn clone(&self) -> Self {
         LlmHttpService {
-            client: self.client.clone(),
-            provider: self.provider.clone(),
-            timeouts: self.timeouts,
-            max_response_bytes: self.max_response_bytes,
-            max_event_bytes: self.max_event_bytes,
-            counters: self.counters.clone(),
+            shared: self.shared.clone(),
             slots: self.slots.as_ref().map(|s| Slots { sem: s.sem.clone(), held: None }),
         }
     }
@@ -110,9 +114,9 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 << 20;
 impl std::fmt::Debug for LlmHttpService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmHttpService")
-            .field("provider", &self.provider)
-            .field("timeouts", &self.timeouts)
-            .field("max_response_bytes", &self.max_response_bytes)
+            .field("provider", &self.shared.provider)
+            .field("timeouts", &self.shared.timeouts)
+            .field("max_response_bytes", &self.shared.max_response_bytes)
             .finish()
     }
 }
@@ -132,15 +136,15 @@ impl LlmHttpService {
             sem: tokio_util::sync::PollSemaphore::new(client.registry.slots(&key, max)),
             held: None,
         });
-        Self {
-            slots,
+        let shared = Arc::new(Shared {
             client,
             provider,
             timeouts: Timeouts::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_event_bytes: llm_tower_core::sse::DEFAULT_MAX_EVENT_BYTES,
             counters,
-        }
+        });
+        Self { shared, slots }
     }
 
     /// Sets the largest event of a streamed (`text/event-stream`) answer, in
@@ -149,7 +153,7 @@ impl LlmHttpService {
     /// a typed [`EventTooLarge`](llm_tower_core::EventTooLarge), so memory
     /// stays bounded all the way up the stack.
     pub fn max_event_bytes(mut self, limit: usize) -> Self {
-        self.max_event_bytes = limit;
+        Arc::make_mut(&mut self.shared).max_event_bytes = limit;
         self
     }
 
@@ -172,31 +176,31 @@ impl LlmHttpService {
     /// # Ok(()) }
     /// ```
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
-        self.max_response_bytes = limit;
+        Arc::make_mut(&mut self.shared).max_response_bytes = limit;
         self
     }
 
     /// Sets the time limits.
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.timeouts = timeouts;
+        Arc::make_mut(&mut self.shared).timeouts = timeouts;
         self
     }
 
     /// The provider.
     pub fn provider(&self) -> &Provider {
-        &self.provider
+        &self.shared.provider
     }
 
     /// The client (for its per-host stats).
     pub fn client(&self) -> &HttpClient {
-        &self.client
+        &self.shared.client
     }
 
     /// The request as the upstream gets it, the model it is asked for, and
     /// the translation of its answer when the provider speaks another dialect.
     fn prepare(&self, req: Request<LlmBody>) -> Result<Prepared, BoxError> {
         let (mut parts, mut body) = req.into_parts();
-        let p = &self.provider;
+        let p = &self.shared.provider;
         // An OpenAI chat completion for a provider that speaks Anthropic
         // Messages: translated here, its answer translated back.
         let mut translation = None;
@@ -291,14 +295,14 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
             Ok(r) => r,
             Err(e) => return ResponseFuture { state: State::Failed { err: Some(e) }, span: None },
         };
-        let span = span::AttemptSpan::start(&mut req, &self.provider);
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let span = span::AttemptSpan::start(&mut req, &self.shared.provider);
+        self.shared.counters.requests.fetch_add(1, Ordering::Relaxed);
         // The slot `poll_ready` took rides with the call until its body ends
         // (a caller that skipped `poll_ready` goes without one).
         let slot = self.slots.as_mut().and_then(|s| s.held.take());
-        let guard = InFlight::new(self.counters.clone(), slot);
+        let guard = InFlight::new(self.shared.counters.clone(), slot);
         let start = Instant::now();
-        let t = self.timeouts;
+        let t = self.shared.timeouts;
         let total_deadline = t.total.map(|d| start + d);
         let (mut phase, mut after) = match (t.headers, t.total) {
             (Some(h), Some(tot)) if tot < h => (TimeoutPhase::Total, Some(tot)),
@@ -315,7 +319,7 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
         }
         ResponseFuture {
             state: State::Waiting {
-                inner: self.client.inner.request(req),
+                inner: self.shared.client.inner.request(req),
                 timer: None,
                 ctx: Some(Ctx {
                     deadline,
@@ -325,12 +329,12 @@ impl tower::Service<Request<LlmBody>> for LlmHttpService {
                     total_deadline,
                     caller_deadline,
                     timeouts: t,
-                    authority: self.provider.authority().clone(),
-                    served_by: self.provider.name_arc(),
+                    authority: self.shared.provider.authority().clone(),
+                    served_by: self.shared.provider.name_arc(),
                     served_model,
                     streamed_request,
-                    max_response_bytes: self.max_response_bytes,
-                    max_event_bytes: self.max_event_bytes,
+                    max_response_bytes: self.shared.max_response_bytes,
+                    max_event_bytes: self.shared.max_event_bytes,
                     translation,
                 }),
             },
