@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use llm_tower_core::Key;
 use llm_tower_core::response::{BodyEnd, BodyObserver};
@@ -10,7 +11,7 @@ use llm_tower_core::usage::{BodyKind, UsageReport};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::limits::Rates;
-use crate::store::{Adjustment, Grant, Quota, RateLimitStore};
+use crate::store::{Adjustment, Grant, RateLimitStore};
 
 use crate::shared::*;
 
@@ -75,13 +76,11 @@ pub(crate) fn adapt<St: RateLimitStore>(
     }
 }
 
-/// `reset` as `"<n>ms"`, its digits written by hand (no formatting machinery
-/// on the response path; the value's one allocation is its bytes).
-fn millis(reset: Duration) -> HeaderValue {
-    let mut n = reset.as_millis().min(u128::from(u64::MAX)) as u64;
-    let mut buf = [0u8; 22];
-    let mut at = buf.len() - 2;
-    buf[at..].copy_from_slice(b"ms");
+/// Appends `n`'s decimal digits to `out` (no formatting machinery on the
+/// response path).
+fn push_digits(out: &mut BytesMut, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
     loop {
         at -= 1;
         buf[at] = b'0' + (n % 10) as u8;
@@ -90,7 +89,19 @@ fn millis(reset: Duration) -> HeaderValue {
             break;
         }
     }
-    HeaderValue::from_bytes(&buf[at..]).expect("digits and ms are a valid header value")
+    out.extend_from_slice(&buf[at..]);
+}
+
+/// `reset` as `"<n>ms"` appended to `out`.
+fn push_millis(out: &mut BytesMut, reset: Duration) {
+    push_digits(out, reset.as_millis().min(u128::from(u64::MAX)) as u64);
+    out.extend_from_slice(b"ms");
+}
+
+/// A value cut from the response's one buffer of header text (digits and
+/// `ms`: always a valid value).
+fn cut(text: &Bytes, range: std::ops::Range<usize>) -> HeaderValue {
+    HeaderValue::from_maybe_shared(text.slice(range)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The `x-ratelimit-limit-*` values of a set of limits, made once (a clone
@@ -111,20 +122,31 @@ impl LimitValues {
 }
 
 pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates, made: &LimitValues) {
+    let quotas = [(g.requests(rates), &REQUESTS, &made.requests), (g.tokens(rates), &TOKENS, &made.tokens)];
     // Room for all of them at once: at most one growth of the map.
-    h.reserve(3 * (usize::from(rates.rpm.is_some()) + usize::from(rates.tpm.is_some())));
-    let mut put = |[limit, remaining, reset]: &[HeaderName; 3], q: &Quota, made: &Option<HeaderValue>| {
-        // A quota's limit is its rate's, made once with the profile.
-        let value = made.clone().unwrap_or_else(|| HeaderValue::from(q.limit));
-        h.insert(limit.clone(), value);
-        h.insert(remaining.clone(), HeaderValue::from(q.remaining));
-        h.insert(reset.clone(), millis(q.reset));
-    };
-    if let Some(q) = &g.requests(rates) {
-        put(&REQUESTS, q, &made.requests);
+    h.reserve(3 * quotas.iter().filter(|(q, _, _)| q.is_some()).count());
+    // The per-response values (remaining, reset) written into one buffer and
+    // cut from it: two allocations for all four, not two each.
+    let mut text = BytesMut::with_capacity(64);
+    let mut ranges = [(0..0, 0..0), (0..0, 0..0)];
+    for ((q, _, _), r) in quotas.iter().zip(&mut ranges) {
+        if let Some(q) = q {
+            let start = text.len();
+            push_digits(&mut text, q.remaining);
+            let mid = text.len();
+            push_millis(&mut text, q.reset);
+            *r = (start..mid, mid..text.len());
+        }
     }
-    if let Some(q) = &g.tokens(rates) {
-        put(&TOKENS, q, &made.tokens);
+    let text = text.freeze();
+    for ((q, [limit, remaining, reset], made), (rem, res)) in quotas.iter().zip(ranges) {
+        if let Some(q) = q {
+            // A quota's limit is its rate's, made once with the profile.
+            let value = (*made).clone().unwrap_or_else(|| HeaderValue::from(q.limit));
+            h.insert(limit.clone(), value);
+            h.insert(remaining.clone(), cut(&text, rem));
+            h.insert(reset.clone(), cut(&text, res));
+        }
     }
 }
 
@@ -195,7 +217,18 @@ mod tests {
             (Duration::from_secs(60), "60000ms"),
             (Duration::MAX, "18446744073709551615ms"),
         ] {
-            assert_eq!(millis(d), text);
+            let mut out = BytesMut::new();
+            push_millis(&mut out, d);
+            assert_eq!(&out[..], text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn digits_are_decimal() {
+        for n in [0, 7, 10, 999, 1_000_000, u64::MAX] {
+            let mut out = BytesMut::from(&b"x"[..]);
+            push_digits(&mut out, n);
+            assert_eq!(&out[1..], n.to_string().as_bytes());
         }
     }
 }
