@@ -54,10 +54,13 @@ pub enum BodyKind {
 impl BodyKind {
     /// `Sse` for a `text/event-stream` content type, `Json` otherwise.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let sse = headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        // Compared case-insensitively in place (every layer that meters asks,
+        // once per response: no lowered copy).
+        const SSE: &[u8] = b"text/event-stream";
+        let sse = headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+            let v = v.as_bytes().trim_ascii_start();
+            v.get(..SSE.len()).is_some_and(|p| p.eq_ignore_ascii_case(SSE))
+        });
         if sse { BodyKind::Sse } else { BodyKind::Json }
     }
 }
@@ -175,3 +178,25 @@ impl UsageReport {
 
 /// JSON bodies larger than this are passed through without usage extraction.
 pub const MAX_JSON_BYTES: usize = 16 << 20;
+
+#[cfg(test)]
+mod kind_tests {
+    use super::BodyKind;
+
+    #[test]
+    fn content_type_is_read_case_insensitively_without_leading_space() {
+        for (ct, kind) in [
+            ("text/event-stream", BodyKind::Sse),
+            ("  Text/Event-Stream; charset=utf-8", BodyKind::Sse),
+            ("TEXT/EVENT-STREAM", BodyKind::Sse),
+            ("application/json", BodyKind::Json),
+            ("text/event", BodyKind::Json),
+            ("", BodyKind::Json),
+        ] {
+            let mut h = http::HeaderMap::new();
+            h.insert("content-type", ct.parse().unwrap());
+            assert_eq!(BodyKind::from_headers(&h), kind, "{ct:?}");
+        }
+        assert_eq!(BodyKind::from_headers(&http::HeaderMap::new()), BodyKind::Json);
+    }
+}
