@@ -37,7 +37,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::GatewayConfig;
 use crate::admin;
 use crate::keys::{self, Identities};
-use crate::observe::{self, InFlight, RequestLabels};
+use crate::observe::{self, InFlight, RequestLabels, RequestMetrics};
 use llm_tower::config::MetricsAccess;
 use llm_tower::config::{BuildError, ConfigError};
 
@@ -73,9 +73,8 @@ impl std::error::Error for StartError {}
 pub(crate) struct AppState {
     /// The whole stack, built by `LlmStack` (as library users build it).
     pub(crate) llm: Llm,
-    /// The models served, as metric label values (bounded; shared, so a
-    /// request's labels cost no allocation).
-    pub(crate) models: HashSet<Arc<str>>,
+    /// The request metrics' handles (by API, served model and status).
+    pub(crate) request_metrics: Arc<RequestMetrics>,
     /// Who may read `/metrics`.
     pub(crate) metrics: MetricsAccess,
     /// Set when shutdown starts: `/health/ready` answers 503 from then on.
@@ -183,7 +182,7 @@ impl Gateway {
             observe::prometheus();
         }
         let state = Arc::new(AppState {
-            models: llm.models().into_iter().map(Arc::from).collect(),
+            request_metrics: Arc::new(RequestMetrics::new(llm.models())),
             metrics,
             draining: AtomicBool::new(false),
             identities,
@@ -496,7 +495,7 @@ fn end_span(span: Option<Span>, _: SpanEnd<'_>) {
 async fn proxy(State(app): State<Arc<AppState>>, mut req: Request) -> Response {
     let start = Instant::now();
     let span = begin_span(&app, &mut req);
-    let in_flight = InFlight::start();
+    let in_flight = InFlight::start(&app.request_metrics);
     let method = req.method().clone();
     let path: Arc<str> = req.uri().path().into();
     let res = match app.proxy.clone().oneshot(req).await {
@@ -507,7 +506,7 @@ async fn proxy(State(app): State<Arc<AppState>>, mut req: Request) -> Response {
     let status = parts.status;
     let model = parts.extensions.get::<Arc<RequestInfo>>().map(|i| i.model.clone());
     let served: Option<Arc<str>> = parts.extensions.get::<ServedBy>().map(|s| s.0.clone());
-    let labels = RequestLabels::new(&app, &path, model.as_deref());
+    let labels = RequestLabels::new(&app.request_metrics, &path, model.as_deref());
     // Named by its name and hash prefix, never by the key.
     let key = llm_tower::auth::identity(&parts.extensions).cloned();
     if let Some(EdgeError(e)) = parts.extensions.get::<EdgeError>() {

@@ -1,6 +1,7 @@
 //! What an operator watches: Prometheus `/metrics`, `/health/live` and
 //! `/health/ready`, and the per-request metrics the proxy records.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use metrics::SharedString;
+use metrics::{Counter, Gauge, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use llm_tower::config::MetricsAccess;
@@ -136,74 +137,130 @@ pub(crate) async fn ready(State(app): State<Arc<AppState>>) -> Response {
     json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
 }
 
-/// The labels of one proxied request: bounded (the API from a fixed set, the
-/// model only when the gateway serves it, the status code), and shared
-/// strings, so recording them allocates nothing.
+/// The APIs the proxy labels requests with (any other path: `other`).
+const APIS: [&str; 5] = ["chat_completions", "embeddings", "responses", "messages", "other"];
+
+/// The statuses the gateway answers with, as static labels (any other as text).
+const KNOWN_STATUSES: [&str; 13] =
+    ["200", "400", "401", "403", "404", "405", "408", "413", "429", "500", "502", "503", "504"];
+
+/// The per-request metrics' handles, each registered the first time it is
+/// used (so the exposition shows only what happened) and then kept: a
+/// request's metrics are atomic updates, with no label list built and no
+/// registry lookup per request. Bounded: an API from a fixed set, a served
+/// model or `other`, a known status (another status goes through the
+/// registry each time). A handle comes from the recorder installed when it
+/// is first used: the gateway installs its own before it serves.
+pub(crate) struct RequestMetrics {
+    in_flight: OnceLock<Gauge>,
+    /// Served model name -> its index (0 is `other`).
+    models: HashMap<Arc<str>, usize>,
+    names: Vec<SharedString>,
+    /// By `api * names.len() + model`.
+    series: Vec<Series>,
+}
+
+#[derive(Default)]
+struct Series {
+    duration: OnceLock<Histogram>,
+    first_token: OnceLock<Histogram>,
+    by_status: [OnceLock<Counter>; KNOWN_STATUSES.len()],
+}
+
+impl RequestMetrics {
+    pub(crate) fn new(models: impl IntoIterator<Item = String>) -> Self {
+        let mut names = vec![SharedString::const_str("other")];
+        let mut index = HashMap::new();
+        for m in models {
+            let m: Arc<str> = Arc::from(m);
+            index.insert(m.clone(), names.len());
+            names.push(SharedString::from(m));
+        }
+        let series = (0..APIS.len() * names.len()).map(|_| Series::default()).collect();
+        RequestMetrics { in_flight: OnceLock::new(), models: index, names, series }
+    }
+
+    fn in_flight(&self) -> &Gauge {
+        self.in_flight.get_or_init(|| metrics::gauge!("llm_tower_requests_in_flight"))
+    }
+}
+
+/// The labels of one proxied request, as indices into the gateway's
+/// [`RequestMetrics`].
 pub(crate) struct RequestLabels {
-    api: &'static str,
-    model: SharedString,
+    metrics: Arc<RequestMetrics>,
+    api: usize,
+    model: usize,
 }
 
 impl RequestLabels {
-    pub(crate) fn new(app: &AppState, path: &str, model: Option<&str>) -> Self {
+    pub(crate) fn new(metrics: &Arc<RequestMetrics>, path: &str, model: Option<&str>) -> Self {
         let api = match path {
-            "/v1/chat/completions" => "chat_completions",
-            "/v1/embeddings" => "embeddings",
-            "/v1/responses" => "responses",
-            "/v1/messages" => "messages",
-            _ => "other",
+            "/v1/chat/completions" => 0,
+            "/v1/embeddings" => 1,
+            "/v1/responses" => 2,
+            "/v1/messages" => 3,
+            _ => 4,
         };
         // A client names any model it likes: only served ones become labels.
-        let model = match model.and_then(|m| app.models.get(m)) {
-            Some(m) => SharedString::from(m.clone()),
-            None => SharedString::const_str("other"),
-        };
-        RequestLabels { api, model }
+        let model = model.and_then(|m| metrics.models.get(m).copied()).unwrap_or(0);
+        RequestLabels { metrics: metrics.clone(), api, model }
     }
 
     fn labels(&self) -> [(&'static str, SharedString); 2] {
-        [("api", SharedString::const_str(self.api)), ("model", self.model.clone())]
+        [("api", SharedString::const_str(APIS[self.api])), ("model", self.metrics.names[self.model].clone())]
+    }
+
+    fn series(&self) -> &Series {
+        &self.metrics.series[self.api * self.metrics.names.len() + self.model]
     }
 
     /// A request finished with `status` after `duration`.
     pub(crate) fn finished(&self, status: StatusCode, duration: Duration) {
-        let [api, model] = self.labels();
-        metrics::counter!("llm_tower_requests_total", &[api, model, ("status", status_label(status))])
-            .increment(1);
-        metrics::histogram!("llm_tower_request_duration_seconds", &self.labels())
+        let series = self.series();
+        let code = status.as_str();
+        match KNOWN_STATUSES.iter().position(|k| *k == code) {
+            Some(i) => series.by_status[i]
+                .get_or_init(|| {
+                    let [api, model] = self.labels();
+                    let status = ("status", SharedString::const_str(KNOWN_STATUSES[i]));
+                    metrics::counter!("llm_tower_requests_total", &[api, model, status])
+                })
+                .increment(1),
+            None => {
+                let [api, model] = self.labels();
+                let status = ("status", SharedString::from(code.to_owned()));
+                metrics::counter!("llm_tower_requests_total", &[api, model, status]).increment(1);
+            }
+        }
+        series
+            .duration
+            .get_or_init(|| metrics::histogram!("llm_tower_request_duration_seconds", &self.labels()))
             .record(duration.as_secs_f64());
     }
 
     /// A stream's first event reached the client after `after`.
     pub(crate) fn first_token(&self, after: Duration) {
-        metrics::histogram!("llm_tower_time_to_first_token_seconds", &self.labels())
+        self.series()
+            .first_token
+            .get_or_init(|| metrics::histogram!("llm_tower_time_to_first_token_seconds", &self.labels()))
             .record(after.as_secs_f64());
     }
 }
 
-/// The statuses the gateway answers with, as static labels; any other as text.
-fn status_label(status: StatusCode) -> SharedString {
-    const KNOWN: [&str; 13] =
-        ["200", "400", "401", "403", "404", "405", "408", "413", "429", "500", "502", "503", "504"];
-    let code = status.as_str();
-    match KNOWN.iter().find(|k| **k == code) {
-        Some(k) => SharedString::const_str(k),
-        None => SharedString::from(code.to_owned()),
-    }
-}
-
 /// Counts a request in the in-flight gauge until dropped.
-pub(crate) struct InFlight;
+pub(crate) struct InFlight(Gauge);
 
 impl InFlight {
-    pub(crate) fn start() -> Self {
-        metrics::gauge!("llm_tower_requests_in_flight").increment(1.0);
-        InFlight
+    pub(crate) fn start(metrics: &RequestMetrics) -> Self {
+        let gauge = metrics.in_flight().clone();
+        gauge.increment(1.0);
+        InFlight(gauge)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("llm_tower_requests_in_flight").decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
