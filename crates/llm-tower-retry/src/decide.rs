@@ -6,7 +6,6 @@ use bytes::Bytes;
 use http::Response;
 use http_body::Body;
 use llm_tower_core::LlmResponseBody;
-use llm_tower_core::RetryElsewhere;
 use llm_tower_core::budget::RouteBudget;
 use llm_tower_core::{BoxError, Classification, RetriesExhausted};
 use tokio::time::Instant;
@@ -23,11 +22,10 @@ pub(crate) fn plan<C, B>(
     deadline: Option<Instant>,
     class: &Classification,
     reason: &str,
-    req: &http::Request<B>,
+    req: Option<&http::Request<B>>,
+    elsewhere: bool,
 ) -> Option<Duration> {
     let c = &shared.counters;
-    let elsewhere = RetryElsewhere::is_set(req);
-    let route_budget = RouteBudget::of(req);
     if elsewhere {
         // Another backend of the route is waiting for this request: no
         // backoff here, the failover above moves on at once.
@@ -36,6 +34,9 @@ pub(crate) fn plan<C, B>(
         tracing::debug!(attempt, reason, "not retrying here: another backend can serve it");
         return None;
     }
+    // No copy kept: the future made none because no retry can follow.
+    let req = req?;
+    let route_budget = RouteBudget::of(req);
     let delay = match class.hint {
         Some(h) if h.after > shared.policy.max_retry_after => {
             Counters::bump(&c.hint_refusals);

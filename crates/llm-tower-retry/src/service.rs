@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::LlmResponseBody;
+use llm_tower_core::RetryElsewhere;
 use llm_tower_core::peek::{Peek, peek};
 use llm_tower_core::{
     Attempt, BoxError, Classification, Classified, Classify, Deadline, LlmClassifier, OutcomeClass, Timeout,
@@ -229,7 +230,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         // One atomic per request: with a budget, its deposit count is the request count.
         match &shared.budget {
@@ -252,7 +253,8 @@ where
             let err = Some(BoxError::from(Timeout { phase: TimeoutPhase::Total, after }));
             return ResponseFuture::new(
                 self.inner.clone(),
-                req,
+                None,
+                false,
                 shared,
                 deadline,
                 start,
@@ -267,20 +269,25 @@ where
         // an extension insert on every request is measurable. It carries the
         // attempt's deadline when there is one, so that the layers below (a
         // breaker, the HTTP service) see the same limit.
-        let first = match timer.at() {
+        // A copy to replay only if there can be a second attempt: not with
+        // one attempt allowed, nor when the failover above moves on to another
+        // backend instead (the copy of the head and extensions is the most
+        // this layer allocates).
+        let elsewhere = RetryElsewhere::is_set(&req);
+        let replay = shared.policy.max_attempts > 1 && !elsewhere;
+        let (mut first, mut kept) = if replay { (req.clone(), Some(req)) } else { (req, None) };
+        match timer.at() {
             Some(at) if caller_deadline != Some(at) => {
-                let mut first = req.clone();
                 first.extensions_mut().insert(Deadline(at));
-                first
             }
-            _ => req.clone(),
-        };
-        if caller_deadline.is_some() {
+            _ => {}
+        }
+        if let (Some(kept), Some(_)) = (&mut kept, caller_deadline) {
             // Later attempts get their own deadline; the caller's stays in `deadline`.
-            req.extensions_mut().remove::<Deadline>();
+            kept.extensions_mut().remove::<Deadline>();
         }
         let fut = svc.call(first);
-        ResponseFuture::new(svc, req, shared, deadline, start, State::Calling { fut, timer })
+        ResponseFuture::new(svc, kept, elsewhere, shared, deadline, start, State::Calling { fut, timer })
     }
 }
 
@@ -292,7 +299,8 @@ where
 {
     fn new(
         svc: S,
-        req: Request<B>,
+        req: Option<Request<B>>,
+        elsewhere: bool,
         shared: Arc<Shared<C>>,
         deadline: Option<Instant>,
         start: Option<Instant>,
@@ -301,6 +309,7 @@ where
         ResponseFuture {
             svc,
             req,
+            elsewhere,
             shared,
             attempt: 1,
             prev_delay: Duration::ZERO,
@@ -396,7 +405,11 @@ pin_project! {
         R::Error: Into<BoxError>,
     {
         svc: S,
-        req: Request<B>,
+        // The copy later attempts are made from (`None` when there can be
+        // no later attempt).
+        req: Option<Request<B>>,
+        // The failover above moves on instead of a retry here.
+        elsewhere: bool,
         shared: Arc<Shared<C>>,
         attempt: u32,
         prev_delay: Duration,
@@ -491,7 +504,8 @@ where
                                 *this.deadline,
                                 &class,
                                 &reason,
-                                this.req,
+                                this.req.as_ref(),
+                                *this.elsewhere,
                             ) {
                                 Some(delay) => {
                                     this.state.set(State::Sleeping { sleep: Box::pin(sleep(delay)) })
@@ -526,7 +540,8 @@ where
                                     *this.deadline,
                                     &class,
                                     error_reason(&*err),
-                                    this.req,
+                                    this.req.as_ref(),
+                                    *this.elsewhere,
                                 )
                             };
                             match delay {
@@ -555,7 +570,8 @@ where
                             *this.deadline,
                             &class,
                             "status_429",
-                            this.req,
+                            this.req.as_ref(),
+                            *this.elsewhere,
                         )
                     };
                     match delay {
@@ -581,8 +597,14 @@ where
                         let shared = &**this.shared;
                         return Poll::Ready(Err(give_up_error(shared, *this.attempt, e.into())));
                     }
+                    let Some(kept) = this.req.as_ref() else {
+                        // Unreachable: no retry is planned without a copy.
+                        let shared = &**this.shared;
+                        let err = BoxError::from("no copy of the request to retry");
+                        return Poll::Ready(Err(give_up_error(shared, *this.attempt, err)));
+                    };
                     *this.attempt += 1;
-                    let mut req = this.req.clone();
+                    let mut req = kept.clone();
                     req.extensions_mut().insert(Attempt(*this.attempt));
                     let now = Instant::now();
                     *this.attempt_start = Some(now);
