@@ -15,6 +15,7 @@ use crate::stats::Counters;
 use crate::service::*;
 
 /// Decides whether to retry after `attempt` failed, and after how long.
+#[allow(clippy::too_many_arguments)] // the future's fields, borrowed one by one (it is pinned)
 pub(crate) fn plan<C, B>(
     shared: &Shared<C>,
     attempt: u32,
