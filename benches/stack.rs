@@ -1,7 +1,10 @@
 //! What each layer, and the whole stack, costs per request in process: every
 //! configuration over the same no-op inner service (a fixed JSON answer or a
 //! short event stream with usage), measured in one run, plus the heap
-//! allocations per request (a counting allocator).
+//! allocations per request (a counting allocator). `all_cache_*` are the
+//! five response-side layers; `stack_cache_miss` is the whole stack in
+//! `LlmStack`'s order (token count, accounting, cache, tenant limiter,
+//! failover, then the provider's retry, breaker and limiter).
 //!
 //! A second group runs a whole `LlmStack` (every layer on: token count,
 //! accounting, cache missing, tenant limits, failover, retry, breaker,

@@ -11,7 +11,8 @@
 //! over the same ranks. `tests` checks the counts against tiktoken-rs's on a
 //! corpus and on generated text.
 
-use regex::Regex;
+use regex_automata::meta::Regex;
+use regex_automata::{Anchored, Input};
 use rustc_hash::FxHashMap;
 use tiktoken_rs::{CoreBPE, Rank};
 
@@ -58,8 +59,17 @@ impl Bpe {
     pub(crate) fn count(&self, text: &str) -> u32 {
         let mut n = 0;
         let mut at = 0;
-        while let Some(m) = self.split.find_at(text, at) {
-            let mut piece = m.as_str();
+        while at < text.len() {
+            // Every character starts a match of some alternative, so the
+            // next piece starts where the last ended: searched anchored there
+            // (a forward scan only); unanchored should that ever not hold.
+            let input = Input::new(text).range(at..);
+            let found = self
+                .split
+                .search(&input.clone().anchored(Anchored::Yes))
+                .or_else(|| self.split.search(&input));
+            let Some(m) = found.filter(|m| !m.is_empty()) else { break };
+            let mut piece = &text[m.range()];
             if let Some(shorter) = give_back_last_space(text, m.start(), m.end()) {
                 piece = &text[m.start()..shorter];
             }
