@@ -14,8 +14,10 @@
 //! `cargo bench --bench stack`. The allocation counts are printed first, one
 //! line per configuration; criterion's times follow. `ALLOCS_ONLY=1` prints
 //! the counts and stops; `STACKS=cache_miss,all_cache_miss` limits the
-//! counts to those configurations (for a profiler run such as
-//! `valgrind --tool=callgrind`).
+//! counts to those configurations and `KINDS=json` (or `sse`) to one kind
+//! of answer, `REQUESTS=n` the requests counted (10,000) after `WARMUP=n`
+//! uncounted ones (1,000) (for a profiler run such as `valgrind --tool=callgrind`:
+//! `scripts/stack-instructions.sh` counts instructions per request that way).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -183,19 +185,28 @@ fn bench(c: &mut Criterion) {
     // Allocations per request, steady state (after a warm-up).
     let only = std::env::var("STACKS").ok();
     let chosen = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|n| n == name));
+    let kinds = std::env::var("KINDS").ok();
+    let kind_chosen = |stream: bool| {
+        let kind = if stream { "sse" } else { "json" };
+        kinds.as_deref().is_none_or(|k| k.split(',').any(|n| n == kind))
+    };
+    let env_count = |name: &str, default: u64| {
+        std::env::var(name).ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+    };
+    let warmup = env_count("WARMUP", 1_000);
     for stream in [false, true] {
         for (name, svc) in stacks() {
-            if !chosen(name) {
+            if !chosen(name) || !kind_chosen(stream) {
                 continue;
             }
             let unique = name != "all_cache_hit";
             rt.block_on(async {
-                for i in 0..1_000 {
+                for i in 0..warmup {
                     one(&svc, i, stream, unique).await;
                 }
                 let before = ALLOCATIONS.load(Ordering::Relaxed);
-                let n = 10_000;
-                for i in 1_000..1_000 + n {
+                let n = env_count("REQUESTS", 10_000);
+                for i in warmup..warmup + n {
                     one(&svc, i, stream, unique).await;
                 }
                 let per = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / n as f64;
