@@ -190,9 +190,8 @@ fn bench(c: &mut Criterion) {
         let kind = if stream { "sse" } else { "json" };
         kinds.as_deref().is_none_or(|k| k.split(',').any(|n| n == kind))
     };
-    let env_count = |name: &str, default: u64| {
-        std::env::var(name).ok().and_then(|n| n.parse().ok()).unwrap_or(default)
-    };
+    let env_count =
+        |name: &str, default: u64| std::env::var(name).ok().and_then(|n| n.parse().ok()).unwrap_or(default);
     let warmup = env_count("WARMUP", 1_000);
     for stream in [false, true] {
         for (name, svc) in stacks() {

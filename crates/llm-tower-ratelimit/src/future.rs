@@ -255,7 +255,7 @@ where
                             // for the retry and breaker layers above.
                             if p.limits.emit_headers && parts.status.is_success() {
                                 if let Some(g) = this.grant {
-                                    set_headers(&mut parts.headers, g, &p.rates, &p.limit_values);
+                                    set_headers(&mut parts.headers, g, &p.rates, &p.limit_values, local);
                                     parts.extensions.insert(LocalRateLimitHeaders);
                                 }
                             }

@@ -121,10 +121,14 @@ impl LimitValues {
     }
 }
 
-pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates, made: &LimitValues) {
+pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates, made: &LimitValues, replacing: bool) {
     let quotas = [(g.requests(rates), &REQUESTS, &made.requests), (g.tokens(rates), &TOKENS, &made.tokens)];
-    // Room for all of them at once: at most one growth of the map.
-    h.reserve(3 * quotas.iter().filter(|(q, _, _)| q.is_some()).count());
+    // Room for all of them at once: at most one growth of the map. Not when
+    // a limiter below wrote them already: replacing a header takes no room
+    // (a reserve would count them again and could grow the map for nothing).
+    if !replacing {
+        h.reserve(3 * quotas.iter().filter(|(q, _, _)| q.is_some()).count());
+    }
     // The per-response values (remaining, reset) written into one buffer and
     // cut from it: two allocations for all four, not two each.
     let mut text = BytesMut::with_capacity(64);

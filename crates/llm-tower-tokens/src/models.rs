@@ -90,6 +90,19 @@ const TABLE: &[ModelInfo] = &[
     m("gemini", Family::Gemini, 1_048_576, p(0, 0, 0)),
 ];
 
+/// The longest prefix in [`TABLE`].
+const LONGEST: usize = {
+    let mut i = 0;
+    let mut longest = 0;
+    while i < TABLE.len() {
+        if TABLE[i].prefix.len() > longest {
+            longest = TABLE[i].prefix.len();
+        }
+        i += 1;
+    }
+    longest
+};
+
 const fn m(prefix: &'static str, family: Family, context_window: u32, prices: Prices) -> ModelInfo {
     ModelInfo { prefix, family, context_window, prices }
 }
@@ -108,16 +121,25 @@ impl ModelInfo {
     /// assert_eq!(ModelInfo::lookup("my-finetune").family, Family::Other);
     /// ```
     pub fn lookup(model: &str) -> ModelInfo {
-        // The table's prefixes are lower case: compared without a lowered copy.
-        let name = model.rsplit('/').next().unwrap_or(model).as_bytes();
-        TABLE
-            .iter()
-            .filter(|e| {
-                name.get(..e.prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(e.prefix.as_bytes()))
-            })
-            .max_by_key(|e| e.prefix.len())
-            .copied()
-            .unwrap_or(UNKNOWN)
+        let name = match model.rfind('/') {
+            Some(i) => &model.as_bytes()[i + 1..],
+            None => model.as_bytes(),
+        };
+        // The table's prefixes are lower case and at most LONGEST bytes long:
+        // the name's head lowered once (on the stack), then plain prefix
+        // comparisons, the longest match kept.
+        let mut buf = [0u8; LONGEST];
+        let head = &mut buf[..name.len().min(LONGEST)];
+        for (d, s) in head.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        let mut best = UNKNOWN;
+        for e in TABLE {
+            if e.prefix.len() > best.prefix.len() && head.starts_with(e.prefix.as_bytes()) {
+                best = *e;
+            }
+        }
+        best
     }
 
     /// The built-in table.
@@ -135,6 +157,37 @@ mod tests {
     fn table_prefixes_are_lower_case_as_lookup_compares_them() {
         for e in TABLE {
             assert_eq!(e.prefix, e.prefix.to_ascii_lowercase(), "lookup compares lowered names");
+        }
+    }
+
+    /// The table scan against the plainest statement of the rule: every
+    /// entry's prefix, in any case, behind routing prefixes, with suffixes.
+    #[test]
+    fn lookup_agrees_with_a_plain_longest_prefix_search() {
+        let plain = |model: &str| {
+            let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+            TABLE
+                .iter()
+                .filter(|e| name.starts_with(e.prefix))
+                .max_by_key(|e| e.prefix.len())
+                .copied()
+                .unwrap_or(UNKNOWN)
+        };
+        let mut names = vec![String::new(), "/".into(), "x/".into(), "g".into(), "é-gpt-4o".into()];
+        for e in TABLE {
+            for n in [
+                e.prefix.to_string(),
+                e.prefix.to_ascii_uppercase(),
+                format!("{}-2025-01-01-and-a-long-suffix", e.prefix),
+                format!("openrouter/openai/{}", e.prefix),
+                e.prefix[..e.prefix.len() - 1].to_string(),
+                format!("{}é", e.prefix),
+            ] {
+                names.push(n);
+            }
+        }
+        for n in &names {
+            assert_eq!(ModelInfo::lookup(n), plain(n), "{n:?}");
         }
     }
 
