@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use llm_tower_core::response::{BodyEnd, BodyObserver};
 use llm_tower_core::usage::{BodyKind, StreamEnd};
+use smallvec::SmallVec;
 
 use crate::entry::{Entry, Form};
 use crate::layer::{Shared, log_l2};
@@ -19,7 +20,8 @@ pub(crate) struct Recorder {
     shared: Arc<Shared>,
     plan: Plan,
     form: Form,
-    chunks: Vec<Bytes>,
+    /// The answer's chunks (a JSON answer mostly arrives in one: inline).
+    chunks: SmallVec<[Bytes; 1]>,
     len: usize,
     /// Over `max_entry_bytes`: passed on, no longer kept.
     overflow: bool,
@@ -47,7 +49,7 @@ impl Recorder {
             shared,
             plan,
             form,
-            chunks: Vec::new(),
+            chunks: SmallVec::new(),
             len: 0,
             overflow: false,
             kind,
@@ -63,7 +65,7 @@ impl Recorder {
         self.len += data.len();
         if self.len > self.shared.cfg.max_entry_bytes {
             self.overflow = true;
-            self.chunks = Vec::new();
+            self.chunks = SmallVec::new();
         } else {
             self.chunks.push(data.clone());
         }

@@ -209,9 +209,8 @@ impl LlmResponseBody {
     pub fn observe_boxed(&mut self, observer: Box<dyn BodyObserver>) {
         if let Some(kind) = observer.wants_usage() {
             let meter = self.meter.get_or_insert_with(|| Box::new(UsageExtractor::new(kind)));
-            if observer.wants_text() && !meter.collects_text() {
-                let m = self.meter.take().expect("just set");
-                self.meter = Some(Box::new(m.with_text()));
+            if observer.wants_text() {
+                meter.keep_text();
             }
         }
         if self.ended {
@@ -220,7 +219,9 @@ impl LlmResponseBody {
             return;
         }
         if self.observers.capacity() == 0 {
-            self.observers.reserve_exact(4);
+            // Room for a whole `LlmStack`'s (two limiters, accounting, the
+            // cache, the failover) and one more: one allocation, no growth.
+            self.observers.reserve_exact(6);
         }
         self.observers.push(observer);
     }

@@ -1,6 +1,7 @@
 //! The incremental extractor: fed a body's bytes as they pass, one parse per JSON body or SSE event.
 
 use super::*;
+use smallvec::SmallVec;
 
 /// Incremental usage extractor. See the [module docs](crate::usage).
 ///
@@ -19,7 +20,8 @@ use super::*;
 pub struct UsageExtractor {
     kind: BodyKind,
     sse: SseParser,
-    json: Vec<Bytes>,
+    /// A JSON body's chunks (most answers arrive in one: kept inline).
+    json: SmallVec<[Bytes; 1]>,
     json_len: usize,
     acc: Acc,
 }
@@ -82,7 +84,7 @@ pub(crate) struct Acc {
 impl UsageExtractor {
     /// An extractor for a body of the given kind.
     pub fn new(kind: BodyKind) -> Self {
-        Self { kind, sse: SseParser::default(), json: Vec::new(), json_len: 0, acc: Acc::default() }
+        Self { kind, sse: SseParser::default(), json: SmallVec::new(), json_len: 0, acc: Acc::default() }
     }
 
     /// Also collects the generated text (message content, text deltas, tool
@@ -102,8 +104,16 @@ impl UsageExtractor {
     /// assert_eq!(text, "Hi");
     /// ```
     pub fn with_text(mut self) -> Self {
-        self.acc.text = Some(Kept::default());
+        self.keep_text();
         self
+    }
+
+    /// [`with_text`](Self::with_text) in place (a boxed meter is not moved
+    /// into a new box for it).
+    pub(crate) fn keep_text(&mut self) {
+        if self.acc.text.is_none() {
+            self.acc.text = Some(Kept::default());
+        }
     }
 
     /// Whether this extractor collects the generated text ([`with_text`](Self::with_text)).
