@@ -312,14 +312,21 @@ fn ends_event(chunk: &[u8]) -> bool {
     chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\r") || chunk.ends_with(b"\n\r\n")
 }
 
-/// Where the first complete event in `p` ends.
+/// Where the first complete event in `p` ends: past its first blank line
+/// (`\n\n` or `\r\n\r\n`). One `memchr` pass over the line feeds.
 fn event_end(p: &[u8]) -> Option<usize> {
-    let lf = p.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = p.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &p[from..]) {
+        let at = from + i;
+        match p.get(at + 1) {
+            Some(b'\n') => return Some(at + 2),
+            Some(b'\r') if at > 0 && p[at - 1] == b'\r' && p.get(at + 2) == Some(&b'\n') => {
+                return Some(at + 3);
+            }
+            _ => from = at + 1,
+        }
     }
+    None
 }
 
 /// Whether an SSE event carries only usage: `"choices": []` and a `usage`.
@@ -330,7 +337,10 @@ fn is_usage_only(event: &[u8]) -> bool {
         choices: Vec<serde::de::IgnoredAny>,
         usage: Option<serde::de::IgnoredAny>,
     }
-    if memchr::memmem::find(event, b"\"usage\"").is_none() {
+    // Built once: a searcher built per event cost more than the search.
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    if USAGE.find(event).is_none() {
         return false;
     }
     let mut found = false;
@@ -343,7 +353,24 @@ fn is_usage_only(event: &[u8]) -> bool {
 }
 
 /// Appends `data` to `pending`; returns the complete events to send on.
-fn filter_events(pending: &mut BytesMut, data: &[u8]) -> Bytes {
+fn filter_events(pending: &mut BytesMut, data: &Bytes) -> Bytes {
+    if pending.is_empty() {
+        // The common chunk: whole events, none of them usage only, perhaps
+        // the start of another. Its events are passed on as they are (a
+        // slice of the chunk, no copy); only the unfinished rest is held.
+        let mut at = 0;
+        let clean = loop {
+            match event_end(&data[at..]) {
+                None => break true,
+                Some(end) if is_usage_only(&data[at..at + end]) => break false,
+                Some(end) => at += end,
+            }
+        };
+        if clean {
+            pending.extend_from_slice(&data[at..]);
+            return data.slice(..at);
+        }
+    }
     pending.extend_from_slice(data);
     let mut out = BytesMut::new();
     while let Some(end) = event_end(pending) {

@@ -128,3 +128,26 @@ async fn the_end_is_reported_when_the_source_says_it_ended_without_another_poll(
     assert!(body.is_end_stream());
     assert_eq!(log.0.lock().unwrap().last().unwrap(), "a end Complete None");
 }
+
+/// The stripped stream is the same however the upstream cut it into chunks
+/// (one byte at a time, at every boundary, whole), with LF and CRLF events,
+/// and the usage-only event anywhere.
+#[tokio::test]
+async fn usage_only_events_are_stripped_however_the_stream_is_chunked() {
+    let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}";
+    let delta = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}";
+    for eol in ["\n", "\r\n"] {
+        let ev = |line: &str| format!("{line}{eol}{eol}");
+        // Leaked: the test stream's chunks are 'static.
+        let whole: &'static str = [ev(delta), ev(delta), ev(usage), ev("data: [DONE]")].concat().leak();
+        let expected = [ev(delta), ev(delta), ev("data: [DONE]")].concat();
+        for size in [1, 2, 3, 7, 40, 57, 58, 59, 200, whole.len()] {
+            let chunks: Vec<Result<&str, &str>> =
+                whole.as_bytes().chunks(size).map(|c| Ok(std::str::from_utf8(c).expect("ASCII"))).collect();
+            let mut body = stream(chunks);
+            body.strip_usage_only_events();
+            let out = body.collect().await.unwrap().to_bytes();
+            assert_eq!(out, expected.as_bytes(), "chunks of {size}, eol {eol:?}");
+        }
+    }
+}
