@@ -111,6 +111,7 @@ pin_project! {
         pub(crate) ticket: Ticket<St>,
         pub(crate) grant: Option<Grant>,
         pub(crate) permit: Option<Permit>,
+        pub(crate) above: QuotaHeadersAbove,
         #[pin]
         pub(crate) state: State<S::Future, St::Reserve>,
     }
@@ -255,7 +256,13 @@ where
                             // for the retry and breaker layers above.
                             if p.limits.emit_headers && parts.status.is_success() {
                                 if let Some(g) = this.grant {
-                                    set_headers(&mut parts.headers, g, &p.rates, &p.limit_values, local);
+                                    set_headers(
+                                        &mut parts.headers,
+                                        g,
+                                        &p.rates,
+                                        &p.limit_values,
+                                        *this.above,
+                                    );
                                     parts.extensions.insert(LocalRateLimitHeaders);
                                 }
                             }

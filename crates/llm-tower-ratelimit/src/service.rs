@@ -16,6 +16,7 @@ use llm_tower_core::{BoxError, Key, KeyFn, RequestInfo};
 
 use crate::future::*;
 use crate::limits::{Limits, Mode};
+use crate::settle::QuotaHeadersAbove;
 use crate::shared::*;
 use crate::store::{Decision, Demand, KeyStats, MemoryStore, RateLimitStore};
 
@@ -332,8 +333,15 @@ where
         if p.unlimited {
             let ticket = Ticket { shared, profile, key, tokens: 0, state: TicketState::Done };
             let state = State::Calling { fut: self.inner.call(req) };
-            return ResponseFuture { slow: None, ticket, grant: None, permit: None, state };
+            let above = QuotaHeadersAbove::default();
+            return ResponseFuture { slow: None, ticket, grant: None, permit: None, above, state };
         }
+        // The quotas a limiter above writes, and this one's for those below.
+        let above = if p.limits.emit_headers {
+            QuotaHeadersAbove::take_and_mark(&mut req, &p.rates)
+        } else {
+            QuotaHeadersAbove::default()
+        };
         let tokens = if p.rates.tpm.is_some() {
             // The request's meaning, parsed here if no layer above did (one
             // shared parse): a bare limiter reserves by `max_tokens` too.
@@ -390,6 +398,6 @@ where
                 (State::Calling { fut: self.inner.call(req) }, None, Some(g))
             }
         };
-        ResponseFuture { slow, ticket, grant, permit: None, state }
+        ResponseFuture { slow, ticket, grant, permit: None, above, state }
     }
 }

@@ -121,14 +121,25 @@ impl LimitValues {
     }
 }
 
-pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates, made: &LimitValues, replacing: bool) {
-    let quotas = [(g.requests(rates), &REQUESTS, &made.requests), (g.tokens(rates), &TOKENS, &made.tokens)];
-    // Room for all of them at once: at most one growth of the map. Not when
-    // a limiter below wrote them already: replacing a header takes no room
-    // (a reserve would count them again and could grow the map for nothing).
-    if !replacing {
-        h.reserve(3 * quotas.iter().filter(|(q, _, _)| q.is_some()).count());
+pub(crate) fn set_headers(
+    h: &mut HeaderMap,
+    g: &Grant,
+    rates: &Rates,
+    made: &LimitValues,
+    above: QuotaHeadersAbove,
+) {
+    // A quota a limiter above will write over is not written here.
+    let quotas = [
+        (g.requests(rates).filter(|_| !above.requests), &REQUESTS, &made.requests),
+        (g.tokens(rates).filter(|_| !above.tokens), &TOKENS, &made.tokens),
+    ];
+    if quotas.iter().all(|(q, _, _)| q.is_none()) {
+        return;
     }
+    // Room for all of them at once: at most one growth of the map (a
+    // limiter below left these quotas to this one, so they are new here;
+    // replacing an upstream's own takes less, a room check more).
+    h.reserve(3 * quotas.iter().filter(|(q, _, _)| q.is_some()).count());
     // The per-response values (remaining, reset) written into one buffer and
     // cut from it: two allocations for all four, not two each.
     let mut text = BytesMut::with_capacity(64);
@@ -151,6 +162,42 @@ pub(crate) fn set_headers(h: &mut HeaderMap, g: &Grant, rates: &Rates, made: &Li
             h.insert(remaining.clone(), cut(&text, rem));
             h.insert(reset.clone(), cut(&text, res));
         }
+    }
+}
+
+/// Which `x-ratelimit-*` quotas a rate limiter above this one will write on
+/// a successful answer (a tenant's limiter above a provider's), read from
+/// the request's extensions. A limiter below leaves those to it instead of
+/// writing values that would be replaced: the answer's headers are the same,
+/// with half the header writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct QuotaHeadersAbove {
+    pub(crate) requests: bool,
+    pub(crate) tokens: bool,
+}
+
+/// The extension marks: zero-sized, so marking a request allocates nothing.
+#[derive(Clone, Copy)]
+struct RequestsAbove;
+#[derive(Clone, Copy)]
+struct TokensAbove;
+
+impl QuotaHeadersAbove {
+    /// What the limiters above `req` write; then marks `req` with what a
+    /// limiter with `rates` writes too, for the limiters below it.
+    pub(crate) fn take_and_mark<B>(req: &mut http::Request<B>, rates: &Rates) -> Self {
+        let x = req.extensions_mut();
+        let above = QuotaHeadersAbove {
+            requests: x.get::<RequestsAbove>().is_some(),
+            tokens: x.get::<TokensAbove>().is_some(),
+        };
+        if rates.rpm.is_some() && !above.requests {
+            x.insert(RequestsAbove);
+        }
+        if rates.tpm.is_some() && !above.tokens {
+            x.insert(TokensAbove);
+        }
+        above
     }
 }
 

@@ -340,3 +340,34 @@ async fn keys_under_no_limit_pass_without_touching_the_store() {
     assert!(svc.clone().oneshot(req_for("vip")).await.is_err(), "the named key is still limited");
     assert_eq!(layer.store().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn stacked_limiters_answer_with_the_outer_quota_and_the_inner_quotas_it_lacks() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    // A tenant's limiter (requests only) above a provider's (requests and tokens).
+    let inner = RateLimitLayer::new(Limits::default().requests_per_minute(3).tokens_per_minute(100_000));
+    let outer = RateLimitLayer::new(Limits::default().requests_per_minute(50));
+    let svc = outer.layer(inner.layer(http(&mock)));
+    for i in 0..3u64 {
+        let res = svc.clone().oneshot(req()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let h = res.headers();
+        // The requests quota is the outer one's, the tokens quota the inner one's.
+        assert_eq!(h["x-ratelimit-limit-requests"], "50");
+        assert_eq!(h["x-ratelimit-remaining-requests"], (49 - i).to_string().as_str());
+        assert_eq!(h["x-ratelimit-limit-tokens"], "100000");
+        let left: u64 = h["x-ratelimit-remaining-tokens"].to_str().unwrap().parse().unwrap();
+        assert!(left < 100_000, "the inner limiter's reservation shows: {left}");
+        assert_eq!(h.get_all("x-ratelimit-limit-requests").iter().count(), 1, "written once");
+        res.into_body().collect().await.unwrap();
+    }
+    // The inner limit still holds although its requests headers were left to the outer.
+    let err = svc.clone().oneshot(req()).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<RateLimited>().unwrap().limit, "requests_per_minute");
+    assert_eq!(mock.stats().llm_requests, 3);
+    // The inner limiter alone still writes its own.
+    let alone = inner.layer(http(&mock));
+    tokio::time::advance(secs(60)).await;
+    let res = alone.oneshot(req()).await.unwrap();
+    assert_eq!(res.headers()["x-ratelimit-limit-requests"], "3");
+}
