@@ -8,8 +8,11 @@
 //! whitespace run that the last alternative matched (no line break in it,
 //! not at the end of the text) and that a non-space follows gives back its
 //! last character. Each piece is then counted by tiktoken-rs's own BPE merge
-//! over the same ranks. `tests` checks the counts against tiktoken-rs's on a
-//! corpus and on generated text.
+//! over the same ranks. For o200k, ASCII pieces do not reach the regex at
+//! all: [`crate::split`] decides them by hand (a DFA search per piece was
+//! most of what is left). `tests` checks the counts against tiktoken-rs's on
+//! a corpus and on generated text, and the hand split's pieces against the
+//! regex's.
 
 use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input};
@@ -37,6 +40,8 @@ const CL100K: &str = concat!(
 pub(crate) struct Bpe {
     ranks: FxHashMap<Vec<u8>, Rank>,
     split: Regex,
+    /// o200k: ASCII pieces are split by hand ([`crate::split`]).
+    ascii_split: bool,
 }
 
 impl Bpe {
@@ -52,7 +57,7 @@ impl Bpe {
         let bpe: CoreBPE = bpe.expect("embedded ranks");
         // Ordinary ranks are 0..ordinary; the special tokens come after.
         let ranks = (0..ordinary).filter_map(|r| bpe.decode_bytes(&[r]).ok().map(|b| (b, r))).collect();
-        Bpe { ranks, split: Regex::new(pattern).expect("valid pattern") }
+        Bpe { ranks, split: Regex::new(pattern).expect("valid pattern"), ascii_split: o200k }
     }
 
     /// The number of tokens tiktoken's `encode_ordinary` gives `text`.
@@ -60,23 +65,34 @@ impl Bpe {
         let mut n = 0;
         let mut at = 0;
         while at < text.len() {
-            // Every character starts a match of some alternative, so the
-            // next piece starts where the last ended: searched anchored there
-            // (a forward scan only); unanchored should that ever not hold.
-            let input = Input::new(text).range(at..);
-            let found = self
-                .split
-                .search(&input.clone().anchored(Anchored::Yes))
-                .or_else(|| self.split.search(&input));
-            let Some(m) = found.filter(|m| !m.is_empty()) else { break };
-            let mut piece = &text[m.range()];
-            if let Some(shorter) = give_back_last_space(text, m.start(), m.end()) {
-                piece = &text[m.start()..shorter];
-            }
-            at = m.start() + piece.len();
-            n += self.count_piece(piece.as_bytes());
+            let Some(end) = self.piece_end(text, at) else { break };
+            n += self.count_piece(&text.as_bytes()[at..end]);
+            at = end;
         }
         n
+    }
+
+    /// Where the piece that starts at `at` ends; `None` if none does (the
+    /// pattern matches every character, so not for valid text).
+    fn piece_end(&self, text: &str, at: usize) -> Option<usize> {
+        if self.ascii_split
+            && let Some(end) = crate::split::o200k_piece(text.as_bytes(), at)
+        {
+            return Some(end);
+        }
+        self.regex_piece_end(text, at)
+    }
+
+    /// [`Self::piece_end`] by the regex alone.
+    fn regex_piece_end(&self, text: &str, at: usize) -> Option<usize> {
+        // Every character starts a match of some alternative, so the next
+        // piece starts where the last ended: searched anchored there (a
+        // forward scan only); unanchored should that ever not hold.
+        let input = Input::new(text).range(at..);
+        let found =
+            self.split.search(&input.clone().anchored(Anchored::Yes)).or_else(|| self.split.search(&input));
+        let m = found.filter(|m| !m.is_empty())?;
+        Some(give_back_last_space(text, m.start(), m.end()).unwrap_or(m.end()))
     }
 
     fn count_piece(&self, piece: &[u8]) -> u32 {
@@ -164,5 +180,40 @@ mod tests {
         ], 0..24)) {
             agree(&parts.concat()).map_err(TestCaseError::fail)?;
         }
+
+        /// The hand split decides each piece as the regex does, or leaves it
+        /// to the regex: checked at every character boundary of text dense in
+        /// the bytes its decisions turn on.
+        #[test]
+        fn ascii_pieces_are_the_regex_pieces(parts in prop::collection::vec(prop_oneof![
+            Just(" "), Just("\t"), Just("\n"), Just("\r"), Just("\u{b}"), Just("\u{c}"), Just("\u{1}"),
+            Just("'"), Just("s"), Just("S"), Just("re"), Just("vE"), Just("ll"), Just("m"), Just("D"), Just("t"),
+            Just("/"), Just("."), Just("a"), Just("Z"), Just("7"), Just("\u{7f}"),
+            Just("\u{a0}"), Just("\u{17f}"), Just("\u{212a}"), Just("\u{85}"), Just("é"), Just("\u{301}"),
+            Just("\u{663}"), Just("\u{b2}"), Just("\u{2028}"), Just("日"),
+        ], 0..32)) {
+            let text = parts.concat();
+            let o200k = &FAST[0];
+            for at in (0..text.len()).filter(|&i| text.is_char_boundary(i)) {
+                if let Some(end) = crate::split::o200k_piece(text.as_bytes(), at) {
+                    prop_assert_eq!(Some(end), o200k.regex_piece_end(&text, at), "{:?} at {}", text, at);
+                }
+            }
+            agree(&text).map_err(TestCaseError::fail)?;
+        }
+    }
+
+    #[test]
+    fn ascii_text_is_split_by_hand() {
+        // The fast path is taken for ASCII (a piece it declined would go to
+        // the regex and still count right, unseen by the comparisons above).
+        let text = "Hello there, I'm fine; they'LL see:  x\n\n  y 123456 ./a\r\n";
+        let mut at = 0;
+        while at < text.len() {
+            at = crate::split::o200k_piece(text.as_bytes(), at).expect("decided by hand");
+        }
+        assert_eq!(at, text.len());
+        assert_eq!(crate::split::o200k_piece("\u{a0}x".as_bytes(), 0), None);
+        assert_eq!(crate::split::o200k_piece("it'\u{17f}".as_bytes(), 0), None);
     }
 }

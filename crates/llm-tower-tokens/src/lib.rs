@@ -39,6 +39,7 @@ mod meters;
 mod models;
 #[cfg(feature = "serde")]
 pub mod section;
+mod split;
 mod view;
 
 pub use accounting::{AccountingConfig, TokenAccounting, TokenAccountingLayer};
