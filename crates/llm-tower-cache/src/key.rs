@@ -132,8 +132,22 @@ pub(crate) struct Facts {
 }
 
 /// The canonical hash of a JSON object body and its [`Facts`].
+///
+/// A UTF-8 body (any real one) is checked once and walked as a `str`, with
+/// no check per string; other bytes are walked as `serde_json::from_slice`
+/// would, to refuse or accept them as before (see `llm_tower_core::json`).
 pub(crate) fn analyze(body: &[u8], ignored: &[String], skip_stream: bool) -> Result<(u128, Facts), NotJson> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    match std::str::from_utf8(body) {
+        Ok(s) => walk(serde_json::Deserializer::from_str(s), ignored, skip_stream),
+        Err(_) => walk(serde_json::Deserializer::from_slice(body), ignored, skip_stream),
+    }
+}
+
+fn walk<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    ignored: &[String],
+    skip_stream: bool,
+) -> Result<(u128, Facts), NotJson> {
     let mut facts = Facts::default();
     let top = Top { ignored, skip_stream, facts: &mut facts };
     let h = de.deserialize_map(top).map_err(NotJson)?;

@@ -257,7 +257,7 @@ impl RequestInfo {
     /// assert_eq!(err.param(), Some("model"));
     /// ```
     pub fn parse(api: Api, body: &[u8]) -> Result<Self, InvalidRequest> {
-        let raw: Raw<'_> = serde_json::from_slice(body).map_err(|e| {
+        let raw: Raw<'_> = crate::json::from_bytes(body).map_err(|e| {
             let msg = if e.is_data() {
                 format!("invalid request body: {e}")
             } else {

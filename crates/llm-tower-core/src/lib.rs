@@ -11,6 +11,7 @@
 //!   (metered once) rather than wrapped: see [`response`].
 //! - [`RequestInfo`]: a request's meaning, parsed once, shared as `Arc`.
 //! - [`chat`]: OpenAI-compatible types that keep unknown fields.
+//! - [`json`]: [`from_bytes`](json::from_bytes), a body's JSON parse with one UTF-8 check.
 //! - [`usage`]: [`Usage`] and the incremental JSON / SSE usage extractor.
 //! - [`classify`]: success, client error or upstream failure, with retry hints.
 //! - [`error`]: typed errors and their OpenAI-format JSON responses.
@@ -35,6 +36,7 @@ pub mod edge;
 pub mod error;
 pub mod hint;
 pub mod info;
+pub mod json;
 pub mod key;
 pub mod peek;
 pub mod response;

@@ -72,7 +72,7 @@ fn compact(raw: &RawValue) -> String {
 /// [`TokenCounter::count_chat`] counts the parsed request; `None` when the
 /// body is not a chat request with a `messages` array.
 pub(crate) fn count_chat_body(counter: &dyn TokenCounter, body: &[u8]) -> Option<u32> {
-    let view: ChatView<'_> = serde_json::from_slice(body).ok()?;
+    let view: ChatView<'_> = llm_tower_core::json::from_bytes(body).ok()?;
     let mut n = 3u32;
     for m in &view.messages {
         n += 3 + m.role.as_deref().map_or(0, |r| role_tokens(counter, r));

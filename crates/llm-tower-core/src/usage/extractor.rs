@@ -57,7 +57,7 @@ impl Kept {
     fn parse_kept(&mut self) {
         let mut start = 0;
         for &end in &self.ends {
-            if let Ok(p) = serde_json::from_slice::<Probe<'_>>(&self.raw[start..end]) {
+            if let Ok(p) = crate::json::from_bytes::<Probe<'_>>(&self.raw[start..end]) {
                 collect_text(&mut self.text, &p);
             }
             start = end;
@@ -208,7 +208,7 @@ impl UsageExtractor {
                 [one] => Cow::Borrowed(&one[..]),
                 many => Cow::Owned(many.concat()),
             };
-            json_valid = Some(match serde_json::from_slice::<Probe<'_>>(&whole) {
+            json_valid = Some(match crate::json::from_bytes::<Probe<'_>>(&whole) {
                 Ok(p) => {
                     self.acc.absorb(&p);
                     let reported = self.acc.usage().is_some();
@@ -281,7 +281,7 @@ impl Acc {
         // Most events (a chat chunk's text delta) carry nothing the report
         // reads: a key scan, not a parse, says so.
         if key_scan::may_report(data)
-            && let Ok(p) = serde_json::from_slice::<Probe<'_>>(data)
+            && let Ok(p) = crate::json::from_bytes::<Probe<'_>>(data)
         {
             self.absorb(&p);
         }
@@ -372,7 +372,7 @@ impl Acc {
 #[cfg(test)]
 pub(super) fn parse_changes_nothing(data: &[u8]) -> bool {
     let mut acc = Acc::default();
-    if let Ok(p) = serde_json::from_slice::<Probe<'_>>(data) {
+    if let Ok(p) = crate::json::from_bytes::<Probe<'_>>(data) {
         acc.absorb(&p);
     }
     acc.usage().is_none() && acc.finish_reason.is_none() && acc.error.is_none() && !acc.terminated

