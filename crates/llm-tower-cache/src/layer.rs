@@ -74,6 +74,11 @@ pub(crate) struct Shared {
     pub(crate) flights: Mutex<HashMap<CacheKey, watch::Receiver<()>, foldhash::fast::RandomState>>,
     pub(crate) memo: Memo,
     pub(crate) counters: Counters,
+    /// `llm_tower_cache_requests_total{result}` handles (hit, miss,
+    /// bypass), taken from the recorder at the first request: the metrics
+    /// registry's lookup (a hash of name and labels, a shard's read lock)
+    /// is paid three times per cache, not once per request.
+    pub(crate) results: [std::sync::OnceLock<metrics::Counter>; 3],
 }
 
 /// An exact-match response cache for LLM calls.
@@ -154,7 +159,15 @@ impl CacheLayer {
                 }
             })
             .build_with_hasher(foldhash::fast::RandomState::default());
-        let shared = Shared { cfg, cache, l2: None, flights: Mutex::default(), memo, counters };
+        let shared = Shared {
+            cfg,
+            cache,
+            l2: None,
+            flights: Mutex::default(),
+            memo,
+            counters,
+            results: Default::default(),
+        };
         CacheLayer { shared: Arc::new(shared) }
     }
 

@@ -144,14 +144,17 @@ impl Shared {
         })
     }
 
-    fn count(&self, result: &'static str) {
+    fn count(&self, result: Outcome) {
         let c = &self.counters;
-        match result {
-            "hit" => c.hits.fetch_add(1, Ordering::Relaxed),
-            "miss" => c.misses.fetch_add(1, Ordering::Relaxed),
-            _ => c.bypasses.fetch_add(1, Ordering::Relaxed),
+        let (n, label) = match result {
+            Outcome::Hit => (&c.hits, "hit"),
+            Outcome::Miss => (&c.misses, "miss"),
+            Outcome::Bypass => (&c.bypasses, "bypass"),
         };
-        metrics::counter!("llm_tower_cache_requests_total", "result" => result).increment(1);
+        n.fetch_add(1, Ordering::Relaxed);
+        self.results[result as usize]
+            .get_or_init(|| metrics::counter!("llm_tower_cache_requests_total", "result" => label))
+            .increment(1);
     }
 
     /// A hit's response, if `entry` is fresh and renders in the wanted form.
@@ -171,7 +174,7 @@ impl Shared {
         h.insert(X_LLM_CACHE, HeaderValue::from_static("HIT"));
         h.insert(AGE, HeaderValue::from(entry.age(now)));
         res.extensions_mut().insert(ServedBy::cache());
-        self.count("hit");
+        self.count(Outcome::Hit);
         let c = &self.counters;
         if coalesced {
             c.coalesced.fetch_add(1, Ordering::Relaxed);
@@ -212,6 +215,14 @@ impl Shared {
         flights.insert(key, rx.clone());
         Role::Lead(FlightGuard { shared: self.clone(), key, rx, _tx: tx })
     }
+}
+
+/// What the cache did with a request: its counter and metric label.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Hit = 0,
+    Miss = 1,
+    Bypass = 2,
 }
 
 enum Lookup {
@@ -294,7 +305,7 @@ where
     fn call(&mut self, mut req: Request<LlmBody>) -> Self::Future {
         let shared = self.shared.clone();
         let Some(plan) = shared.plan(&mut req) else {
-            shared.count("bypass");
+            shared.count(Outcome::Bypass);
             return ResponseFuture::call(self.inner.call(req), shared, None, None);
         };
         if plan.read {
@@ -307,12 +318,12 @@ where
             if plan.read && shared.l2.is_some() {
                 return self.slow(req, plan, None);
             }
-            shared.count("miss");
+            shared.count(Outcome::Miss);
             return ResponseFuture::call(self.inner.call(req), shared, Some(plan), None);
         }
         match shared.join(plan.key) {
             Role::Lead(guard) if shared.l2.is_none() => {
-                shared.count("miss");
+                shared.count(Outcome::Miss);
                 ResponseFuture::call(self.inner.call(req), shared, Some(plan), Some(guard))
             }
             role => self.slow(req, plan, Some(role)),
@@ -378,7 +389,7 @@ where
         Some(Role::Lead(g)) => Some(g),
         _ => None,
     };
-    shared.count("miss");
+    shared.count(Outcome::Miss);
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into)?;
     let res = svc.call(req).await.map_err(Into::into)?;
     Ok(on_response(&shared, res, Some(plan), guard))
