@@ -18,8 +18,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-wait_up() { # port path
-  for _ in $(seq 1 100); do
+wait_up() { # port path (WAIT_TRIES tenths of a second, default 100)
+  for _ in $(seq 1 "${WAIT_TRIES:-100}"); do
     if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$1$2', timeout=1)" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
