@@ -9,6 +9,7 @@
 #   bash scripts/gateway-instructions.sh
 #   CONFIGS=bare,cache KINDS=json LOW=500 HIGH=1500 bash scripts/gateway-instructions.sh
 #   BUILD=debug WARMUP_REQUESTS=20 LOW=10 HIGH=30 bash scripts/gateway-instructions.sh   # CI: that it runs
+#   KEEP=/tmp/cg bash scripts/gateway-instructions.sh   # keeps each run's callgrind file (KIND-CONFIG-REQUESTS.out) for callgrind_annotate
 #
 # Each configuration runs twice under callgrind (the mock and the load on
 # core 0 at full speed, the gateway on core 1), each time warmed by
@@ -47,6 +48,7 @@ count() { # config-file requests load-args... -> total instructions of the gatew
   GATEWAY="$tmp/gw" start_gateway "$cfg"
   load --requests "$n" "$@" --json "$tmp/load.json" >/dev/null 2>&1
   stop_gateway
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$tmp/cg.out" "$KEEP/$kind-$(basename "$cfg" .toml)-$n.out"; fi
   python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1]))["runs"][0]["summary"]
