@@ -5,8 +5,9 @@
 //! dominates for the many short strings of an LLM request or answer (`role`,
 //! `model`, `finish_reason`, every key kept in a struct). Checking the whole
 //! body once, with the standard library's word-at-a-time ASCII path, and then
-//! parsing it as a `str` (where serde_json checks nothing again) reads the same
-//! bodies for about a third fewer instructions in the layers' parses.
+//! parsing it as a `str` (where serde_json checks nothing again) took the
+//! UTF-8 checks of `benches/stack.rs`'s cache-miss stack from 3,550 to 633
+//! instructions a JSON request, 2.9k of its 60.4k (callgrind).
 
 use serde::Deserialize;
 
