@@ -9,6 +9,7 @@
 #   bash scripts/stack-instructions.sh
 #   STACKS=noop,stack_cache_miss KINDS=json bash scripts/stack-instructions.sh
 #   BUILD=debug WARMUP=10 LOW=20 HIGH=40 bash scripts/stack-instructions.sh   # CI: that it runs
+#   BIN=/tmp/stack-before bash scripts/stack-instructions.sh   # a bench binary kept from another commit
 #
 # WARMUP (default 1000) is the uncounted requests before each count: the
 # cache's and the pool's steady state.
@@ -26,12 +27,14 @@ if ! command -v valgrind >/dev/null 2>&1; then
   echo "valgrind is not installed (apt-get install -y valgrind): nothing counted" >&2
   exit 1
 fi
-if [ "$BUILD" = release ]; then
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN out="BIN=$BIN"
+elif [ "$BUILD" = release ]; then
   out=$(cargo bench --bench stack --no-run 2>&1)
 else
   out=$(cargo test --bench stack --no-run 2>&1)
 fi
-bin=$(printf '%s\n' "$out" | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
+[ -n "${BIN:-}" ] || bin=$(printf '%s\n' "$out" | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
 [ -x "$bin" ] || { printf '%s\n' "$out" >&2; echo "no bench binary" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

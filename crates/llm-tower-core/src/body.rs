@@ -4,8 +4,12 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+
+use crate::parts::{ChatParts, Spans};
 
 /// A complete, `Bytes`-backed HTTP body.
 ///
@@ -29,6 +33,8 @@ use http_body::{Body, Frame, SizeHint};
 #[derive(Clone, Default)]
 pub struct LlmBody {
     data: Option<Bytes>,
+    /// Where a chat request's messages lie in `data`, when a parse kept it.
+    parts: Option<Arc<Spans>>,
 }
 
 impl LlmBody {
@@ -38,7 +44,7 @@ impl LlmBody {
     /// assert!(llm_tower_core::LlmBody::empty().as_bytes().is_empty());
     /// ```
     pub fn empty() -> Self {
-        Self { data: None }
+        Self { data: None, parts: None }
     }
 
     /// The bytes not yet polled out of this body (all of them for a fresh body).
@@ -60,6 +66,27 @@ impl LlmBody {
     /// ```
     pub fn into_bytes(self) -> Bytes {
         self.data.unwrap_or_default()
+    }
+
+    /// Where this chat request's messages and tools lie in its bytes, when
+    /// [`RequestInfo::parse_body`](crate::RequestInfo::parse_body) (or
+    /// [`ensure`](crate::RequestInfo::ensure), or the edge) read them; `None`
+    /// for a body made any other way, and once the body has been polled.
+    ///
+    /// ```
+    /// use llm_tower_core::{Api, LlmBody, RequestInfo};
+    /// let mut body = LlmBody::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+    /// assert!(body.chat_parts().is_none(), "not parsed yet");
+    /// RequestInfo::parse_body(Api::ChatCompletions, &mut body)?;
+    /// assert_eq!(body.chat_parts().unwrap().messages().len(), 1);
+    /// # Ok::<(), llm_tower_core::InvalidRequest>(())
+    /// ```
+    pub fn chat_parts(&self) -> Option<ChatParts<'_>> {
+        Some(ChatParts::new(self.data.as_ref()?, self.parts.as_deref()?))
+    }
+
+    pub(crate) fn set_parts(&mut self, parts: Option<Arc<Spans>>) {
+        self.parts = parts;
     }
 }
 
@@ -92,7 +119,7 @@ impl Body for LlmBody {
 
 impl From<Bytes> for LlmBody {
     fn from(b: Bytes) -> Self {
-        if b.is_empty() { Self::empty() } else { Self { data: Some(b) } }
+        if b.is_empty() { Self::empty() } else { Self { data: Some(b), parts: None } }
     }
 }
 

@@ -74,7 +74,7 @@ use tower::util::Oneshot;
 
 use crate::usage::BodyKind;
 use crate::{
-    Api, BoxError, Deadline, InvalidRequest, LlmBody, LlmResponseBody, PayloadTooLarge, RequestInfo, Timeout,
+    BoxError, Deadline, InvalidRequest, LlmBody, LlmResponseBody, PayloadTooLarge, RequestInfo, Timeout,
     TimeoutPhase, Upstream, error_response,
 };
 
@@ -250,20 +250,13 @@ where
                     let mut req = Request::from_parts(parts, LlmBody::from(bytes));
                     let info = match RequestInfo::get(&req) {
                         Some(info) => info.clone(),
-                        None => {
-                            match RequestInfo::parse(Api::from_path(req.uri().path()), req.body().as_bytes())
-                            {
-                                Ok(info) => {
-                                    let info = Arc::new(info);
-                                    req.extensions_mut().insert(info.clone());
-                                    info
-                                }
-                                Err(e) => {
-                                    let text = Arc::from(e.to_string());
-                                    return Poll::Ready(Ok(self.finish(answer(&e), Some(text))));
-                                }
+                        None => match RequestInfo::parse_into(&mut req) {
+                            Ok(info) => info,
+                            Err(e) => {
+                                let text = Arc::from(e.to_string());
+                                return Poll::Ready(Ok(self.finish(answer(&e), Some(text))));
                             }
-                        }
+                        },
                     };
                     *self.as_mut().project().info = Some(info);
                     let next = match cfg.deadline {

@@ -8,8 +8,11 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 
+use serde_json::value::RawValue;
+
 use crate::LlmBody;
 use crate::error::InvalidRequest;
+use crate::parts::SeenMessages;
 
 /// Which LLM API a request targets, decided from its path.
 ///
@@ -123,8 +126,10 @@ struct Raw<'a> {
     temperature: Option<f64>,
     #[serde(default)]
     seed: Option<i64>,
-    #[serde(default, deserialize_with = "count_messages")]
-    messages: Option<usize>,
+    #[serde(borrow, default, deserialize_with = "crate::parts::seen_messages")]
+    messages: Option<SeenMessages<'a>>,
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "count_items")]
     input: Option<usize>,
 }
@@ -216,32 +221,6 @@ fn count_items<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::
     d.deserialize_any(Count)
 }
 
-/// Counts the items of `messages`, which must be an array (every API that has
-/// it, OpenAI chat and Anthropic Messages, refuses anything else).
-fn count_messages<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    struct Count;
-    impl<'de> Visitor<'de> for Count {
-        type Value = Option<usize>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an array of messages")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut n = 0usize;
-            while seq.next_element::<IgnoredAny>()?.is_some() {
-                n = n.saturating_add(1);
-            }
-            Ok(Some(n))
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-    }
-    d.deserialize_any(Count)
-}
-
 impl RequestInfo {
     /// Parses a request body for `api`.
     ///
@@ -257,7 +236,36 @@ impl RequestInfo {
     /// assert_eq!(err.param(), Some("model"));
     /// ```
     pub fn parse(api: Api, body: &[u8]) -> Result<Self, InvalidRequest> {
-        let raw: Raw<'_> = crate::json::from_bytes(body).map_err(|e| {
+        Self::read(api, body).map(|(info, _)| info)
+    }
+
+    /// [`parse`](Self::parse) of an [`LlmBody`]; in the same pass, for a
+    /// chat completions request, where its messages and tools lie, kept by
+    /// the body itself ([`LlmBody::chat_parts`]), so a layer that reads them
+    /// (the exact token count) need not parse the body again.
+    ///
+    /// ```
+    /// use llm_tower_core::{Api, LlmBody, RequestInfo};
+    /// let mut body = LlmBody::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+    /// let info = RequestInfo::parse_body(Api::ChatCompletions, &mut body)?;
+    /// assert_eq!(info.message_count, 1);
+    /// let first = body.chat_parts().unwrap().messages().next().unwrap();
+    /// assert_eq!(first.content, Some(r#""hi""#));
+    /// # Ok::<(), llm_tower_core::InvalidRequest>(())
+    /// ```
+    pub fn parse_body(api: Api, body: &mut LlmBody) -> Result<Self, InvalidRequest> {
+        let bytes = body.as_bytes();
+        let (info, raw) = Self::read(api, bytes)?;
+        let spans = match (api, raw.messages) {
+            (Api::ChatCompletions, Some(seen)) => seen.into_spans(bytes, raw.tools).map(Arc::new),
+            _ => None,
+        };
+        body.set_parts(spans);
+        Ok(info)
+    }
+
+    fn read(api: Api, body: &[u8]) -> Result<(Self, Raw<'_>), InvalidRequest> {
+        let mut raw: Raw<'_> = crate::json::from_bytes(body).map_err(|e| {
             let msg = if e.is_data() {
                 format!("invalid request body: {e}")
             } else {
@@ -265,7 +273,7 @@ impl RequestInfo {
             };
             InvalidRequest::new(msg)
         })?;
-        let model = match raw.model {
+        let model = match raw.model.take() {
             Some(m) if !m.is_empty() => Arc::<str>::from(m.as_ref()),
             _ => {
                 return Err(InvalidRequest::new("you must provide a model parameter").with_param("model"));
@@ -274,20 +282,21 @@ impl RequestInfo {
         if raw.messages.is_none() && matches!(api, Api::ChatCompletions | Api::AnthropicMessages) {
             return Err(InvalidRequest::new("you must provide a messages parameter").with_param("messages"));
         }
-        Ok(RequestInfo {
+        let info = RequestInfo {
             api,
             model,
             stream: raw.stream.unwrap_or(false),
-            include_usage: raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+            include_usage: raw.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
             max_tokens: raw.max_completion_tokens.or(raw.max_tokens).or(raw.max_output_tokens),
             n: raw.n.unwrap_or(1),
             temperature: raw.temperature,
             seed: raw.seed,
-            message_count: raw.messages.or(raw.input).unwrap_or(0),
+            message_count: raw.messages.as_ref().map(|m| m.count).or(raw.input).unwrap_or(0),
             tenant: None,
             estimated_input_tokens: None,
             body_bytes: body.len(),
-        })
+        };
+        Ok((info, raw))
     }
 
     /// The info a previous layer stored in `req`'s extensions, if any.
@@ -315,8 +324,13 @@ impl RequestInfo {
         if let Some(info) = Self::get(req) {
             return Ok(info.clone());
         }
-        let api = Api::from_path(req.uri().path());
-        let info = Arc::new(Self::parse(api, req.body().as_bytes())?);
+        Self::parse_into(req)
+    }
+
+    /// Parses `req`'s body ([`parse_body`](Self::parse_body)) and stores its
+    /// info in the extensions (replacing any there).
+    pub(crate) fn parse_into(req: &mut http::Request<LlmBody>) -> Result<Arc<RequestInfo>, InvalidRequest> {
+        let info = Arc::new(Self::parse_body(Api::from_path(req.uri().path()), req.body_mut())?);
         req.extensions_mut().insert(info.clone());
         Ok(info)
     }
@@ -340,10 +354,8 @@ impl RequestInfo {
         if let Some(info) = Self::get(req) {
             return Some(info.clone());
         }
-        let body = (req.body() as &dyn std::any::Any).downcast_ref::<LlmBody>()?;
-        let info = Arc::new(Self::parse(Api::from_path(req.uri().path()), body.as_bytes()).ok()?);
-        req.extensions_mut().insert(info.clone());
-        Some(info)
+        let req = (req as &mut dyn std::any::Any).downcast_mut::<http::Request<LlmBody>>()?;
+        Self::parse_into(req).ok()
     }
 }
 

@@ -38,6 +38,7 @@ pub mod hint;
 pub mod info;
 pub mod json;
 pub mod key;
+pub mod parts;
 pub mod peek;
 pub mod response;
 mod secret;
@@ -56,6 +57,7 @@ pub use error::{
 };
 pub use info::{Api, RequestInfo};
 pub use key::{Key, KeyFn};
+pub use parts::ChatParts;
 pub use response::LlmResponseBody;
 pub use secret::Secret;
 pub use usage::{Usage, UsageReport};

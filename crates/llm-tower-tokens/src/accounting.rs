@@ -17,7 +17,7 @@ use pin_project_lite::pin_project;
 use crate::budget::{Budget, BudgetStore, MemoryBudgets, Reservation};
 use crate::ledger::Ledger;
 use crate::meters::UsageMeters;
-use crate::{ModelInfo, Prices, count_input, counter_for};
+use crate::{ModelInfo, Prices, count_body, counter_for};
 
 /// What the accounting layer does.
 ///
@@ -379,7 +379,7 @@ where
         };
         let cfg = &self.shared.cfg;
         let prices = cfg.request_prices(&info.model);
-        let input = info.estimated_input_tokens.unwrap_or_else(|| count_input(&info, req.body().as_bytes()));
+        let input = info.estimated_input_tokens.unwrap_or_else(|| count_body(&info, req.body()));
         // u32 x u32 always fits in u64.
         let output =
             u64::from(info.max_tokens.unwrap_or(cfg.default_output_tokens)) * u64::from(info.n.max(1));

@@ -88,6 +88,27 @@ pub struct TokenCount<S> {
 /// assert_eq!(llm_tower_tokens::count_input(&info, body), 3 + 1 + 2 + 3);
 /// ```
 pub fn count_input(info: &RequestInfo, body: &[u8]) -> u32 {
+    count(info, body, None)
+}
+
+/// [`count_input`] of an [`LlmBody`]: when the request's parse kept where
+/// its messages lie ([`LlmBody::chat_parts`]: the edge's parse, or
+/// [`RequestInfo::ensure`]'s), a chat request is counted from them, with no
+/// second parse of its body; the count is the same.
+///
+/// ```
+/// use llm_tower_core::{LlmBody, RequestInfo};
+/// let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there"}]}"#;
+/// let mut req = http::Request::post("/v1/chat/completions").body(LlmBody::from(body)).unwrap();
+/// let info = RequestInfo::ensure(&mut req).unwrap();
+/// assert!(req.body().chat_parts().is_some());
+/// assert_eq!(llm_tower_tokens::count_body(&info, req.body()), llm_tower_tokens::count_input(&info, body.as_bytes()));
+/// ```
+pub fn count_body(info: &RequestInfo, body: &LlmBody) -> u32 {
+    count(info, body.as_bytes(), body.chat_parts())
+}
+
+fn count(info: &RequestInfo, body: &[u8], parts: Option<llm_tower_core::ChatParts<'_>>) -> u32 {
     // The model's counter on the stack (`counter_for` boxes it).
     let (exact, estimate);
     let counter: &dyn TokenCounter = match Tiktoken::new(ModelInfo::lookup(&info.model).family) {
@@ -101,11 +122,13 @@ pub fn count_input(info: &RequestInfo, body: &[u8]) -> u32 {
         }
     };
     match info.api {
-        // One borrowed pass over the body (no owned request, no JSON tree).
-        Api::ChatCompletions => match crate::view::count_chat_body(counter, body) {
-            Some(n) => n,
-            None => Heuristic::default().count_text(&String::from_utf8_lossy(body)),
-        },
+        // The parts the request's parse kept, else one borrowed pass over
+        // the body (no owned request, no JSON tree).
+        Api::ChatCompletions => match parts {
+            Some(parts) => Some(crate::view::count_chat_parts(counter, parts)),
+            None => crate::view::count_chat_body(counter, body),
+        }
+        .unwrap_or_else(|| Heuristic::default().count_text(&String::from_utf8_lossy(body))),
         Api::Embeddings => match serde_json::from_slice::<EmbeddingsRequest>(body) {
             Ok(req) => req
                 .inputs()
@@ -143,7 +166,7 @@ where
         let input = match info.estimated_input_tokens {
             Some(n) => n,
             None => {
-                let n = count_input(&info, req.body().as_bytes());
+                let n = count_body(&info, req.body());
                 // Written into the extensions' info in place (copied only if
                 // another holder shares it): no new `Arc`, no new entry.
                 drop(info);

@@ -45,7 +45,7 @@ mod view;
 pub use accounting::{AccountingConfig, TokenAccounting, TokenAccountingLayer};
 pub use budget::{AccountSnapshot, Budget, BudgetStore, MemoryBudgets, Period, Reservation};
 pub use counter::{Heuristic, Tiktoken, TokenCounter, counter_for};
-pub use layer::{Preflight, ResponseFuture, TokenCount, TokenCountLayer, count_input};
+pub use layer::{Preflight, ResponseFuture, TokenCount, TokenCountLayer, count_body, count_input};
 pub use ledger::{Ledger, LedgerEntry, LedgerLine, OVERFLOW, Series, Totals};
 pub use llm_tower_core::Usage;
 pub use models::{Family, ModelInfo, Prices, UNKNOWN};

@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use llm_tower_core::ChatParts;
 use llm_tower_core::info::borrowed_str;
+use llm_tower_core::json::as_str;
 
 use crate::TokenCounter;
 
@@ -49,23 +51,10 @@ struct ImageView<'a> {
     detail: Option<Cow<'a, str>>,
 }
 
-/// The JSON text of `raw` as a string, if it is one (borrowed from the
-/// body when it has no escapes).
-fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
-    if !text.starts_with('"') {
-        return None;
-    }
-    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
-        _ => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
-    }
-}
-
 /// `raw` as compact JSON text, as `Value`'s `to_string` writes it (what the
 /// owned count measures for tools and tool calls).
-fn compact(raw: &RawValue) -> String {
-    serde_json::from_str::<serde_json::Value>(raw.get()).map(|v| v.to_string()).unwrap_or_default()
+fn compact(raw: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(raw).map(|v| v.to_string()).unwrap_or_default()
 }
 
 /// The tokens of a chat request's body, counted as
@@ -76,24 +65,50 @@ pub(crate) fn count_chat_body(counter: &dyn TokenCounter, body: &[u8]) -> Option
     let mut n = 3u32;
     for m in &view.messages {
         n += 3 + m.role.as_deref().map_or(0, |r| role_tokens(counter, r));
-        if let Some(content) = m.content {
-            n += count_content(counter, content);
-        }
-        if let Some(name) = m.name.and_then(as_str) {
-            n += 1 + counter.count_text(&name);
-        }
-        if let Some(calls) = m.tool_calls {
-            n += counter.count_text(&compact(calls));
-        }
+        n += count_members(
+            counter,
+            m.content.map(RawValue::get),
+            m.name.map(RawValue::get),
+            m.tool_calls.map(RawValue::get),
+        );
     }
-    if let Some(tools) = view.tools {
-        if let Ok(tools) = serde_json::from_str::<Vec<&RawValue>>(tools.get()) {
-            for t in tools {
-                n += 8 + counter.count_text(&compact(t));
-            }
-        }
+    Some(n + view.tools.map_or(0, |t| count_tools(counter, t.get())))
+}
+
+/// [`count_chat_body`] from the [`ChatParts`] the request's parse kept: the
+/// same count, with no parse of the body (only of multi-part contents,
+/// tools and tool calls, which are counted by their JSON).
+pub(crate) fn count_chat_parts(counter: &dyn TokenCounter, parts: ChatParts<'_>) -> u32 {
+    let mut n = 3u32;
+    for m in parts.messages() {
+        let role = m.role.and_then(as_str);
+        n += 3 + role.as_deref().map_or(0, |r| role_tokens(counter, r));
+        n += count_members(counter, m.content, m.name, m.tool_calls);
     }
-    Some(n)
+    n + parts.tools().map_or(0, |t| count_tools(counter, t))
+}
+
+/// A message's content, name and tool calls (their JSON texts).
+fn count_members(
+    counter: &dyn TokenCounter,
+    content: Option<&str>,
+    name: Option<&str>,
+    calls: Option<&str>,
+) -> u32 {
+    let mut n = content.map_or(0, |c| count_content(counter, c));
+    if let Some(name) = name.and_then(as_str) {
+        n += 1 + counter.count_text(&name);
+    }
+    if let Some(calls) = calls {
+        n += counter.count_text(&compact(calls));
+    }
+    n
+}
+
+/// The `tools` array (its JSON text): each tool's compact JSON and 8 tokens.
+fn count_tools(counter: &dyn TokenCounter, tools: &str) -> u32 {
+    let Ok(tools) = serde_json::from_str::<Vec<&RawValue>>(tools) else { return 0 };
+    tools.iter().map(|t| 8 + counter.count_text(&compact(t.get()))).sum()
 }
 
 /// The chat roles, each one token in both OpenAI encodings (`tests`).
@@ -105,11 +120,11 @@ fn role_tokens(counter: &dyn TokenCounter, role: &str) -> u32 {
     if counter.is_exact() && ROLES.contains(&role) { 1 } else { counter.count_text(role) }
 }
 
-fn count_content(counter: &dyn TokenCounter, content: &RawValue) -> u32 {
+fn count_content(counter: &dyn TokenCounter, content: &str) -> u32 {
     if let Some(text) = as_str(content) {
         return counter.count_text(&text);
     }
-    let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(content.get()) else {
+    let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(content) else {
         return 0;
     };
     let mut n = 0;
@@ -117,7 +132,10 @@ fn count_content(counter: &dyn TokenCounter, content: &RawValue) -> u32 {
         let view = serde_json::from_str::<PartView<'_>>(part.get()).ok();
         match view.as_ref().and_then(|v| v.kind.as_deref()) {
             Some("text") => {
-                n += view.and_then(|v| v.text).and_then(as_str).map_or(0, |t| counter.count_text(&t));
+                n += view
+                    .and_then(|v| v.text)
+                    .and_then(|t| as_str(t.get()))
+                    .map_or(0, |t| counter.count_text(&t));
             }
             Some("image_url") => {
                 let low = view
@@ -126,7 +144,7 @@ fn count_content(counter: &dyn TokenCounter, content: &RawValue) -> u32 {
                     .is_some_and(|i| i.detail.as_deref() == Some("low"));
                 n += if low { 85 } else { 765 };
             }
-            _ => n += counter.count_text(&compact(part)),
+            _ => n += counter.count_text(&compact(part.get())),
         }
     }
     n
@@ -137,6 +155,7 @@ mod tests {
     use super::*;
     use crate::{Family, Heuristic, Tiktoken};
     use llm_tower_core::chat::ChatCompletionRequest;
+    use llm_tower_core::{Api, LlmBody, RequestInfo};
 
     #[test]
     fn every_known_role_is_one_token_in_both_encodings() {
@@ -160,13 +179,18 @@ mod tests {
             r#"{"model":"gpt-4o","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}}]},{"role":"tool","tool_call_id":"c1","content":"42"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"integer"}}}}}]}"#,
             r#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}],  "tools" : [ { "type" : "function" , "function" : { "name" : "g" } } ] }"#,
             r#"{"model":"gpt-4o","messages":[]}"#,
+            r#"{"model":"gpt-4o","messages":[{"role":"us\u0065r","content":"a"},{"role":"user","name":7,"content":"b"},{"role":"user","content":"c"},{"role":"user","content":"d"},{"role":"narrator","content":"e"}],"tools":null}"#,
         ];
         let counters: [Box<dyn TokenCounter>; 2] =
             [Box::new(Tiktoken::new(Family::O200k).unwrap()), Box::new(Heuristic::default())];
         for c in &counters {
             for body in bodies {
                 let owned: ChatCompletionRequest = serde_json::from_str(body).unwrap();
-                assert_eq!(count_chat_body(&**c, body.as_bytes()), Some(c.count_chat(&owned)), "{body}");
+                let want = c.count_chat(&owned);
+                assert_eq!(count_chat_body(&**c, body.as_bytes()), Some(want), "{body}");
+                let mut parsed = LlmBody::from(body.to_owned());
+                RequestInfo::parse_body(Api::ChatCompletions, &mut parsed).unwrap();
+                assert_eq!(count_chat_parts(&**c, parsed.chat_parts().expect("chat parts")), want, "{body}");
             }
         }
         assert_eq!(count_chat_body(&*counters[0], br#"{"model":"m"}"#), None);
