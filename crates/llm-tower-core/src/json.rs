@@ -11,7 +11,10 @@
 
 use std::borrow::Cow;
 
+use std::fmt;
+
 use serde::Deserialize;
+use serde::de::{self, Visitor};
 
 /// Parses `bytes` as JSON into `T`, borrowing from it where `T` borrows.
 ///
@@ -57,6 +60,59 @@ pub fn as_str(text: &str) -> Option<Cow<'_, str>> {
     } else {
         Some(Cow::Borrowed(inner))
     }
+}
+
+/// Deserializes an optional string borrowed from the input where it has no
+/// escapes (serde's own `Option<Cow<str>>` always allocates, `borrow` or not):
+/// for `#[serde(borrow, default, deserialize_with = "...")]` on an
+/// `Option<Cow<'a, str>>` field.
+///
+/// ```
+/// use std::borrow::Cow;
+/// #[derive(serde::Deserialize)]
+/// struct View<'a> {
+///     #[serde(borrow, default, deserialize_with = "llm_tower_core::json::borrowed_str")]
+///     role: Option<Cow<'a, str>>,
+/// }
+/// let plain: View<'_> = serde_json::from_str(r#"{"role":"user"}"#).unwrap();
+/// assert!(matches!(plain.role, Some(Cow::Borrowed("user"))));
+/// let escaped: View<'_> = serde_json::from_str(r#"{"role":"us\u0065r"}"#).unwrap();
+/// assert!(matches!(escaped.role, Some(Cow::Owned(ref s)) if s == "user"));
+/// ```
+pub fn borrowed_str<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Str;
+    impl<'de> Visitor<'de> for Str {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+    }
+    struct Opt;
+    impl<'de> Visitor<'de> for Opt {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(Str).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
 }
 
 #[cfg(test)]
