@@ -261,6 +261,13 @@ fn event_json() -> impl Strategy<Value = String> {
         "id",
         "incomplete_details",
         "fin\\u0069sh_reason",
+        // Near the names the scan matches (a prefix, one more letter, a shared start).
+        "usages",
+        "types",
+        "stat",
+        "stop",
+        "errors",
+        "subtype",
         "prompt_tokens",
         "output_tokens",
     ]);
@@ -283,10 +290,13 @@ fn event_json() -> impl Strategy<Value = String> {
         ])
         .prop_map(str::to_owned),
     ];
+    // Whitespace may stand on either side of the colon.
+    let sep = prop::sample::select(vec![":", ": ", " : ", "\n:\t", "\r\n :"]);
     leaf.prop_recursive(3, 24, 4, move |inner| {
         prop_oneof![
-            prop::collection::vec((key.clone(), inner.clone()), 0..4).prop_map(|kv| {
-                let parts: Vec<String> = kv.into_iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+            prop::collection::vec((key.clone(), sep.clone(), inner.clone()), 0..4).prop_map(|kv| {
+                let parts: Vec<String> =
+                    kv.into_iter().map(|(k, sep, v)| format!("\"{k}\"{sep}{v}")).collect();
                 format!("{{{}}}", parts.join(","))
             }),
             prop::collection::vec(inner, 0..3).prop_map(|v| format!("[{}]", v.join(","))),
