@@ -80,6 +80,27 @@ async fn streams_chunk_by_chunk_with_final_usage() {
     h.stop().await;
 }
 
+/// A burst of events (the mock writes a whole answer at once) reaches the
+/// caller in a few writes, not one per event: the gateway hands on what the
+/// upstream connection has already read as one chunk.
+#[tokio::test]
+async fn a_burst_of_events_is_forwarded_in_a_few_chunks() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let h = start(&config_for(&mock, "")).await;
+    let res = h.send(Method::POST, "/v1/chat/completions", STREAM, &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body();
+    let (mut chunks, mut bytes) = (0, Vec::new());
+    while let Some(frame) = body.frame().await {
+        chunks += 1;
+        bytes.extend_from_slice(&frame.unwrap().into_data().unwrap());
+    }
+    let events = bytes.windows(6).filter(|w| w == b"data: ").count();
+    assert!(bytes.ends_with(b"data: [DONE]\n\n"));
+    assert!(events >= 16 && chunks <= 4, "{events} events came in {chunks} chunks");
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn bad_requests_get_openai_errors() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();

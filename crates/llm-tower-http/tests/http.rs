@@ -576,3 +576,45 @@ async fn without_a_connection_limit_the_service_is_always_ready() {
         assert_eq!(f.await.unwrap().status(), 200);
     }
 }
+
+/// Reads a streamed body frame by frame: the frames' sizes and the bytes.
+async fn frames(mut body: llm_tower_core::LlmResponseBody) -> (Vec<usize>, Vec<u8>) {
+    let (mut sizes, mut bytes) = (Vec::new(), Vec::new());
+    while let Some(frame) = body.frame().await {
+        let data = frame.unwrap().into_data().unwrap();
+        sizes.push(data.len());
+        bytes.extend_from_slice(&data);
+    }
+    (sizes, bytes)
+}
+
+#[tokio::test]
+async fn stream_events_read_together_are_handed_on_as_one_frame() {
+    let mock = mock(MockConfig::default()).await;
+    let res = call(&service(&mock), post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+    // Let the mock write the whole stream before the body is read: the
+    // connection then holds every event when the first is taken.
+    let mut sent = 0;
+    while sent == 0 || mock.stats().chunks_sent > sent {
+        sent = mock.stats().chunks_sent;
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let (sizes, bytes) = frames(res.into_body()).await;
+    let events = bytes.windows(6).filter(|w| w == b"data: ").count();
+    assert!(events >= 10, "{events} events");
+    assert_eq!(sizes.len(), 1, "{events} events came in frames of {sizes:?}");
+    assert!(bytes.ends_with(b"data: [DONE]\n\n"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_events_apart_are_each_handed_on_as_they_come() {
+    let latency = Latency { headers: Duration::ZERO, per_token: Duration::from_millis(50) };
+    let mock = mock(MockConfig { latency, ..Default::default() }).await;
+    let res = call(&service(&mock), post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+    let (sizes, bytes) = frames(res.into_body()).await;
+    let events = bytes.windows(6).filter(|w| w == b"data: ").count();
+    // One frame per token at least: nothing waits for the next token.
+    assert!(sizes.len() >= 16, "{events} events came in frames of {sizes:?}");
+}

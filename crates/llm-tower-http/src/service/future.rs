@@ -265,6 +265,7 @@ impl ResponseFuture {
                                 if is_event_stream(&parts.headers) {
                                     body.events = Some(EventSizeLimit::new(c.max_event_bytes));
                                 }
+                                body.join = true;
                                 let body = match c.translation {
                                     Some(t) => {
                                         parts.headers.remove(http::header::CONTENT_LENGTH);

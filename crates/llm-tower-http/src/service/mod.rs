@@ -26,6 +26,7 @@ use crate::dialect::Translation;
 use crate::{Provider, ProviderKind, strip_hop_by_hop};
 
 mod future;
+mod join;
 mod llm;
 mod span;
 mod streaming;
