@@ -594,12 +594,17 @@ async fn stream_events_read_together_are_handed_on_as_one_frame() {
     let res = call(&service(&mock), post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
     // Let the mock write the whole stream before the body is read: the
     // connection then holds every event when the first is taken.
+    // (Bounded: a mock that never sends fails the assertions below, not hangs.)
     let mut sent = 0;
-    while sent == 0 || mock.stats().chunks_sent > sent {
-        sent = mock.stats().chunks_sent;
+    for _ in 0..1000 {
         for _ in 0..8 {
             tokio::task::yield_now().await;
         }
+        let now = mock.stats().chunks_sent;
+        if now > 0 && now == sent {
+            break;
+        }
+        sent = now;
     }
     let (sizes, bytes) = frames(res.into_body()).await;
     let events = bytes.windows(6).filter(|w| w == b"data: ").count();
