@@ -623,3 +623,20 @@ async fn stream_events_apart_are_each_handed_on_as_they_come() {
     // One frame per token at least: nothing waits for the next token.
     assert!(sizes.len() >= 16, "{events} events came in frames of {sizes:?}");
 }
+
+#[tokio::test]
+async fn a_burst_larger_than_the_join_bound_is_handed_on_in_bounded_frames() {
+    // 2,000 tokens: about 480 KB of events, most of it read before the body is.
+    let mock = mock(MockConfig { reply_tokens: 2000, ..Default::default() }).await;
+    let res = call(&service(&mock), post("/v1/chat/completions", CHAT_STREAM)).await.unwrap();
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+    let (sizes, bytes) = frames(res.into_body()).await;
+    assert!(bytes.ends_with(b"data: [DONE]\n\n"));
+    // The bound is 64 KiB (`MAX_JOINED_BYTES`): a frame stops at the first
+    // chunk that reaches it, so it is over by less than one event.
+    let largest = *sizes.iter().max().unwrap();
+    assert!(largest <= 64 * 1024 + 1024, "a frame of {largest} bytes");
+    assert!(largest >= 64 * 1024, "nothing was joined up to the bound: {sizes:?}");
+}
