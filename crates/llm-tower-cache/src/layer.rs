@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use serde::Serialize;
-use tokio::sync::watch;
 
 use crate::entry::Entry;
 use crate::key::{MEMO_ENTRY_BYTES, Memo};
+use crate::service::Flight;
 use crate::{CacheConfig, CacheKey, L2, Strategy};
 
 /// A cache's counters and size.
@@ -71,7 +71,9 @@ pub(crate) struct Shared {
     pub(crate) cache: Cache<CacheKey, Arc<Entry>, foldhash::fast::RandomState>,
     pub(crate) l2: Option<Arc<dyn L2>>,
     /// Misses in flight: requests for the same key wait for the first.
-    pub(crate) flights: Mutex<HashMap<CacheKey, watch::Receiver<()>, foldhash::fast::RandomState>>,
+    pub(crate) flights: Mutex<HashMap<CacheKey, Flight, foldhash::fast::RandomState>>,
+    /// Numbers the flights (a flight's guard removes its own entry only).
+    pub(crate) next_flight: AtomicU64,
     pub(crate) memo: Memo,
     pub(crate) counters: Counters,
     /// `llm_tower_cache_requests_total{result}` handles (hit, miss,
@@ -164,6 +166,7 @@ impl CacheLayer {
             cache,
             l2: None,
             flights: Mutex::default(),
+            next_flight: AtomicU64::new(0),
             memo,
             counters,
             results: Default::default(),

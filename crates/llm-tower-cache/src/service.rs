@@ -14,7 +14,8 @@ use http_body::Body;
 use llm_tower_core::usage::{BodyKind, Prices};
 use llm_tower_core::{Api, BoxError, Key, LlmBody, LlmResponseBody, RequestInfo, ServedBy};
 use pin_project_lite::pin_project;
-use tokio::sync::watch;
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 
 use crate::body::Recorder;
@@ -205,16 +206,28 @@ impl Shared {
         }
     }
 
-    /// Joins the flight for `key`, or starts one.
+    /// Joins the flight for `key`, or starts one. A flight that no second
+    /// request joins (every miss of a workload without repeats) allocates
+    /// nothing of its own: the waiters' `Notify` is made by the first to join.
     fn join(self: &Arc<Self>, key: CacheKey) -> Role {
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(rx) = flights.get(&key) {
-            return Role::Wait(rx.clone());
+        if let Some(flight) = flights.get_mut(&key) {
+            // Made under the lock: the leader wakes waiters only after
+            // taking the same lock, so this one cannot miss the wake.
+            let notify = flight.waiters.get_or_insert_with(|| Arc::new(Notify::new()));
+            return Role::Wait(notify.clone().notified_owned());
         }
-        let (tx, rx) = watch::channel(());
-        flights.insert(key, rx.clone());
-        Role::Lead(FlightGuard { shared: self.clone(), key, rx, _tx: tx })
+        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        flights.insert(key, Flight { id, waiters: None });
+        Role::Lead(FlightGuard { shared: self.clone(), key, id })
     }
+}
+
+/// A miss in flight: the waiters for its answer, once one joins.
+pub(crate) struct Flight {
+    /// Tells this flight from a later one for the same key.
+    id: u64,
+    waiters: Option<Arc<Notify>>,
 }
 
 /// What the cache did with a request: its counter and metric label.
@@ -232,7 +245,7 @@ enum Lookup {
 
 enum Role {
     Lead(FlightGuard),
-    Wait(watch::Receiver<()>),
+    Wait(OwnedNotified),
 }
 
 /// The first of identical concurrent misses. Dropped when its answer is
@@ -240,15 +253,20 @@ enum Role {
 pub(crate) struct FlightGuard {
     shared: Arc<Shared>,
     key: CacheKey,
-    rx: watch::Receiver<()>,
-    _tx: watch::Sender<()>,
+    id: u64,
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        let mut flights = self.shared.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if flights.get(&self.key).is_some_and(|rx| rx.same_channel(&self.rx)) {
-            flights.remove(&self.key);
+        let waiters = {
+            let mut flights = self.shared.flights.lock().unwrap_or_else(|e| e.into_inner());
+            match flights.get(&self.key) {
+                Some(f) if f.id == self.id => flights.remove(&self.key).and_then(|f| f.waiters),
+                _ => None,
+            }
+        };
+        if let Some(n) = waiters {
+            n.notify_waiters();
         }
     }
 }
@@ -364,10 +382,10 @@ where
 {
     let hit =
         |e: &Entry, coalesced: bool| shared.serve(&plan, e, coalesced).map(|r| r.map(LlmResponseBody::full));
-    if let Some(Role::Wait(mut rx)) = role {
+    if let Some(Role::Wait(ended)) = role {
         let wait = shared.cfg.max_coalesce_wait;
         // Ends when the first request's answer is stored or dropped.
-        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        let _ = tokio::time::timeout(wait, ended).await;
         if let Some(res) = shared.cache.get(&plan.key).and_then(|e| hit(&e, true)) {
             return Ok(res);
         }

@@ -228,6 +228,7 @@ async fn concurrent_identical_misses_make_one_upstream_call() {
     let latency = Latency { headers: Duration::from_millis(200), per_token: Duration::from_millis(10) };
     let (mock, layer, svc) =
         setup(MockConfig { latency, ..Default::default() }, CacheConfig::default()).await;
+    let start = tokio::time::Instant::now();
     let tasks: Vec<_> = (0..100)
         .map(|i| {
             let svc = svc.clone();
@@ -247,6 +248,9 @@ async fn concurrent_identical_misses_make_one_upstream_call() {
     assert_eq!(by_status, HashMap::from([("MISS".to_owned(), 1), ("HIT".to_owned(), 99)]));
     assert_eq!(contents.len(), 1, "JSON and streamed callers got the same answer and usage");
     assert_eq!(layer.stats().coalesced, 99);
+    // Woken when the first answer is stored, not at the end of the wait
+    // (60 s by default): the mock's answer takes 200 ms and a few tokens.
+    assert!(start.elapsed() < Duration::from_secs(5), "the waiters were not woken: {:?}", start.elapsed());
 }
 
 #[tokio::test(start_paused = true)]
