@@ -61,7 +61,8 @@ pub trait TokenCounter: Send + Sync {
         if let Some(name) = m.extra.get("name").and_then(Value::as_str) {
             n += 1 + self.count_text(name);
         }
-        if let Some(calls) = m.extra.get("tool_calls") {
+        // `"tool_calls": null` is no tool calls (as the borrowed counts read it).
+        if let Some(calls) = m.extra.get("tool_calls").filter(|c| !c.is_null()) {
             n += self.count_text(&calls.to_string());
         }
         n

@@ -180,6 +180,8 @@ mod tests {
             r#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}],  "tools" : [ { "type" : "function" , "function" : { "name" : "g" } } ] }"#,
             r#"{"model":"gpt-4o","messages":[]}"#,
             r#"{"model":"gpt-4o","messages":[{"role":"us\u0065r","content":"a"},{"role":"user","name":7,"content":"b"},{"role":"user","content":"c"},{"role":"user","content":"d"},{"role":"narrator","content":"e"}],"tools":null}"#,
+            // `null` members are absent members, in every count.
+            r#"{"model":"gpt-4o","messages":[{"role":"assistant","content":"ok","tool_calls":null,"name":null},{"role":null,"content":null}]}"#,
         ];
         let counters: [Box<dyn TokenCounter>; 2] =
             [Box::new(Tiktoken::new(Family::O200k).unwrap()), Box::new(Heuristic::default())];
