@@ -12,7 +12,8 @@
 //! on loopback, in the same run.
 //!
 //! `cargo bench --bench stack`. The allocation counts are printed first, one
-//! line per configuration; criterion's times follow. `ALLOCS_ONLY=1` prints
+//! line per configuration, each with the bytes those allocations asked for
+//! (a growth counts its new size less its old); criterion's times follow. `ALLOCS_ONLY=1` prints
 //! the counts and stops; `STACKS=cache_miss,all_cache_miss` limits the
 //! counts to those configurations and `KINDS=json` (or `sse`) to one kind
 //! of answer, `REQUESTS=n` the requests counted (10,000) after `WARMUP=n`
@@ -37,15 +38,17 @@ use llm_tower::tokens::{AccountingConfig, Preflight, TokenAccountingLayer, Token
 use llm_tower::{LlmBody, LlmResponseBody, LlmService};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
-/// Counts every allocation of the process.
+/// Counts every allocation of the process, and the bytes asked for.
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: forwards to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: the caller's contract is passed on as it is.
         unsafe { System.alloc(layout) }
     }
@@ -55,6 +58,8 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // A growth asks for a new block of the new size (a shrink for none).
+        BYTES.fetch_add(new_size.saturating_sub(layout.size()) as u64, Ordering::Relaxed);
         // SAFETY: as above.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -203,14 +208,15 @@ fn bench(c: &mut Criterion) {
                 for i in 0..warmup {
                     one(&svc, i, stream, unique).await;
                 }
-                let before = ALLOCATIONS.load(Ordering::Relaxed);
+                let before = (ALLOCATIONS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
                 let n = env_count("REQUESTS", 10_000);
                 for i in warmup..warmup + n {
                     one(&svc, i, stream, unique).await;
                 }
-                let per = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / n as f64;
+                let per = (ALLOCATIONS.load(Ordering::Relaxed) - before.0) as f64 / n as f64;
+                let bytes = (BYTES.load(Ordering::Relaxed) - before.1) / n;
                 let kind = if stream { "sse" } else { "json" };
-                println!("allocations per request: {kind}/{name}: {per:.1}");
+                println!("allocations per request: {kind}/{name}: {per:.1} ({bytes} bytes)");
             });
         }
     }

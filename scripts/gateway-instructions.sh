@@ -10,6 +10,15 @@
 #   CONFIGS=bare,cache KINDS=json LOW=500 HIGH=1500 bash scripts/gateway-instructions.sh
 #   BUILD=debug WARMUP_REQUESTS=20 LOW=10 HIGH=30 bash scripts/gateway-instructions.sh   # CI: that it runs
 #   KEEP=/tmp/cg bash scripts/gateway-instructions.sh   # keeps each run's callgrind file (KIND-CONFIG-REQUESTS.out) for callgrind_annotate
+#   MISSES=1 bash scripts/gateway-instructions.sh   # also the data-cache misses per request, simulated
+#
+# MISSES=1 runs callgrind's cache simulation with this machine's private
+# caches (a 32 KiB L1d and a 1 MiB L2 a core, modelled as the last level):
+# besides the instructions, the L1d and L2 data misses a request causes, as
+# deterministic as the instruction count. They show what an instruction count
+# cannot: the cost of a larger working set (each L2 miss is an L3 or memory
+# access, tens to hundreds of nanoseconds), which is where most of the cache's
+# time goes on this machine (docs/ARCHITECTURE.md, "What one request costs").
 #
 # Each configuration runs twice under callgrind (the mock and the load on
 # core 0 at full speed, the gateway on core 1), each time warmed by
@@ -39,10 +48,10 @@ cache_toml >"$tmp/cache.toml"
 # (its output file is written at exit).
 cat >"$tmp/gw" <<SH
 #!/usr/bin/env bash
-exec valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" --log-file="$tmp/cg.log" "$PWD/$BIN/llm-tower-gateway" "\$@"
+exec valgrind --tool=callgrind ${MISSES:+--cache-sim=yes --D1=32768,8,64 --LL=1048576,8,64} --callgrind-out-file="$tmp/cg.out" --log-file="$tmp/cg.log" "$PWD/$BIN/llm-tower-gateway" "\$@"
 SH
 chmod +x "$tmp/gw"
-count() { # config-file requests load-args... -> total instructions of the gateway
+count() { # config-file requests load-args... -> total instructions of the gateway (with MISSES: and its L1d and L2 data misses)
   local cfg=$1 n=$2; shift 2
   rm -f "$tmp/cg.out" "$tmp/cg.log"
   GATEWAY="$tmp/gw" start_gateway "$cfg"
@@ -53,21 +62,32 @@ count() { # config-file requests load-args... -> total instructions of the gatew
 import json, sys
 s = json.load(open(sys.argv[1]))["runs"][0]["summary"]
 assert s["requests"] == s["successes"] == int(sys.argv[2]), s' "$tmp/load.json" "$n" >&2
-  sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/cg.log" | tail -1
+  # Collected: Ir, and with the simulation Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+  sed -n 's/.*Collected : //p' "$tmp/cg.log" | tail -1 | awk '{ if (NF >= 9) print $1, $5 + $6, $8 + $9; else print $1 }'
 }
 IFS=, read -ra configs <<<"$CONFIGS"
 IFS=, read -ra kinds <<<"$KINDS"
-printf '%-6s %-8s %14s %10s\n' kind config "instr/request" "vs bare"
+if [ -n "${MISSES:-}" ]; then
+  printf '%-6s %-8s %14s %10s %12s %12s\n' kind config "instr/request" "vs bare" "L1d misses" "L2 misses"
+else
+  printf '%-6s %-8s %14s %10s\n' kind config "instr/request" "vs bare"
+fi
 for kind in "${kinds[@]}"; do
   args=("${ONE_TENANT[@]}")
   [ "$kind" = sse ] && args+=(--stream --max-tokens 4)
   base=""
   for config in "${configs[@]}"; do
-    lo=$(count "$tmp/$config.toml" "$LOW" "${args[@]}")
-    hi=$(count "$tmp/$config.toml" "$HIGH" "${args[@]}")
-    per=$(( (hi - lo) / (HIGH - LOW) ))
+    read -ra lo < <(count "$tmp/$config.toml" "$LOW" "${args[@]}")
+    read -ra hi < <(count "$tmp/$config.toml" "$HIGH" "${args[@]}")
+    per=$(( (hi[0] - lo[0]) / (HIGH - LOW) ))
     [ -z "$base" ] && base=$per
     ratio=$(awk -v b="$base" -v p="$per" 'BEGIN { printf "%.2f", b / p }')
-    printf '%-6s %-8s %14d %10s\n' "$kind" "$config" "$per" "$ratio"
+    if [ -n "${MISSES:-}" ]; then
+      l1=$(awk -v a="${lo[1]}" -v b="${hi[1]}" -v n=$((HIGH - LOW)) 'BEGIN { printf "%.0f", (b - a) / n }')
+      l2=$(awk -v a="${lo[2]}" -v b="${hi[2]}" -v n=$((HIGH - LOW)) 'BEGIN { printf "%.0f", (b - a) / n }')
+      printf '%-6s %-8s %14d %10s %12s %12s\n' "$kind" "$config" "$per" "$ratio" "$l1" "$l2"
+    else
+      printf '%-6s %-8s %14d %10s\n' "$kind" "$config" "$per" "$ratio"
+    fi
   done
 done
