@@ -159,37 +159,42 @@ where
             let observe = route.hedge.as_ref();
             let first_backend = step.backend;
             let started = Instant::now();
-            // One attempt future held inline, whatever the path; a hedge's
-            // second call and a go-back (rare) are boxed, so that this
-            // future stays the size of one attempt.
+            // One attempt future held inline. A hedged attempt (its timer,
+            // the race and the second call) runs in a box of its own, only
+            // on a route with a hedge and a step after this one: the future
+            // of every other request is the size of one attempt and the
+            // loop around it.
             let first = call_one(shared.clone(), step, r, peek, ready, observe);
-            let mut first = std::pin::pin!(first);
             let outcome = match hedge {
                 None => first.await,
                 Some(h) => {
-                    let delay = h.delay();
-                    tokio::select! {
-                        o = &mut first => o,
-                        _ = tokio::time::sleep(delay) => {
-                            if h.take() {
-                                let (k2, second) = steps.next().expect("peeked");
-                                calls += 1;
-                                let hedged = &shared.backends[second.backend].state;
-                                hedged.hedges.fetch_add(1, Ordering::Relaxed);
-                                metrics::counter!("llm_tower_failover_hedges_total", "backend" => hedged.name.to_string()).increment(1);
-                                let r2 = attempt_req(&second, elsewhere(k2));
-                                let pair = Racers {
-                                    backends: [first_backend, second.backend],
-                                    started: [started, Instant::now()],
-                                    input_tokens: info.estimated_input_tokens,
-                                };
-                                let second = Box::pin(call_one(shared.clone(), second, r2, peek, None, observe));
-                                race(&shared, pair, first, second, &mut attempts, &mut tried).await
-                            } else {
-                                first.await
+                    Box::pin(async {
+                        let mut first = std::pin::pin!(first);
+                        let delay = h.delay();
+                        tokio::select! {
+                            o = &mut first => o,
+                            _ = tokio::time::sleep(delay) => {
+                                if h.take() {
+                                    let (k2, second) = steps.next().expect("peeked");
+                                    calls += 1;
+                                    let hedged = &shared.backends[second.backend].state;
+                                    hedged.hedges.fetch_add(1, Ordering::Relaxed);
+                                    metrics::counter!("llm_tower_failover_hedges_total", "backend" => hedged.name.to_string()).increment(1);
+                                    let r2 = attempt_req(&second, elsewhere(k2));
+                                    let pair = Racers {
+                                        backends: [first_backend, second.backend],
+                                        started: [started, Instant::now()],
+                                        input_tokens: info.estimated_input_tokens,
+                                    };
+                                    let second = Box::pin(call_one(shared.clone(), second, r2, peek, None, observe));
+                                    race(&shared, pair, first, second, &mut attempts, &mut tried).await
+                                } else {
+                                    first.await
+                                }
                             }
                         }
-                    }
+                    })
+                    .await
                 }
             };
             match outcome {
