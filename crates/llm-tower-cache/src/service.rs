@@ -367,50 +367,56 @@ where
     }
 }
 
-async fn slow<S, R>(
+/// The waiting paths' future. An `async move` block, not an `async fn`,
+/// which would keep each argument (the request, the plan, the service) twice.
+#[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in its future")]
+fn slow<S, R>(
     shared: Arc<Shared>,
     mut svc: S,
     req: Request<LlmBody>,
     plan: Plan,
     mut role: Option<Role>,
-) -> Result<Response<LlmResponseBody>, BoxError>
+) -> impl Future<Output = Result<Response<LlmResponseBody>, BoxError>>
 where
     S: tower::Service<Request<LlmBody>, Response = Response<R>>,
     S::Error: Into<BoxError>,
     R: Body<Data = Bytes> + Send + 'static,
     R::Error: Into<BoxError>,
 {
-    let hit =
-        |e: &Entry, coalesced: bool| shared.serve(&plan, e, coalesced).map(|r| r.map(LlmResponseBody::full));
-    if let Some(Role::Wait(ended)) = role {
-        let wait = shared.cfg.max_coalesce_wait;
-        // Ends when the first request's answer is stored or dropped.
-        let _ = tokio::time::timeout(wait, ended).await;
-        if let Some(res) = shared.cache.get(&plan.key).and_then(|e| hit(&e, true)) {
-            return Ok(res);
+    async move {
+        let hit = |e: &Entry, coalesced: bool| {
+            shared.serve(&plan, e, coalesced).map(|r| r.map(LlmResponseBody::full))
+        };
+        if let Some(Role::Wait(ended)) = role {
+            let wait = shared.cfg.max_coalesce_wait;
+            // Ends when the first request's answer is stored or dropped.
+            let _ = tokio::time::timeout(wait, ended).await;
+            if let Some(res) = shared.cache.get(&plan.key).and_then(|e| hit(&e, true)) {
+                return Ok(res);
+            }
+            role = None;
         }
-        role = None;
-    }
-    if plan.read {
-        if let Some(l2) = &shared.l2 {
-            let found = log_l2(l2.get(plan.key).await).flatten().and_then(Entry::decode);
-            if let Some(e) = found.filter(|e| e.scope.as_str() == plan.scope.as_str()) {
-                let e = Arc::new(e);
-                if let Some(res) = hit(&e, false) {
-                    shared.cache.insert(plan.key, e);
-                    return Ok(res);
+        if plan.read {
+            if let Some(l2) = &shared.l2 {
+                let found = log_l2(l2.get(plan.key).await).flatten().and_then(Entry::decode);
+                if let Some(e) = found.filter(|e| e.scope.as_str() == plan.scope.as_str()) {
+                    let e = Arc::new(e);
+                    if let Some(res) = hit(&e, false) {
+                        shared.cache.insert(plan.key, e);
+                        return Ok(res);
+                    }
                 }
             }
         }
+        let guard = match role {
+            Some(Role::Lead(g)) => Some(g),
+            _ => None,
+        };
+        shared.count(Outcome::Miss);
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into)?;
+        let res = svc.call(req).await.map_err(Into::into)?;
+        Ok(on_response(&shared, res, Some(plan), guard))
     }
-    let guard = match role {
-        Some(Role::Lead(g)) => Some(g),
-        _ => None,
-    };
-    shared.count(Outcome::Miss);
-    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into)?;
-    let res = svc.call(req).await.map_err(Into::into)?;
-    Ok(on_response(&shared, res, Some(plan), guard))
 }
 
 type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response<LlmResponseBody>, BoxError>> + Send>>;
