@@ -395,7 +395,9 @@ type Proxy = LlmEdge<Identify<KnownModels>>;
 /// Refuses a model no route serves (404 `model_not_found`) before the stack.
 #[derive(Clone)]
 struct KnownModels {
-    models: Arc<HashSet<String>>,
+    /// foldhash, as the failover's routes: fixed keys from the
+    /// configuration, one lookup a request by the client's model name.
+    models: Arc<HashSet<String, foldhash::fast::RandomState>>,
     inner: LlmService,
 }
 

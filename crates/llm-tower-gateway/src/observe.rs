@@ -153,8 +153,10 @@ const KNOWN_STATUSES: [&str; 13] =
 /// is first used: the gateway installs its own before it serves.
 pub(crate) struct RequestMetrics {
     in_flight: OnceLock<Gauge>,
-    /// Served model name -> its index (0 is `other`).
-    models: HashMap<Arc<str>, usize>,
+    /// Served model name -> its index (0 is `other`). foldhash, as the
+    /// failover's routes: fixed keys from the configuration, one lookup a
+    /// request by the client's model name.
+    models: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     names: Vec<SharedString>,
     /// By `api * names.len() + model`.
     series: Vec<Series>,
@@ -170,7 +172,7 @@ struct Series {
 impl RequestMetrics {
     pub(crate) fn new(models: impl IntoIterator<Item = String>) -> Self {
         let mut names = vec![SharedString::const_str("other")];
-        let mut index = HashMap::new();
+        let mut index = HashMap::default();
         for m in models {
             let m: Arc<str> = Arc::from(m);
             index.insert(m.clone(), names.len());
