@@ -12,22 +12,23 @@
 #[path = "../benches/support/mod.rs"]
 mod support;
 
-/// Allocations per request allowed for each configuration, JSON and
-/// streamed: the counts measured on 2026-12-07 (stack bench, 10,000
-/// requests) rounded up. The fractional ones (the cache's) vary by a few
-/// tenths with when moka's housekeeping falls due: half an allocation of room.
+/// Allocations per request of each configuration, JSON and streamed, as
+/// measured on 2026-12-07 (stack bench, 10,000 requests). The fractional
+/// ones (the cache's) vary by about a tenth with when moka's housekeeping
+/// falls due; the test allows half an allocation over these, so one more
+/// allocation a request fails in every configuration.
 const BUDGET: &[(&str, f64, f64)] = &[
     ("noop", 9.0, 9.0),
     ("retry", 13.0, 13.0),
     ("breaker", 11.0, 11.0),
     ("limiter", 29.0, 31.0),
     ("accounting", 24.0, 45.0),
-    ("cache_miss", 30.0, 32.0),
-    ("all_cache_miss", 52.0, 74.0),
+    ("cache_miss", 29.4, 31.4),
+    ("all_cache_miss", 51.4, 73.4),
     ("all_cache_hit", 27.0, 48.0),
     ("count", 17.0, 17.0),
     ("failover", 21.0, 21.0),
-    ("stack_cache_miss", 57.0, 79.0),
+    ("stack_cache_miss", 56.4, 78.4),
 ];
 
 #[test]
@@ -49,8 +50,8 @@ fn each_layer_and_the_whole_stack_stay_within_their_allocation_budget() {
             let (per, _) = support::allocations(&rt, &svc, stream, unique, 300, 2_000);
             let kind = if stream { "sse" } else { "json" };
             println!("{kind}/{name}: {per:.2} allocations a request (budget {budget})");
-            // The budget's own margin covers the cache's housekeeping; a
-            // whole allocation more per request is a change in the code.
+            // Half an allocation covers the cache's housekeeping; a whole
+            // allocation more a request is a change in the code.
             if per > budget + 0.5 {
                 over.push(format!("{kind}/{name}: {per:.2} allocations a request, budget {budget}"));
             }
