@@ -7,12 +7,14 @@ use llm_tower_tokens::{Budget, Period};
 use crate::Llm;
 
 /// The tenant limits of a grant (`None`: it sets none). Over-limit requests
-/// are refused at once (429 with `retry-after`), never queued.
-fn limits_of(grant: &Grant) -> Option<Limits> {
+/// are refused at once (429 with `retry-after`), never queued; the quota
+/// headers are written or not as the tenant's limits without the grant say
+/// (`base`: the grant sets numbers, not what the answers show).
+fn limits_of(grant: &Grant, base: &Limits) -> Option<Limits> {
     if grant.requests_per_minute.is_none() && grant.tokens_per_minute.is_none() {
         return None;
     }
-    let mut l = Limits::default().mode(Mode::Reject).adaptive(false);
+    let mut l = Limits::default().mode(Mode::Reject).adaptive(false).emit_headers(base.emit_headers);
     if let Some(v) = grant.requests_per_minute {
         l = l.requests_per_minute(v);
     }
@@ -63,7 +65,8 @@ impl Llm {
     /// ```
     pub fn grant(&self, name: &str, grant: &Grant) {
         if let Some(t) = self.tenant_limits() {
-            match limits_of(grant) {
+            let base = self.tenant_overrides.get(name).copied().unwrap_or_else(|| t.limits());
+            match limits_of(grant, &base) {
                 Some(l) => t.set_key_limits(name, l),
                 None => match self.tenant_overrides.get(name) {
                     Some(l) => t.set_key_limits(name, *l),
@@ -82,5 +85,48 @@ impl Llm {
     /// revoked key). Its spend stays in the budget store and the ledger.
     pub fn ungrant(&self, name: &str) {
         self.grant(name, &Grant::default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use llm_tower_auth::Grant;
+    use llm_tower_ratelimit::Limits;
+
+    use crate::{LlmStack, Provider, ProviderSpec, RequestInfo, TenantLimits};
+
+    fn as_tenant(name: &str) -> http::Request<()> {
+        let mut info =
+            RequestInfo::parse(llm_tower_core::Api::ChatCompletions, br#"{"model":"m","messages":[]}"#)
+                .unwrap();
+        info.tenant = Some(name.into());
+        let mut req = http::Request::new(());
+        req.extensions_mut().insert(Arc::new(info));
+        req
+    }
+
+    /// A grant sets a key's numbers; whether its answers carry the quota
+    /// headers stays what the tenant's limits without it say.
+    #[tokio::test]
+    async fn a_grant_keeps_the_tenants_choice_of_quota_headers() {
+        let provider = Provider::openai_compatible("up", "http://127.0.0.1:9/v1").unwrap();
+        let quiet = Limits::default().requests_per_minute(60).emit_headers(false);
+        let llm = LlmStack::new()
+            .provider(ProviderSpec::new(provider).models(["m"]))
+            .tenant_limits(
+                TenantLimits::new(Some(quiet)).tenant("loud", Limits::default().requests_per_minute(6)),
+            )
+            .build()
+            .unwrap();
+        let grant: Grant = serde_json::from_str(r#"{"requests_per_minute": 10}"#).unwrap();
+        llm.grant("team-a", &grant);
+        llm.grant("loud", &grant);
+        let t = llm.tenant_limits().unwrap();
+        let a = t.limits_for(&as_tenant("team-a"));
+        assert_eq!((a.requests_per_minute, a.emit_headers), (Some(10), false), "the default's choice");
+        let loud = t.limits_for(&as_tenant("loud"));
+        assert_eq!((loud.requests_per_minute, loud.emit_headers), (Some(10), true), "its own section's");
     }
 }

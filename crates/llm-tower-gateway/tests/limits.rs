@@ -67,6 +67,60 @@ async fn tenants_get_their_own_limits_and_headers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn emit_headers_false_keeps_a_limiters_quota_from_the_callers() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let provider = |emit: bool| {
+        format!(
+            "[providers.retry]\nenabled = false\n[providers.rate_limit]\nadaptive = false\n\
+             requests_per_minute = 1000\nemit_headers = {emit}\n"
+        )
+    };
+    let quiet_tenants =
+        TENANTS.replace("requests_per_minute = 2\n", "requests_per_minute = 2\nemit_headers = false\n");
+    assert_ne!(quiet_tenants, TENANTS);
+    let ratelimit_headers = |res: &hyper::Response<hyper::body::Incoming>| -> Vec<String> {
+        res.headers()
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .filter(|k| k.starts_with("x-ratelimit-"))
+            .collect()
+    };
+
+    // The tenant limiter quiet: the provider's limiter below writes its own
+    // quota instead (the tenant's did not mark the request as written above).
+    let h = start(&format!("{quiet_tenants}{}", config_with(&mock, &provider(true), ""))).await;
+    let res = as_tenant(&h, "acme").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers()["x-ratelimit-limit-requests"],
+        "1000",
+        "the provider's quota, not the tenant's 2"
+    );
+    res.into_body().collect().await.unwrap();
+    h.stop().await;
+
+    // Both quiet: no quota header on a success, and the tenant's limit still
+    // holds, its refusal still saying when to come back.
+    let h = start(&format!("{quiet_tenants}{}", config_with(&mock, &provider(false), ""))).await;
+    for _ in 0..2 {
+        let res = as_tenant(&h, "acme").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(ratelimit_headers(&res), Vec::<String>::new());
+        res.into_body().collect().await.unwrap();
+    }
+    let res = as_tenant(&h, "acme").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "30");
+    res.into_body().collect().await.unwrap();
+    // A named tenant's section has its own say: vip's writes its quota.
+    let res = as_tenant(&h, "vip").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-ratelimit-limit-requests"], "5");
+    res.into_body().collect().await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn provider_limits_pace_requests_instead_of_failing_them() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let sections = "[providers.retry]\nenabled = false\n[providers.rate_limit]\nrequests_per_minute = 60\nburst = 1\nmax_wait_ms = 5000\n";

@@ -45,6 +45,11 @@ pub struct LimitsSection {
     pub max_queue: u32,
     /// Follow the provider's `x-ratelimit-*` and 429 `retry-after`. Default true.
     pub adaptive: bool,
+    /// Write OpenAI-style `x-ratelimit-{limit,remaining,reset}-*` headers
+    /// from this limiter's quota on successful answers. Default true; false
+    /// keeps the quota from the callers (and saves six header writes an
+    /// answer).
+    pub emit_headers: bool,
 }
 
 impl Default for LimitsSection {
@@ -60,6 +65,7 @@ impl Default for LimitsSection {
             max_wait_ms: 2000,
             max_queue: 1000,
             adaptive: true,
+            emit_headers: true,
         }
     }
 }
@@ -99,7 +105,7 @@ impl LimitsSection {
                 Mode::Wait { max_wait: Duration::from_millis(self.max_wait_ms), max_queue: self.max_queue }
             }
         };
-        let mut l = Limits::default().mode(mode).adaptive(self.adaptive);
+        let mut l = Limits::default().mode(mode).adaptive(self.adaptive).emit_headers(self.emit_headers);
         if let Some(v) = self.requests_per_minute {
             l = l.requests_per_minute(v);
         }

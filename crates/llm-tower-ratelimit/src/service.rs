@@ -148,6 +148,11 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
         }
     }
 
+    /// The limits of every key without limits of its own.
+    pub fn limits(&self) -> Limits {
+        self.shared.default.limits
+    }
+
     /// The limits `req` is held to: its key's own, else the layer's.
     pub fn limits_for<B>(&self, req: &Request<B>) -> Limits {
         let key = self.key_fn.as_ref().map_or(GLOBAL, |f| f.key(req));
