@@ -47,8 +47,9 @@ pub struct LimitsSection {
     pub adaptive: bool,
     /// Write OpenAI-style `x-ratelimit-{limit,remaining,reset}-*` headers
     /// from this limiter's quota on successful answers. Default true; false
-    /// keeps the quota from the callers (and saves six header writes an
-    /// answer).
+    /// keeps the quota from the callers (and saves up to six header writes
+    /// an answer). A limiter below then writes its own quota, unless its
+    /// section says false too.
     pub emit_headers: bool,
 }
 
